@@ -1,0 +1,45 @@
+# Two commands do everything: `make run` brings a one-machine farm up, `make test` runs the suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format man blender chromium clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+# Debian's blender package, installed when missing and we may (root); otherwise say what to do.
+blender:
+	@command -v blender >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender >/dev/null; \
+	  else echo "blendfarm needs Blender: run 'sudo apt-get install blender' (or pass --blender PATH)"; exit 1; fi; }
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "the browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
+
+run: $(STAMP) blender
+	$(BIN)/blendfarm serve --local-nodes 1 --data ./data
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench
+
+man: $(STAMP)
+	$(BIN)/python -m blendfarm.cli.manpages man
+
+test: $(STAMP) blender chromium lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,88 @@
+"""Error types. Every error a person can cause is a `BlendfarmError` with an HTTP status.
+
+The API turns them into one JSON shape (see `error_body`); the CLI prints their message on
+one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BlendfarmError(Exception):
+    """Base of every expected failure; `status` is the HTTP status the API answers with."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BadInput(BlendfarmError):
+    status = 400
+    code = "bad_input"
+
+
+class Unauthorized(BlendfarmError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(BlendfarmError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(BlendfarmError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(BlendfarmError):
+    status = 409
+    code = "conflict"
+
+
+class TooLarge(BlendfarmError):
+    status = 413
+    code = "too_large"
+
+
+class TooManyRequests(BlendfarmError):
+    status = 429
+    code = "too_many_requests"
+
+
+class InsufficientStorage(BlendfarmError):
+    status = 507
+    code = "insufficient_storage"
+
+
+class ServerUnreachable(BlendfarmError):
+    status = 503
+    code = "unreachable"
+
+
+class BlenderFailed(BlendfarmError):
+    """Blender exited with an error or produced no image; `log` holds its last lines."""
+
+    status = 500
+    code = "blender_failed"
+
+    def __init__(self, message: str, log: list[str] | None = None):
+        super().__init__(message)
+        self.log = log or []
+
+
+def error_body(status: int, code: str, message: str) -> dict[str, Any]:
+    """The one JSON shape of every API error."""
+    return {"error": {"code": code, "message": message, "status": status}}
