@@ -92,7 +92,9 @@ def choose_blend(summary: ZipSummary, requested: str | None) -> str:
         if not wanted.lower().endswith(".blend"):
             raise BadInput(f"{requested!r} is not a .blend file")
         if wanted not in summary.blends:
-            raise BadInput(f"{requested!r} is not in the archive (it holds {', '.join(summary.blends)})")
+            raise BadInput(
+                f"{requested!r} is not in the archive (it holds {', '.join(summary.blends)})"
+            )
         return wanted
     if len(summary.blends) == 1:
         return summary.blends[0]

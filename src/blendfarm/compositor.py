@@ -96,8 +96,14 @@ def encode_mp4(frames: Iterable[Path], out: Path, fps: float, fps_base: float = 
                     pix_fmt_out="yuv420p",
                     macro_block_size=1,
                     quality=None,
-                    output_params=["-crf", "18", "-r", f"{rate.numerator}/{rate.denominator}",
-                                   "-movflags", "+faststart"],
+                    output_params=[
+                        "-crf",
+                        "18",
+                        "-r",
+                        f"{rate.numerator}/{rate.denominator}",
+                        "-movflags",
+                        "+faststart",
+                    ],
                     ffmpeg_log_level="error",
                 )
                 writer.send(None)

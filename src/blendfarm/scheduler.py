@@ -53,13 +53,8 @@ def choose_task(
     return min(tasks, key=lambda t: (t.frame, t.row, t.col, t.task_id))
 
 
-def should_blocklist(failures_of_node_in_project: int, limit: int) -> bool:
-    """A node that failed `limit` tasks of one project is barred from it."""
-    return failures_of_node_in_project >= limit
-
-
 def task_gives_up(failed_nodes: frozenset[str], online_nodes: frozenset[str], limit: int) -> bool:
-    """A task that failed on `limit` different nodes, or on every node there is, errors its project."""
+    """A task that failed on `limit` nodes, or on every node there is, errors its project."""
     if len(failed_nodes) >= limit:
         return True
     return bool(online_nodes) and online_nodes <= failed_nodes

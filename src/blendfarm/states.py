@@ -55,7 +55,9 @@ def task_move(state: TaskState, event: Event) -> TaskState:
         raise Conflict(f"a {state.value} task cannot {event.value}") from None
 
 
-def project_state(current: ProjectState, tasks_total: int, tasks_done: int, tasks_rendering: int) -> ProjectState:
+def project_state(
+    current: ProjectState, tasks_total: int, tasks_done: int, tasks_rendering: int
+) -> ProjectState:
     """The state a project is in given its task counts (error and done are sticky)."""
     if current in (ProjectState.ERROR, ProjectState.DONE):
         return current

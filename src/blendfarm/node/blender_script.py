@@ -123,11 +123,11 @@ def main():
             elif op == "render":
                 answer({"ok": True, **render(cmd)})
             else:
-                answer({"ok": False, "error": "unknown command %r" % op})
+                answer({"ok": False, "error": f"unknown command {op!r}"})
         except Exception as exc:  # report to the node, keep the session usable
             traceback.print_exc()
             sys.stdout.flush()
-            answer({"ok": False, "error": "%s: %s" % (type(exc).__name__, exc)})
+            answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
 main()

@@ -1,0 +1,3 @@
+from blendfarm.cli.main import main
+
+main()

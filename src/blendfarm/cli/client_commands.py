@@ -1,0 +1,317 @@
+"""Client commands: submit, status, fetch, rm, retry."""
+
+from __future__ import annotations
+
+import json
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import httpx
+import typer
+from rich.live import Live
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+
+from ..archive import folder_files, is_blend_file, zip_files
+from ..errors import BadInput, BlendfarmError, Conflict, NotFound
+from ..server.validate import parse_frames
+from .main import Api, app, console, err_console, friendly
+
+
+def api_error(resp: httpx.Response) -> BlendfarmError:
+    """The server's JSON error as an exception (one line for the person)."""
+    try:
+        body = resp.json()["error"]
+        message, status = str(body["message"]), int(body["status"])
+    except (ValueError, KeyError, TypeError):
+        message, status = f"the server answered HTTP {resp.status_code}", resp.status_code
+    kind = {404: NotFound, 409: Conflict}.get(status, BlendfarmError)
+    return kind(message, status=status) if kind is BlendfarmError else kind(message)
+
+
+def _checked(resp: httpx.Response) -> httpx.Response:
+    if resp.status_code >= 400:
+        resp.read()
+        raise api_error(resp)
+    return resp
+
+
+def _transfer_progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
+class _ProgressReader:
+    """A file wrapper that advances a progress bar as httpx reads it."""
+
+    def __init__(self, fh: BinaryIO, progress: Progress, task: Any):
+        self.fh, self.progress, self.task = fh, progress, task
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.fh.read(size)
+        self.progress.advance(self.task, len(data))
+        return data
+
+    def fileno(self) -> int:
+        return self.fh.fileno()
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.fh.tell()
+
+
+def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
+    """The file to upload for `path` (a zip as is, a folder zipped) and the .blend to render."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist")
+    if path.is_dir():
+        files = folder_files(path)
+        if not any(f.suffix.lower() == ".blend" for f in files):
+            raise BadInput(f"{path} holds no .blend file")
+        out = tmp / f"{path.name or 'project'}.zip"
+        zip_files(((f, f.relative_to(path).as_posix()) for f in files), out)
+        return out, blend
+    if path.suffix.lower() == ".blend":
+        if not is_blend_file(path):
+            raise BadInput(f"{path.name} is not a .blend file")
+        from ..packing import pack_blend
+
+        report = pack_blend(path, tmp / f"{path.stem}.zip")
+        for missing in report.missing:
+            err_console.print(f"[yellow]warning:[/yellow] missing file: {missing}")
+        return tmp / f"{path.stem}.zip", blend or report.blend
+    return path, blend
+
+
+@app.command()
+@friendly
+def submit(
+    ctx: typer.Context,
+    path: Path = typer.Argument(..., help="A project .zip, a project folder, or a .blend."),
+    blend: str = typer.Option(
+        None, "--blend", help="The .blend to render, as a path inside the zip."
+    ),
+    title: str = typer.Option(None, "--title", help="A title (default: the .blend's name)."),
+    frame: int = typer.Option(None, "--frame", help="Render this one frame as a still."),
+    frames: str = typer.Option(None, "--frames", help="Render an animation, A-B both inclusive."),
+    tiles: int = typer.Option(1, "--tiles", min=1, help="Cut every frame into N×N chunks."),
+    overscan: int = typer.Option(
+        0, "--overscan", min=0, help="Pixels rendered beyond each inner chunk edge, then cropped."
+    ),
+    as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
+) -> None:
+    """Upload a project and queue it for rendering (the scene's frame range unless told)."""
+    api: Api = ctx.obj
+    if frame is not None and frames:
+        raise BadInput("give --frame or --frames, not both")
+    fields: dict[str, str] = {"tiles": str(tiles), "overscan": str(overscan)}
+    if title:
+        fields["title"] = title
+    if frame is not None:
+        fields["frame"] = str(frame)
+    if frames:
+        start, end = parse_frames(frames)
+        if end < start:
+            raise BadInput(f"--frames {frames}: the range ends before it starts")
+        fields["frames"] = f"{start}-{end}"
+    with tempfile.TemporaryDirectory(prefix="blendfarm-") as tmp:
+        upload, chosen = _pack(path, blend, Path(tmp))
+        if chosen:
+            fields["blend"] = chosen
+        size = upload.stat().st_size
+        with _transfer_progress() as progress, open(upload, "rb") as fh:
+            task = progress.add_task(f"uploading {upload.name}", total=size)
+            reader = _ProgressReader(fh, progress, task)
+            resp = api.client.post(
+                "/api/projects",
+                data=fields,
+                files={"file": (upload.name, reader, "application/octet-stream")},
+                timeout=httpx.Timeout(None, connect=5),
+            )
+    project = _checked(resp).json()
+    if as_json:
+        console.print_json(json.dumps(project))
+        return
+    console.print(f"submitted [bold]{project['title']}[/bold] as [cyan]{project['id']}[/cyan]")
+    for warning in project.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _size(n: int | None) -> str:
+    value = float(n or 0)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if value < 1024 or unit == "TiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TiB"
+
+
+STATE_STYLE = {
+    "queued": "yellow",
+    "rendering": "cyan",
+    "compositing": "magenta",
+    "done": "green",
+    "error": "red",
+}
+
+
+def status_table(status: dict[str, Any]) -> Table:
+    """The farm at a glance: every project with a progress bar, and the disk use."""
+    disk = status.get("disk", {})
+    online = sum(1 for n in status.get("nodes", []) if n.get("online"))
+    table = Table(
+        title=f"blendfarm — {online} node(s) online",
+        caption=f"disk: {_size(disk.get('used'))} used, {_size(disk.get('free'))} free of "
+        f"{_size(disk.get('total'))}; projects use {_size(disk.get('data'))}",
+    )
+    for col in ("ID", "Title", "State", "Progress", "Chunks", "Size", "Created"):
+        table.add_column(col, no_wrap=col != "Title")
+    for p in status.get("projects", []):
+        total, done = p["chunks_total"], p["chunks_done"]
+        state = p["state"]
+        label = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+        if state == "error" and p.get("error"):
+            label += f"\n[red]{p['error'].splitlines()[0][:60]}[/red]"
+        table.add_row(
+            p["id"],
+            p["title"],
+            label,
+            ProgressBar(total=max(total, 1), completed=done, width=20),
+            f"{done}/{total}" if total else "-",
+            _size(p["size"]),
+            (p.get("created") or "").replace("T", " ").rstrip("Z"),
+        )
+    return table
+
+
+def _events(api: Api) -> Any:
+    """Status snapshots from the server's event stream."""
+    with api.client.stream("GET", "/api/events", timeout=httpx.Timeout(None, connect=5)) as resp:
+        _checked(resp)
+        data: list[str] = []
+        for line in resp.iter_lines():
+            if line.startswith("data:"):
+                data.append(line[5:].strip())
+            elif not line and data:
+                yield json.loads("\n".join(data))
+                data = []
+
+
+@app.command()
+@friendly
+def status(
+    ctx: typer.Context,
+    project_id: str = typer.Argument(None, metavar="[ID]", help="One project (default: all)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    watch: bool = typer.Option(False, "--watch", "-w", help="Keep the table live until Ctrl-C."),
+) -> None:
+    """Show projects, their progress and the server's disk use."""
+    api: Api = ctx.obj
+    if project_id:
+        project = _checked(api.client.get(f"/api/projects/{project_id}")).json()
+        if as_json:
+            console.print_json(json.dumps(project))
+            return
+        snapshot = _checked(api.client.get("/api/status")).json()
+        snapshot["projects"] = [project]
+        console.print(status_table(snapshot))
+        for w in project.get("warnings", []):
+            console.print(f"[yellow]warning:[/yellow] {w}")
+        return
+    snapshot = _checked(api.client.get("/api/status")).json()
+    if as_json:
+        console.print_json(json.dumps(snapshot["projects"]))
+        return
+    if not watch:
+        console.print(status_table(snapshot))
+        return
+    with Live(status_table(snapshot), console=console, refresh_per_second=4) as live:
+        while True:
+            try:
+                for snap in _events(api):
+                    live.update(status_table(snap))
+            except httpx.TransportError:
+                time.sleep(2)  # the server went away: wait for it to come back
+
+
+def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with api.client.stream("GET", url, timeout=httpx.Timeout(None, connect=5)) as resp:
+        _checked(resp)
+        m = re.search(r'filename="?([^";]+)"?', resp.headers.get("content-disposition", ""))
+        name = Path(m.group(1)).name if m else fallback
+        dest = out_dir / name
+        part = dest.with_name(f".{dest.name}.part")
+        total = int(resp.headers.get("content-length", 0)) or None
+        with _transfer_progress() as progress, open(part, "wb") as fh:
+            task = progress.add_task(f"downloading {name}", total=total)
+            for block in resp.iter_bytes(1024 * 1024):
+                fh.write(block)
+                progress.advance(task, len(block))
+    part.replace(dest)
+    return dest
+
+
+@app.command()
+@friendly
+def fetch(
+    ctx: typer.Context,
+    project_id: str = typer.Argument(..., metavar="ID", help="The project."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write into."),
+    raw: bool = typer.Option(False, "--raw", help="The zip of raw chunks instead of the result."),
+) -> None:
+    """Download a finished project's result (PNG or mp4), or its raw chunks."""
+    api: Api = ctx.obj
+    kind = "raw" if raw else "result"
+    path = _download(api, f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}")
+    console.print(str(path))
+
+
+@app.command()
+@friendly
+def rm(
+    ctx: typer.Context,
+    project_id: str = typer.Argument(..., metavar="ID", help="The project."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+) -> None:
+    """Delete a project with everything it stored on the server."""
+    api: Api = ctx.obj
+    project = _checked(api.client.get(f"/api/projects/{project_id}")).json()
+    if not yes:
+        lost = "" if project["state"] == "done" else " All progress on this render will be lost."
+        if not typer.confirm(f"Delete {project['title']} ({project_id})?{lost}", default=False):
+            raise typer.Exit(1)
+    answer = _checked(api.client.delete(f"/api/projects/{project_id}")).json()
+    console.print(f"deleted {project_id}, freed {_size(answer['freed'])}")
+
+
+@app.command()
+@friendly
+def retry(
+    ctx: typer.Context,
+    project_id: str = typer.Argument(..., metavar="ID", help="The project in error."),
+) -> None:
+    """Put a project that ended in error back in the queue."""
+    api: Api = ctx.obj
+    project = _checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
+    console.print(f"{project_id} is {project['state']} again")

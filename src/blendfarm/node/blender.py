@@ -1,0 +1,233 @@
+"""Blender as a subprocess: one render session per .blend, kept warm between chunks.
+
+`Renderer` is the one small interface the node uses. A `BlenderSession` is a running
+`blender -b FILE --python blender_script.py` that takes JSON commands on stdin; a warm
+renderer keeps it for the next chunk of the same file, a cold one closes it after each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..errors import BlenderFailed, BlendfarmError
+
+SCRIPT = Path(__file__).with_name("blender_script.py")
+MARKER = "@@BLENDFARM@@"
+TAIL_LINES = 40
+LogSink = Callable[[str], None]
+
+
+def find_blender(explicit: str = "") -> str:
+    """The Blender executable to use: the one given, else `blender` on PATH."""
+    candidate = explicit or "blender"
+    path = shutil.which(candidate) if os.sep not in candidate else candidate
+    if not path or not os.access(path, os.X_OK):
+        raise BlendfarmError(
+            f"Blender not found ({candidate!r}): install it (apt-get install blender) "
+            "or pass --blender PATH"
+        )
+    return path
+
+
+def blender_version(executable: str) -> str:
+    """The version Blender reports, e.g. '3.4.1'."""
+    try:
+        out = subprocess.run(
+            [executable, "--version"], capture_output=True, text=True, timeout=60, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BlendfarmError(f"cannot run {executable}: {exc}") from None
+    m = re.search(r"Blender (\d+\.\d+(?:\.\d+)?)", out)
+    if not m:
+        raise BlendfarmError(f"{executable} does not look like Blender: {out.strip()[:200]!r}")
+    return m.group(1)
+
+
+class Renderer(Protocol):
+    """What the node needs from Blender."""
+
+    def probe(self, blend: Path) -> dict[str, Any]: ...
+
+    def render(self, blend: Path, command: dict[str, Any]) -> Path: ...
+
+    def abort(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class BlenderSession:
+    """A running Blender that renders on command."""
+
+    def __init__(self, executable: str, blend: Path, log: LogSink, threads: int = 0):
+        self.blend = blend
+        self.log = log
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        cmd = [executable, "-b", "-noaudio", str(blend), "--python", str(SCRIPT)]
+        if threads > 0:
+            cmd[1:1] = ["-t", str(threads)]
+        try:
+            self.proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                bufsize=1,
+                cwd=blend.parent,
+                start_new_session=True,  # its own process group: we kill it whole
+            )
+        except OSError as exc:
+            raise BlenderFailed(f"cannot start Blender: {exc}") from None
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            if line.startswith(MARKER):
+                try:
+                    self._answers.put(json.loads(line[len(MARKER) :]))
+                except json.JSONDecodeError:
+                    self._answers.put({"ok": False, "error": "garbled answer from Blender"})
+                continue
+            self.tail.append(line)
+            self.log(line)
+        self._answers.put(None)  # Blender is gone
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def ask(self, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send one command and wait for its answer; BlenderFailed on error, exit or timeout."""
+        try:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            self._reader.join(timeout=5)
+            raise BlenderFailed(self._exit_message(), list(self.tail)) from None
+        try:
+            answer = self._answers.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            raise BlenderFailed(
+                f"Blender did not finish within {timeout:g} s and was stopped", list(self.tail)
+            ) from None
+        if answer is None:
+            raise BlenderFailed(self._exit_message(), list(self.tail))
+        if not answer.get("ok"):
+            raise BlenderFailed(str(answer.get("error", "Blender failed")).strip(), list(self.tail))
+        return answer
+
+    def _exit_message(self) -> str:
+        code = self.proc.wait(timeout=30)
+        errors = [ln for ln in self.tail if re.search(r"error|unable|cannot|failed", ln, re.I)]
+        detail = errors[-1] if errors else (self.tail[-1] if self.tail else "no output")
+        how = f"signal {-code}" if code < 0 else f"code {code}"
+        return f"Blender exited ({how}): {detail.strip()}"
+
+    def kill(self) -> None:
+        if self.alive:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def close(self) -> None:
+        if self.alive:
+            try:
+                self.ask({"op": "quit"}, timeout=10)
+            except BlenderFailed:
+                pass
+        self.kill()
+
+
+class SessionRenderer:
+    """Renders through Blender sessions; `warm` keeps one open per .blend between chunks."""
+
+    def __init__(
+        self,
+        executable: str,
+        log: LogSink,
+        threads: int = 0,
+        warm: bool = True,
+        timeout: float = 3600.0,
+    ):
+        self.executable = executable
+        self.log = log
+        self.threads = threads
+        self.warm = warm
+        self.timeout = timeout
+        self._session: BlenderSession | None = None
+        self._lock = threading.Lock()
+
+    def _session_for(self, blend: Path) -> BlenderSession:
+        with self._lock:
+            s = self._session
+            if s is not None and (s.blend != blend or not s.alive):
+                s.close()
+                s = None
+            if s is None:
+                s = BlenderSession(self.executable, blend, self.log, self.threads)
+                self._session = s
+            return s
+
+    def _done(self, failed: bool) -> None:
+        with self._lock:
+            if self._session is not None and (failed or not self.warm):
+                self._session.close()
+                self._session = None
+
+    def _run(self, blend: Path, command: dict[str, Any], timeout: float) -> dict[str, Any]:
+        session = self._session_for(blend)
+        try:
+            answer = session.ask(command, timeout)
+        except BlenderFailed:
+            self._done(failed=True)
+            raise
+        self._done(failed=False)
+        return answer
+
+    def probe(self, blend: Path) -> dict[str, Any]:
+        probe: dict[str, Any] = self._run(blend, {"op": "probe"}, min(self.timeout, 600))["probe"]
+        return probe
+
+    def render(self, blend: Path, command: dict[str, Any]) -> Path:
+        started = time.monotonic()
+        answer = self._run(blend, {"op": "render", **command}, self.timeout)
+        self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s")
+        return Path(answer["output"])
+
+    def abort(self) -> None:
+        """Kill Blender now (the node is stopping, or lost its lease)."""
+        with self._lock:
+            session = self._session
+            self._session = None
+        if session is not None:
+            session.kill()
+
+    def close(self) -> None:
+        with self._lock:
+            session = self._session
+            self._session = None
+        if session is not None:
+            session.close()

@@ -1,0 +1,105 @@
+"""The data dir: where uploads, chunks, frames and results live.
+
+Every path handed out is built from ids the server made (never from user text) and checked
+to stay inside the data dir.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..archive import remove_tree, tree_size
+from ..errors import InsufficientStorage, NotFound
+
+
+class DataDir:
+    """Layout of the server's data dir."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        for sub in ("projects", "tmp", "blender"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+        for stale in (self.root / "tmp").iterdir():  # uploads cut off by a crash
+            remove_tree(stale) if stale.is_dir() else stale.unlink(missing_ok=True)
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "blendfarm.db"
+
+    def inside(self, path: Path) -> Path:
+        resolved = path.resolve()
+        if not resolved.is_relative_to(self.root):
+            raise NotFound("no such file")
+        return resolved
+
+    def project_dir(self, pid: str) -> Path:
+        if not pid.isalnum():
+            raise NotFound(f"no project {pid!r}")
+        return self.inside(self.root / "projects" / pid)
+
+    def archive(self, pid: str) -> Path:
+        return self.project_dir(pid) / "project.zip"
+
+    def chunk(self, pid: str, frame: int, row: int, col: int) -> Path:
+        return self.project_dir(pid) / "chunks" / f"{frame}-{row}-{col}.png"
+
+    def frame(self, pid: str, frame: int) -> Path:
+        return self.project_dir(pid) / "frames" / f"{frame:06d}.png"
+
+    def result(self, pid: str, animation: bool) -> Path:
+        return self.project_dir(pid) / ("result.mp4" if animation else "result.png")
+
+    def raw(self, pid: str) -> Path:
+        return self.project_dir(pid) / "raw.zip"
+
+    def thumbnail(self, pid: str) -> Path:
+        return self.project_dir(pid) / "thumbnail.png"
+
+    def temp_file(self, suffix: str = "") -> Path:
+        fd, name = tempfile.mkstemp(dir=self.root / "tmp", suffix=suffix)
+        os.close(fd)
+        return Path(name)
+
+    def adopt_upload(self, tmp: Path, pid: str) -> Path:
+        """Move a checked upload into its project's folder."""
+        folder = self.project_dir(pid)
+        for sub in ("chunks", "frames"):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+        dest = self.archive(pid)
+        os.replace(tmp, dest)
+        return dest
+
+    def delete_project(self, pid: str) -> int:
+        folder = self.project_dir(pid)
+        freed = tree_size(folder) if folder.exists() else 0
+        remove_tree(folder)
+        return freed
+
+    def purge(self) -> None:
+        remove_tree(self.root / "projects")
+        (self.root / "projects").mkdir()
+
+    def disk_usage(self) -> dict[str, int]:
+        usage = shutil.disk_usage(self.root)
+        return {"total": usage.total, "used": usage.used, "free": usage.free}
+
+    def require_free(self, incoming: int, reserve: int) -> None:
+        """Refuse work that would leave less than `reserve` bytes free on the data disk."""
+        free = shutil.disk_usage(self.root).free
+        if free - incoming < reserve:
+            raise InsufficientStorage(
+                f"not enough disk space on the server: {free // 2**20} MiB free, "
+                f"{incoming // 2**20} MiB incoming, {reserve // 2**20} MiB must stay free"
+            )
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1024 * 1024):
+            h.update(block)
+    return h.hexdigest()

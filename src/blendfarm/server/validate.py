@@ -1,0 +1,178 @@
+"""Checking what people and nodes send, as pure functions over plain values."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import BadInput
+from ..tiles import effective_size
+
+SUBMIT_FIELDS = frozenset(
+    {
+        "file",
+        "blend",
+        "title",
+        "animation",
+        "frame",
+        "frames",
+        "frame_start",
+        "frame_end",
+        "tiles",
+        "overscan",
+    }
+)
+MAX_TITLE = 200
+MAX_FRAMES = 100_000
+MAX_OVERSCAN = 4096
+MAX_LOG_LINE = 2000
+MAX_LOG_LINES = 500
+
+
+@dataclass(frozen=True)
+class Submission:
+    title: str
+    blend: str | None
+    animation: bool
+    frame_start: int | None
+    frame_end: int | None
+    tiles: int
+    overscan: int
+
+
+def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
+    text = raw.strip()
+    if not re.fullmatch(r"[+-]?\d{1,9}", text):
+        raise BadInput(f"{name} must be a whole number, not {raw[:40]!r}")
+    value = int(text)
+    if low is not None and value < low:
+        raise BadInput(f"{name} must be at least {low}")
+    if high is not None and value > high:
+        raise BadInput(f"{name} must be at most {high}")
+    return value
+
+
+def _bool(name: str, raw: str) -> bool:
+    text = raw.strip().lower()
+    if text in {"1", "true", "yes", "on"}:
+        return True
+    if text in {"", "0", "false", "no", "off"}:
+        return False
+    raise BadInput(f"{name} must be true or false")
+
+
+def parse_frames(text: str) -> tuple[int, int]:
+    """'A-B' (both inclusive) or 'N' as a frame range."""
+    m = re.fullmatch(r"\s*(-?\d{1,9})\s*(?:(?:-|\.\.|:)\s*(-?\d{1,9})\s*)?", text)
+    if not m:
+        raise BadInput(f"frames must look like 1-250, not {text[:40]!r}")
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) is not None else start
+    return start, end
+
+
+def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
+    """The fields of an upload (everything but the file), checked."""
+    unknown = sorted(set(form) - SUBMIT_FIELDS)
+    if unknown:
+        raise BadInput(f"unknown field {unknown[0]!r}")
+    title = form.get("title", "").strip()
+    if len(title) > MAX_TITLE:
+        raise BadInput(f"the title is longer than {MAX_TITLE} characters")
+    if any(ord(ch) < 32 for ch in title):
+        raise BadInput("the title holds control characters")
+    tiles = _int("tiles", form.get("tiles", "1") or "1", 1, max_tiles)
+    overscan = _int("overscan", form.get("overscan", "0") or "0", 0, MAX_OVERSCAN)
+    start: int | None = None
+    end: int | None = None
+    given = [k for k in ("frame", "frames") if form.get(k, "").strip()]
+    pair = [k for k in ("frame_start", "frame_end") if form.get(k, "").strip()]
+    if len(given) + (1 if pair else 0) > 1:
+        raise BadInput("give either frame, frames or frame_start/frame_end")
+    animation_raw = form.get("animation")
+    if "frame" in given:
+        start = end = _int("frame", form["frame"])
+        animation = False
+    elif "frames" in given:
+        start, end = parse_frames(form["frames"])
+        animation = True
+    elif pair:
+        if len(pair) != 2:
+            raise BadInput("frame_start and frame_end go together")
+        start = _int("frame_start", form["frame_start"])
+        end = _int("frame_end", form["frame_end"])
+        animation = start != end if animation_raw is None else _bool("animation", animation_raw)
+    else:
+        animation = True if animation_raw is None else _bool("animation", animation_raw)
+    if start is not None and end is not None:
+        if end < start:
+            raise BadInput(f"the frame range ends ({end}) before it starts ({start})")
+        if end - start + 1 > MAX_FRAMES:
+            raise BadInput(f"more than {MAX_FRAMES} frames")
+        if not animation and start != end:
+            raise BadInput("a still renders one frame: frame_start must equal frame_end")
+    blend = form.get("blend", "").strip() or None
+    return Submission(title, blend, animation, start, end, tiles, overscan)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a probed project renders."""
+
+    width: int
+    height: int
+    frames: list[int]
+    animation: bool
+    fps: float
+    fps_base: float
+    warnings: list[str]
+
+
+def plan_from_probe(project: Mapping[str, Any], probe: Mapping[str, Any]) -> Plan:
+    """Frames, size and warnings of a project once a node has read its scene."""
+    try:
+        width, height = effective_size(
+            int(probe["resolution_x"]),
+            int(probe["resolution_y"]),
+            int(probe["resolution_percentage"]),
+        )
+        fps, fps_base = float(probe["fps"]), float(probe["fps_base"])
+        scene_start, scene_end = int(probe["frame_start"]), int(probe["frame_end"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise BadInput(f"the probe result is incomplete: {exc}") from None
+    if width < 1 or height < 1:
+        raise BadInput(f"the scene renders an empty image ({width}x{height})")
+    if fps <= 0 or fps_base <= 0:
+        raise BadInput("the scene's frame rate is not positive")
+    start, end = project["frame_start"], project["frame_end"]
+    animation = bool(project["animation"])
+    if start is None:
+        start, end = scene_start, scene_end
+        animation = end > start
+        if end < start:
+            raise BadInput(f"the scene's frame range ends ({end}) before it starts ({start})")
+    tiles = int(project["tiles"])
+    if tiles > min(width, height):
+        raise BadInput(f"a {width}x{height} frame cannot be cut into {tiles}x{tiles} chunks")
+    warnings = []
+    if tiles > 1 and probe.get("compositor"):
+        warnings.append(
+            "the scene uses compositor nodes: effects such as glare, blur or lens distortion "
+            "run per chunk and will show seams at chunk edges"
+        )
+    if tiles > 1 and probe.get("denoising") and not int(project["overscan"]):
+        warnings.append("denoising runs per chunk: use overscan to hide seams at chunk edges")
+    missing = list(probe.get("missing") or [])
+    if missing:
+        warnings.append("files the scene needs are missing: " + ", ".join(map(str, missing[:10])))
+    return Plan(width, height, list(range(start, end + 1)), animation, fps, fps_base, warnings)
+
+
+def clean_log(lines: object) -> list[str]:
+    """Log lines from a node: strings only, each and all truncated (never refused)."""
+    if not isinstance(lines, list):
+        return []
+    out = [str(line)[:MAX_LOG_LINE] for line in lines[-MAX_LOG_LINES:]]
+    return out
