@@ -32,7 +32,7 @@ def stitch(chunks: Sequence[tuple[Rect, np.ndarray]], width: int, height: int) -
         raise ValueError("no chunks to stitch")
     first = chunks[0][1]
     planes = max(img.shape[2] for _, img in chunks)
-    dtype = np.uint16 if any(img.dtype == np.uint16 for _, img in chunks) else first.dtype
+    dtype = np.dtype(np.uint16) if any(img.dtype == np.uint16 for _, img in chunks) else first.dtype
     frame = np.zeros((height, width, planes), dtype=dtype)
     for rect, img in chunks:
         if img.shape[0] != rect.height or img.shape[1] != rect.width:

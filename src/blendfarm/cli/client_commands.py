@@ -145,7 +145,7 @@ def submit(
             resp = api.client.post(
                 "/api/projects",
                 data=fields,
-                files={"file": (upload.name, reader, "application/octet-stream")},
+                files={"file": (upload.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
                 timeout=httpx.Timeout(None, connect=5),
             )
     project = _checked(resp).json()

@@ -88,13 +88,14 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except BlendfarmError as exc:
-            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False)
+            err_console.print(f"[red]error:[/red] {exc.message}", highlight=False, soft_wrap=True)
             raise typer.Exit(1) from None
         except httpx.TransportError as exc:
             err_console.print(
                 f"[red]error:[/red] cannot reach the server: {exc} "
                 "(is `blendfarm serve` running? --server / BLENDFARM_SERVER)",
                 highlight=False,
+                soft_wrap=True,
             )
             raise typer.Exit(1) from None
         except KeyboardInterrupt:

@@ -282,7 +282,8 @@ async def node_register(request: Request) -> Response:
     farm = _node_auth(request)
     name = _node_name(request)
     body = await _json_body(request)
-    info = {k: body[k] for k in ("blender_version", "hostname", "cores", "version") if k in body}
+    keys = ("blender_version", "hostname", "cores", "version")
+    info: dict[str, Any] = {k: body[k] for k in keys if k in body}
     return JSONResponse(await run_in_threadpool(farm.register, name, info))
 
 

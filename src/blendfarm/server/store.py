@@ -359,7 +359,7 @@ class Store:
                 " WHERE id = ?",
                 (TaskState.DONE.value, _now(), task_id),
             )
-            if row["node"]:
+            if row["node"] and row["kind"] == TaskKind.CHUNK.value:
                 db.execute(
                     "UPDATE nodes SET chunks_done = chunks_done + 1 WHERE name = ?", (row["node"],)
                 )

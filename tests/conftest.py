@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import FarmProcesses, make_project, require_blender, zip_folder
+
+
+@pytest.fixture(scope="session")
+def blender() -> str:
+    return require_blender()
+
+
+@pytest.fixture(scope="session")
+def project_dir(blender: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A project folder with a texture in a subfolder and a linked library (203x157, 4 frames)."""
+    folder = tmp_path_factory.mktemp("project")
+    make_project(blender, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def project_zip(project_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return zip_folder(project_dir, tmp_path_factory.mktemp("zip") / "project.zip")
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[FarmProcesses]:
+    """A real server on free loopback ports; nodes are started by the test."""
+    f = FarmProcesses(tmp_path)
+    f.start_server()
+    try:
+        yield f
+    finally:
+        f.close()

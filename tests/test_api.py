@@ -1,0 +1,250 @@
+from __future__ import annotations
+
+import time
+import zipfile
+from collections.abc import Iterator
+from io import BytesIO
+from pathlib import Path
+
+import pytest
+
+from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
+from blendfarm.server.app import ROUTES
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
+    f = InProcessFarm(tmp_path)
+    yield f
+    f.client.close()
+    f.farm.store.close()
+
+
+def assert_error(resp, status: int) -> str:  # type: ignore[no-untyped-def]
+    assert resp.status_code == status, resp.text
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "status"}
+    assert body["error"]["status"] == status and "\n" not in body["error"]["message"]
+    return str(body["error"]["message"])
+
+
+def test_a_project_goes_from_upload_to_result(farm: InProcessFarm) -> None:
+    farm.register()
+    resp = farm.submit({"frames": "1-2", "tiles": "2", "title": "Demo"})
+    assert resp.status_code == 201, resp.text
+    pid = resp.json()["id"]
+    assert resp.json()["state"] == "queued"
+    assert farm.run_all() == 1 + 8  # the probe, then 2 frames x 4 chunks
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["state"] == "done" and (p["chunks_done"], p["chunks_total"]) == (8, 8)
+    assert (p["width"], p["height"], p["fps"]) == (31, 23, 24.0)
+    result = farm.client.get(p["result_url"])
+    assert result.headers["content-type"] == "video/mp4" and len(result.content) > 100
+    raw = farm.client.get(p["raw_url"])
+    with zipfile.ZipFile(BytesIO(raw.content)) as zf:
+        assert len(zf.namelist()) == 8 and f"{pid}-2-1-1.png" in zf.namelist()
+    assert farm.client.get(p["thumbnail_url"]).headers["content-type"] == "image/png"
+    nodes = farm.client.get("/api/nodes").json()
+    assert nodes[0]["name"] == "n1" and nodes[0]["chunks_done"] == 8
+    gone = farm.client.delete(f"/api/projects/{pid}")
+    assert gone.json()["freed"] > 0
+    assert not (farm.settings.data / "projects" / pid).exists()
+    assert_error(farm.client.get(f"/api/projects/{pid}"), 404)
+
+
+def test_a_lone_blend_upload_is_a_project(farm: InProcessFarm) -> None:
+    resp = farm.submit({"frame": "1"}, content=b"BLENDER-v304" + b"\0" * 64, filename="shot.blend")
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["blend"] == "shot.blend" and resp.json()["title"] == "shot"
+
+
+def test_projects_take_turns(farm: InProcessFarm) -> None:
+    a = farm.submit({"frame": "1", "tiles": "3"}).json()["id"]
+    b = farm.submit({"frame": "1", "tiles": "3"}).json()["id"]
+    probes = [farm.lease("n1"), farm.lease("n2")]
+    assert [t["project"] for t in probes] == [a, b]  # type: ignore[index]
+    for t in probes:
+        farm.answer(t)  # type: ignore[arg-type]
+    got = [farm.lease(n)["project"] for n in ("n1", "n2", "n1", "n2")]  # type: ignore[index]
+    assert got == [a, b, a, b]
+
+
+def test_results_are_idempotent_and_survive_an_expired_lease(farm: InProcessFarm) -> None:
+    farm.submit({"frame": "1"})
+    farm.answer(farm.lease())
+    task = farm.lease()
+    assert task is not None
+    farm.farm.store.release(task["id"], __import__("blendfarm.states").states.Event.EXPIRE)
+    # The lease ran out, but the chunk is unfinished and the image good: accepted.
+    assert farm.answer(task).json() == {"accepted": True}
+    assert farm.answer(task).json()["accepted"] is False  # already done: ignored
+
+
+def test_bad_results_from_nodes_are_refused(farm: InProcessFarm) -> None:
+    farm.submit({"frame": "1", "tiles": "2"})
+    farm.answer(farm.lease())
+    task = farm.lease()
+    assert task is not None
+    url = f"/api/tasks/{task['id']}/result"
+    assert "not a PNG" in assert_error(
+        farm.client.put(url, params={"lease": task["lease"]}, headers=NODE, content=b"GIF89a.."),
+        400,
+    )
+    assert "expected" in assert_error(
+        farm.client.put(
+            url, params={"lease": task["lease"]}, headers=NODE, content=png_bytes(3, 3)
+        ),
+        400,
+    )
+    assert_error(
+        farm.client.put(url, params={"lease": "nope"}, headers=NODE, content=png_bytes(3, 3)), 409
+    )
+    assert_error(
+        farm.client.put(
+            "/api/tasks/99999/result", params={"lease": "x"}, headers=NODE, content=b""
+        ),
+        404,
+    )
+    assert_error(
+        farm.client.put("/api/tasks/abc/result", params={"lease": "x"}, headers=NODE, content=b""),
+        400,
+    )
+    assert not list((farm.settings.data / "tmp").iterdir())
+
+
+def test_node_endpoints_need_the_token(farm: InProcessFarm) -> None:
+    assert_error(farm.client.post("/api/nodes/n1/lease"), 401)
+    assert_error(
+        farm.client.post("/api/nodes/n1/lease", headers={"Authorization": "Bearer x"}), 401
+    )
+    pid = farm.submit().json()["id"]
+    assert_error(farm.client.get(f"/api/projects/{pid}/archive"), 401)
+    ok = farm.client.get(f"/api/projects/{pid}/archive", headers=NODE)
+    assert ok.status_code == 200 and ok.content == fake_project_zip()
+
+
+def test_purge_needs_the_password_and_limits_guesses(farm: InProcessFarm) -> None:
+    farm.submit()
+    old_id = farm.client.get("/api/health").json()["server_id"]
+    assert_error(farm.client.post("/api/purge"), 403)
+    assert_error(farm.client.post("/api/purge", headers={"X-Blendfarm-Password": "no"}), 403)
+    assert farm.client.post("/api/purge", headers=ADMIN).json() == {"purged": True}
+    assert farm.client.get("/api/projects").json() == []
+    assert farm.client.get("/api/health").json()["server_id"] != old_id
+    for _ in range(5):
+        farm.client.post("/api/purge", headers={"X-Blendfarm-Password": "no"})
+    assert_error(farm.client.post("/api/purge", headers=ADMIN), 429)
+
+
+@pytest.mark.parametrize(
+    ("data", "content", "status", "message"),
+    [
+        ({"frames": "4-1"}, None, 400, "before it starts"),
+        ({"tiles": "0"}, None, 400, "tiles"),
+        ({"bogus": "1"}, None, 400, "unknown field"),
+        ({"blend": "missing.blend"}, None, 400, "not in the archive"),
+        ({}, b"this is not a zip", 400, "neither a zip"),
+    ],
+)
+def test_bad_uploads_are_refused_and_leave_nothing(
+    farm: InProcessFarm, data: dict[str, str], content: bytes | None, status: int, message: str
+) -> None:
+    assert message in assert_error(farm.submit(data, content), status)
+    assert farm.client.get("/api/projects").json() == []
+    assert not list((farm.settings.data / "tmp").iterdir())
+    assert not list((farm.settings.data / "projects").iterdir())
+
+
+def test_an_upload_that_would_fill_the_disk_is_refused(tmp_path: Path) -> None:
+    f = InProcessFarm(tmp_path, disk_reserve=10**18)
+    assert "disk space" in assert_error(f.submit(), 507)
+    assert f.client.get("/api/projects").json() == []
+
+
+def test_a_probe_that_cannot_be_tiled_puts_the_project_in_error(farm: InProcessFarm) -> None:
+    pid = farm.submit({"frame": "1", "tiles": "30"}).json()["id"]
+    farm.answer(farm.lease())
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["state"] == "error" and "cannot be cut" in p["error"]
+
+
+def test_three_failures_error_the_project_and_retry_recovers(farm: InProcessFarm) -> None:
+    for n in ("a", "b", "c"):
+        farm.register(n)
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    farm.answer(farm.lease("a"))
+    for n in ("a", "b", "c"):
+        task = farm.lease(n)
+        assert task is not None
+        farm.client.post(
+            f"/api/tasks/{task['id']}/fail",
+            params={"lease": task["lease"]},
+            headers=NODE,
+            json={"node": n, "message": "Error: boom", "log": ["line 1", "Error: boom"]},
+        )
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["state"] == "error" and "boom" in p["error"]
+    assert farm.lease("a") is None
+    assert farm.client.post(f"/api/projects/{pid}/retry").json()["state"] in ("queued", "rendering")
+    assert farm.run_all("a") == 1
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+
+
+def test_unfinished_results_are_a_conflict(farm: InProcessFarm) -> None:
+    pid = farm.submit().json()["id"]
+    assert "not finished" in assert_error(farm.client.get(f"/api/projects/{pid}/result"), 409)
+    assert_error(farm.client.get(f"/api/projects/{pid}/thumbnail"), 404)
+    assert_error(farm.client.post(f"/api/projects/{pid}/retry"), 409)
+
+
+def test_every_error_has_the_one_json_shape(farm: InProcessFarm) -> None:
+    assert_error(farm.client.get("/api/nope"), 404)
+    assert_error(farm.client.delete("/api/status"), 405)
+    assert_error(farm.client.post("/api/nodes/n1/heartbeat", headers=NODE, content=b"{bad"), 400)
+    assert_error(farm.client.post("/api/nodes/bad%20name/lease", headers=NODE), 400)
+    assert_error(farm.client.post("/api/projects", content=b"x"), 400)
+
+
+def test_openapi_describes_every_route(farm: InProcessFarm) -> None:
+    doc = farm.client.get("/api/openapi.json").json()
+    for route in ROUTES:
+        for method in route.methods - {"HEAD"}:  # type: ignore[operator]
+            assert method.lower() in doc["paths"][route.path], (route.path, method)
+    submit = doc["paths"]["/api/projects"]["post"]
+    assert "multipart/form-data" in submit["requestBody"]["content"]
+
+
+def test_cors_allows_only_the_dashboard(farm: InProcessFarm) -> None:
+    ok = farm.client.get("/api/status", headers={"Origin": "http://127.0.0.1:8080"})
+    assert ok.headers.get("access-control-allow-origin") == "http://127.0.0.1:8080"
+    other = farm.client.get("/api/status", headers={"Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
+
+
+def test_leases_run_out_and_silent_nodes_go_offline(tmp_path: Path) -> None:
+    f = InProcessFarm(tmp_path, node_timeout=0.2)
+    f.register("n1")
+    f.submit({"frame": "1"})
+    task = f.lease("n1")
+    assert task is not None
+    time.sleep(0.4)
+    f.background.reap()
+    assert f.client.get("/api/nodes").json()[0]["state"] == "offline"
+    again = f.lease("n2")
+    assert again is not None and again["id"] == task["id"]
+
+
+def test_heartbeat_renews_leases_and_keeps_logs(farm: InProcessFarm) -> None:
+    farm.register()
+    farm.submit()
+    task = farm.lease()
+    assert task is not None
+    beat = farm.client.post(
+        "/api/nodes/n1/heartbeat",
+        headers=NODE,
+        json={"tasks": [task["id"], 424242], "log": ["Fra:1 Sample 1/4"]},
+    )
+    assert beat.json()["cancel"] == [424242]
+    node = farm.client.get("/api/nodes").json()[0]
+    assert node["log_tail"] == ["Fra:1 Sample 1/4"] and node["current"]["kind"] == "probe"
+    assert farm.client.get("/api/nodes/n1/log").json()["lines"] == ["Fra:1 Sample 1/4"]

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import json
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from apphelpers import InProcessFarm, fake_project_zip
+from blendfarm.cli.main import app
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
+    f = InProcessFarm(tmp_path)
+    yield f
+    f.client.close()
+    f.farm.store.close()
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner(env={"COLUMNS": "120", "NO_COLOR": "1"})
+
+
+def run(runner: CliRunner, farm: InProcessFarm, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
+    return runner.invoke(app, list(args), obj=farm.client, input=input)
+
+
+def test_submit_status_fetch_rm(runner: CliRunner, farm: InProcessFarm, tmp_path: Path) -> None:
+    archive = tmp_path / "p.zip"
+    archive.write_bytes(fake_project_zip())
+    res = run(runner, farm, "submit", str(archive), "--frame", "1", "--tiles", "2", "--json")
+    assert res.exit_code == 0, res.output
+    pid = json.loads(res.stdout)["id"]
+    farm.run_all()
+    res = run(runner, farm, "status", pid, "--json")
+    assert json.loads(res.stdout)["state"] == "done"
+    res = run(runner, farm, "status")
+    assert pid in res.stdout and "done" in res.stdout and "4/4" in res.stdout
+    res = run(runner, farm, "fetch", pid, "-o", str(tmp_path / "out"))
+    assert res.exit_code == 0, res.output
+    written = Path(res.stdout.strip().splitlines()[-1])
+    assert written.suffix == ".png" and written.read_bytes()[:4] == b"\x89PNG"
+    res = run(runner, farm, "fetch", pid, "--raw", "-o", str(tmp_path / "out"))
+    with zipfile.ZipFile(res.stdout.strip().splitlines()[-1]) as zf:
+        assert len(zf.namelist()) == 4
+    res = run(runner, farm, "rm", pid, input="n\n")
+    assert res.exit_code == 1
+    res = run(runner, farm, "rm", pid, "--yes")
+    assert res.exit_code == 0 and "freed" in res.stdout
+    assert json.loads(run(runner, farm, "status", "--json").stdout) == []
+
+
+def test_a_folder_is_zipped_by_the_cli(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path
+) -> None:
+    folder = tmp_path / "proj"
+    (folder / "tex").mkdir(parents=True)
+    (folder / "shot.blend").write_bytes(b"BLENDER-v304" + b"\0" * 10)
+    (folder / "shot.blend1").write_bytes(b"BLENDER-v304")
+    (folder / "tex" / "a.png").write_bytes(b"x")
+    res = run(runner, farm, "submit", str(folder), "--frames", "1-3", "--json")
+    assert res.exit_code == 0, res.output
+    project = json.loads(res.stdout)
+    assert project["blend"] == "shot.blend" and project["animation"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["status", "nope"], "no project 'nope'"),
+        (["fetch", "nope"], "no project 'nope'"),
+        (["rm", "nope", "--yes"], "no project 'nope'"),
+        (["submit", "/does/not/exist.zip"], "does not exist"),
+        (["submit", "{zip}", "--frames", "5-2"], "ends before it starts"),
+        (["submit", "{zip}", "--frame", "1", "--frames", "1-2"], "not both"),
+        (["submit", "{notzip}"], "neither a zip"),
+    ],
+)
+def test_mistakes_end_in_one_line_and_a_non_zero_exit(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path, args: list[str], message: str
+) -> None:
+    (tmp_path / "p.zip").write_bytes(fake_project_zip())
+    (tmp_path / "x.zip").write_bytes(b"no zip here")
+    args = [
+        a.replace("{zip}", str(tmp_path / "p.zip")).replace("{notzip}", str(tmp_path / "x.zip"))
+        for a in args
+    ]
+    res = run(runner, farm, *args)
+    assert res.exit_code == 1
+    assert message in res.output
+    assert "Traceback" not in res.output
+    assert len(res.output.strip().splitlines()) == 1, res.output
+
+
+def test_unfinished_projects_cannot_be_fetched(runner: CliRunner, farm: InProcessFarm) -> None:
+    pid = farm.submit().json()["id"]
+    res = run(runner, farm, "fetch", pid)
+    assert res.exit_code == 1 and "not finished yet" in res.output
+
+
+def test_an_unreachable_server_is_one_line(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["--server", "http://127.0.0.1:9", "status"])
+    assert res.exit_code == 1
+    assert "cannot reach the server" in res.output and "Traceback" not in res.output
+
+
+def test_serve_prints_the_config_and_where_it_came_from(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "blendfarm.toml").write_text("node_timeout = 42\n")
+    res = runner.invoke(
+        app,
+        ["serve", "--data", str(tmp_path), "--api-port", "3000", "--print-config"],
+        env={"BLENDFARM_UI_PORT": "3001", "COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    lines = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if "│" in line}
+    assert "command line" in lines["api_port"] and "3000" in lines["api_port"]
+    assert "env BLENDFARM_UI_PORT" in lines["ui_port"]
+    assert "blendfarm.toml" in lines["node_timeout"] and "42" in lines["node_timeout"]
+    assert "default" in lines["host"]
+
+
+def test_help_explains_every_command(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["--help"])
+    for command in ("serve", "node", "submit", "status", "fetch", "rm", "retry"):
+        assert command in res.stdout

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from blendfarm.compositor import (
+    chunk_name,
+    encode_mp4,
+    stitch,
+    stitch_files,
+    video_frame,
+    write_raw_zip,
+    write_thumbnail,
+)
+from blendfarm.pngio import NotAPng, png_header, read_png, write_png
+from blendfarm.tiles import all_chunks, chunk_rect
+
+
+def test_sixteen_bit_rgba_survives_a_png_round_trip(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 65536, size=(31, 47, 4), dtype=np.uint16)
+    write_png(tmp_path / "a.png", image)
+    assert png_header(tmp_path / "a.png")[:3] == (47, 31, 16)
+    back = read_png(tmp_path / "a.png")
+    assert back.dtype == np.uint16 and np.array_equal(back, image)
+
+
+def test_stitching_chunk_files_rebuilds_the_frame_exactly(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    w, h, n = 53, 41, 3
+    frame = rng.integers(0, 65536, size=(h, w, 4), dtype=np.uint16)
+    parts = []
+    for r, c in all_chunks(n):
+        rect = chunk_rect(w, h, n, r, c)
+        path = tmp_path / f"{r}-{c}.png"
+        write_png(path, frame[rect.y0 : rect.y1, rect.x0 : rect.x1])
+        parts.append((rect, path))
+    stitch_files(parts, w, h, tmp_path / "frame.png")
+    assert np.array_equal(read_png(tmp_path / "frame.png"), frame)
+
+
+def test_alpha_is_pasted_not_blended() -> None:
+    half = np.full((2, 2, 4), 128, dtype=np.uint8)
+    out = stitch([(chunk_rect(4, 4, 2, r, c), half) for r, c in all_chunks(2)], 4, 4)
+    assert (out[:, :, 3] == 128).all()
+
+
+def test_a_chunk_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ValueError, match="expected"):
+        stitch([(chunk_rect(10, 10, 2, 0, 0), np.zeros((4, 5, 3), np.uint8))], 10, 10)
+
+
+def test_not_a_png_is_reported(tmp_path: Path) -> None:
+    (tmp_path / "x.png").write_bytes(b"GIF89a" + b"\0" * 40)
+    with pytest.raises(NotAPng):
+        read_png(tmp_path / "x.png")
+
+
+def test_video_frames_are_even_rgb_with_alpha_over_black() -> None:
+    img = np.zeros((3, 5, 4), dtype=np.uint16)
+    img[:, :, 0] = 65535
+    img[:, :, 3] = 65535
+    img[0, 0, 3] = 0
+    frame = video_frame(img)
+    assert frame.shape == (4, 6, 3) and frame.dtype == np.uint8
+    assert frame[1, 1, 0] == 255 and frame[0, 0, 0] == 0
+
+
+def test_mp4_has_every_frame_in_order_at_fps_over_fps_base(tmp_path: Path) -> None:
+    paths = []
+    for i in range(5):
+        img = np.zeros((15, 21, 3), dtype=np.uint8)
+        img[:, : 4 * (i + 1)] = 255  # a white bar that grows: frame order is visible
+        paths.append(tmp_path / f"{i}.png")
+        write_png(paths[-1], img)
+    out = tmp_path / "a.mp4"
+    encode_mp4(paths, out, fps=30, fps_base=1.001)
+    reader = imageio_ffmpeg.read_frames(str(out))
+    meta = next(reader)
+    frames = [np.frombuffer(f, np.uint8).reshape(16, 22, 3) for f in reader]
+    assert meta["fps"] == pytest.approx(29.97, abs=0.01)
+    assert meta["size"] == (22, 16)
+    assert len(frames) == 5
+    widths = [int((f[8, :, 0] > 128).sum()) for f in frames]
+    assert widths == sorted(widths) and widths[0] < widths[-1]
+    assert not list(tmp_path.glob(".*tmp*"))
+
+
+def test_raw_zip_uses_the_seed_names(tmp_path: Path) -> None:
+    assert chunk_name("ab12", 7, 0, 2) == "ab12-7-0-2.png"
+    src = tmp_path / "c.png"
+    write_png(src, np.zeros((2, 2, 3), np.uint8))
+    write_raw_zip(
+        [(chunk_name("ab12", 1, r, c), src) for r, c in all_chunks(2)], tmp_path / "raw.zip"
+    )
+    with zipfile.ZipFile(tmp_path / "raw.zip") as zf:
+        assert sorted(zf.namelist()) == [
+            "ab12-1-0-0.png",
+            "ab12-1-0-1.png",
+            "ab12-1-1-0.png",
+            "ab12-1-1-1.png",
+        ]
+
+
+def test_thumbnail_is_small(tmp_path: Path) -> None:
+    write_png(tmp_path / "f.png", np.zeros((300, 1000, 4), np.uint16))
+    write_thumbnail(tmp_path / "f.png", tmp_path / "t.png")
+    w, h, depth, _ = png_header(tmp_path / "t.png")
+    assert (w, h, depth) == (320, 96, 8)

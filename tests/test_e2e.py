@@ -1,0 +1,138 @@
+"""The whole farm with real processes and real Blender: serve, two nodes, submit, fetch, rm."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pytest
+
+from blendfarm.pngio import read_png
+from helpers import FarmProcesses, make_project, render_direct, zip_folder
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def submit(farm: FarmProcesses, path: Path, *args: str) -> str:
+    out = farm.cli("submit", str(path), "--json", *args)
+    return str(json.loads(out.stdout)["id"])
+
+
+def max_diff(a: np.ndarray, b: np.ndarray) -> int:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
+
+
+def test_two_nodes_render_tiled_animation_and_still(
+    farm: FarmProcesses, blender: str, project_dir: Path, project_zip: Path, tmp_path: Path
+) -> None:
+    farm.start_node("alpha")
+    farm.start_node("beta")
+    anim = submit(
+        farm,
+        project_zip,
+        "--blend",
+        "scene.blend",
+        "--frames",
+        "1-4",
+        "--tiles",
+        "2",
+        "--title",
+        "Moving sphere",
+    )
+    still = submit(
+        farm,
+        project_zip,
+        "--blend",
+        "scene.blend",
+        "--frame",
+        "3",
+        "--tiles",
+        "3",
+        "--overscan",
+        "5",
+    )
+    done = farm.wait_state(anim, {"done", "error"})
+    assert done["state"] == "done", done
+    assert (done["chunks_done"], done["chunks_total"], done["frames_done"]) == (16, 16, 4)
+    done = farm.wait_state(still, {"done", "error"})
+    assert done["state"] == "done", done
+    assert (done["width"], done["height"], done["chunks_total"]) == (203, 157, 9)
+
+    nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+    assert set(nodes) == {"alpha", "beta"}
+    assert sum(n["chunks_done"] for n in nodes.values()) == 16 + 9
+    assert all(n["blender_version"] for n in nodes.values())
+
+    listing = json.loads(farm.cli("status", "--json").stdout)
+    assert {p["id"] for p in listing} == {anim, still}
+    for p in listing:
+        assert set(p) >= {"id", "title", "state", "chunks_done", "chunks_total", "created", "size"}
+
+    out = tmp_path / "out"
+    video = Path(farm.cli("fetch", anim, "-o", str(out)).stdout.strip().splitlines()[-1])
+    assert video.suffix == ".mp4" and video.exists()
+    reader = imageio_ffmpeg.read_frames(str(video))
+    meta = next(reader)
+    frames = list(reader)
+    assert len(frames) == 4
+    assert meta["fps"] == pytest.approx(24.0)
+    assert meta["size"] == (204, 158)  # padded to even for yuv420p
+
+    image = Path(farm.cli("fetch", still, "-o", str(out)).stdout.strip().splitlines()[-1])
+    assert image.suffix == ".png"
+    direct = render_direct(blender, project_dir / "scene.blend", 3, tmp_path / "direct.png")
+    assert max_diff(read_png(image), read_png(direct)) <= 2
+
+    for pid, count, tiles, frame_range in ((anim, 16, 2, range(1, 5)), (still, 9, 3, [3])):
+        raw = Path(farm.cli("fetch", pid, "--raw", "-o", str(out)).stdout.strip().splitlines()[-1])
+        with zipfile.ZipFile(raw) as zf:
+            names = set(zf.namelist())
+        expected = {
+            f"{pid}-{f}-{r}-{c}.png"
+            for f in frame_range
+            for r in range(tiles)
+            for c in range(tiles)
+        }
+        assert len(names) == count and names == expected
+
+    data = farm.root / "data" / "projects"
+    before = farm.client.get("/api/status").json()["disk"]["data"]
+    assert (data / anim).exists()
+    farm.cli("rm", anim, "--yes")
+    assert not (data / anim).exists()
+    assert farm.client.get(f"/api/projects/{anim}").status_code == 404
+    after = farm.client.get("/api/status").json()["disk"]["data"]
+    assert after < before
+
+
+def test_sixteen_bit_transparent_scaled_frame_stitches_exactly(
+    farm: FarmProcesses, blender: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "deep"
+    make_project(
+        blender, folder, width=203, height=157, percent=75, depth=16, transparent=1, start=2, end=2
+    )
+    archive = zip_folder(folder, tmp_path / "deep.zip")
+    farm.start_node("solo")
+    pid = submit(farm, archive, "--blend", "scene.blend", "--tiles", "2", "--overscan", "3")
+    done = farm.wait_state(pid, {"done", "error"})
+    assert done["state"] == "done", done
+    # The scene's own range (one frame) makes a still; 75 % of 203x157 as Blender rounds it.
+    assert (done["animation"], done["frame_start"], done["width"], done["height"]) == (
+        False,
+        2,
+        152,
+        117,
+    )
+    result = farm.client.get(f"/api/projects/{pid}/result")
+    assert result.headers["content-type"] == "image/png"
+    (tmp_path / "r.png").write_bytes(result.content)
+    stitched = read_png(tmp_path / "r.png")
+    direct = read_png(render_direct(blender, folder / "scene.blend", 2, tmp_path / "d.png"))
+    assert stitched.dtype == np.uint16 and stitched.shape == (117, 152, 4)
+    assert stitched[:, :, 3].min() < 65535  # transparent film kept its alpha
+    assert max_diff(stitched, direct) <= 2 * 257

@@ -1,0 +1,110 @@
+"""The node's loop against the real in-process API, with Blender faked (unit level)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from apphelpers import PROBE, InProcessFarm
+from blendfarm.errors import BlenderFailed
+from blendfarm.node.names import node_name, valid_name
+from blendfarm.node.node import Node
+from blendfarm.pngio import write_png
+from blendfarm.settings import NodeSettings
+from blendfarm.tiles import Border, border_pixels
+
+
+class FakeRenderer:
+    """Stands in for Blender: paints each render with its frame number."""
+
+    def __init__(self, fail: bool = False):
+        self.fail = fail
+        self.blends: list[Path] = []
+        self.closed = False
+
+    def probe(self, blend: Path) -> dict[str, Any]:
+        self.blends.append(blend)
+        return dict(PROBE)
+
+    def render(self, blend: Path, command: dict[str, Any]) -> Path:
+        self.blends.append(blend)
+        if self.fail:
+            raise BlenderFailed("Error: Build without OpenImageDenoiser", ["Fra:1", "Error: x"])
+        w, h = PROBE["resolution_x"], PROBE["resolution_y"]
+        rect = border_pixels(Border(*command["border"]), w, h) if command["border"] else None
+        width, height = (rect.width, rect.height) if rect else (w, h)
+        write_png(Path(command["output"]), np.full((height, width, 3), command["frame"], np.uint8))
+        return Path(command["output"])
+
+    def abort(self) -> None:
+        pass
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@pytest.fixture
+def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
+    f = InProcessFarm(tmp_path)
+    yield f
+    f.client.close()
+    f.farm.store.close()
+
+
+def make_node(
+    farm: InProcessFarm, tmp_path: Path, renderer: FakeRenderer, name: str = "n1"
+) -> Node:
+    settings = NodeSettings(
+        server="http://testserver", name=name, work_dir=tmp_path / name, token="tok-123"
+    )
+    return Node(settings, client=farm.client, renderer=renderer, say=lambda _m: None)
+
+
+def test_a_node_renders_a_project_to_the_end(farm: InProcessFarm, tmp_path: Path) -> None:
+    pid = farm.submit({"frames": "1-2", "tiles": "2", "overscan": "2"}).json()["id"]
+    renderer = FakeRenderer()
+    node = make_node(farm, tmp_path, renderer)
+    assert node.run(burst=True) == 1 + 8
+    assert renderer.closed
+    farm.background.composite_all()
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+    # Downloaded once, unpacked, cached by content hash.
+    cached = list((tmp_path / "n1" / "projects").iterdir())
+    assert len(cached) == 1 and (cached[0] / "scene.blend").exists()
+    assert {b.name for b in renderer.blends} == {"scene.blend"}
+    assert not list((tmp_path / "n1" / "downloads").iterdir())
+
+
+def test_max_chunks_stops_the_loop(farm: InProcessFarm, tmp_path: Path) -> None:
+    farm.submit({"frames": "1-3"})
+    assert make_node(farm, tmp_path, FakeRenderer()).run(max_chunks=2) == 2
+
+
+def test_blender_errors_reach_the_server(farm: InProcessFarm, tmp_path: Path) -> None:
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    node = make_node(farm, tmp_path, FakeRenderer(fail=True))
+    node.run(burst=True)
+    project = farm.client.get(f"/api/projects/{pid}").json()
+    assert project["state"] == "error"  # the only node there is failed it
+    assert "OpenImageDenoiser" in project["error"]
+
+
+def test_a_purged_server_makes_the_node_drop_its_cache(farm: InProcessFarm, tmp_path: Path) -> None:
+    farm.submit({"frame": "1"})
+    make_node(farm, tmp_path, FakeRenderer()).run(burst=True)
+    assert list((tmp_path / "n1" / "projects").iterdir())
+    farm.client.post("/api/purge", headers={"X-Blendfarm-Password": "pw-456"})
+    make_node(farm, tmp_path, FakeRenderer()).run(burst=True)
+    assert not (tmp_path / "n1" / "projects").exists()
+
+
+def test_names_are_kept_in_the_work_dir(tmp_path: Path) -> None:
+    first = node_name(tmp_path)
+    assert valid_name(first) and node_name(tmp_path) == first
+    assert node_name(tmp_path, "render-01") == "render-01"
+    assert node_name(tmp_path) == "render-01"
+    assert (tmp_path / "node-name").read_text().strip() == "render-01"
