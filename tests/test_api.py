@@ -248,3 +248,32 @@ def test_heartbeat_renews_leases_and_keeps_logs(farm: InProcessFarm) -> None:
     node = farm.client.get("/api/nodes").json()[0]
     assert node["log_tail"] == ["Fra:1 Sample 1/4"] and node["current"]["kind"] == "probe"
     assert farm.client.get("/api/nodes/n1/log").json()["lines"] == ["Fra:1 Sample 1/4"]
+
+
+def test_a_crash_while_compositing_leaves_the_project_retryable(farm: InProcessFarm) -> None:
+    pid = farm.submit({"frame": "1", "tiles": "2"}).json()["id"]
+    while (task := farm.lease()) is not None:
+        farm.answer(task)
+    chunk = farm.settings.data / "projects" / pid / "chunks" / "1-0-0.png"
+    good = chunk.read_bytes()
+    chunk.write_bytes(b"garbage")  # the disk lost a chunk: stitching fails
+    farm.background.composite_all()
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["state"] == "error" and "compositing failed" in p["error"]
+    assert not (farm.settings.data / "projects" / pid / "result.png").exists()
+    assert not list((farm.settings.data / "projects" / pid).glob(".*tmp*"))
+    chunk.write_bytes(good)
+    farm.client.post(f"/api/projects/{pid}/retry")
+    farm.background.composite_all()
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+
+
+def test_a_full_disk_is_a_clear_507(farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(farm.farm, "submit", full)
+    assert "disk is full" in assert_error(farm.submit(), 507)
+    assert not list((farm.settings.data / "tmp").iterdir())

@@ -127,3 +127,18 @@ def test_help_explains_every_command(runner: CliRunner) -> None:
     res = runner.invoke(app, ["--help"])
     for command in ("serve", "node", "submit", "status", "fetch", "rm", "retry"):
         assert command in res.stdout
+
+
+def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, farm: InProcessFarm) -> None:
+    farm.submit()
+    res = run(runner, farm, "purge", "--yes", "--password", "wrong")
+    assert res.exit_code == 1 and "wrong admin password" in res.output
+    res = run(runner, farm, "passwd", "--password", "pw-456", "--new-password", "a-new-secret")
+    assert res.exit_code == 0, res.output
+    res = run(runner, farm, "purge", "--yes", "--password", "pw-456")
+    assert res.exit_code == 1 and "wrong admin password" in res.output
+    res = run(runner, farm, "purge", "--password", "a-new-secret", input="y\n")
+    assert res.exit_code == 0, res.output
+    assert farm.client.get("/api/projects").json() == []
+    res = run(runner, farm, "passwd", "--password", "a-new-secret", "--new-password", "short")
+    assert res.exit_code == 1 and "8 to 200" in res.output

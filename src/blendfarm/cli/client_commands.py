@@ -40,7 +40,7 @@ def api_error(resp: httpx.Response) -> BlendfarmError:
     return kind(message, status=status) if kind is BlendfarmError else kind(message)
 
 
-def _checked(resp: httpx.Response) -> httpx.Response:
+def checked(resp: httpx.Response) -> httpx.Response:
     if resp.status_code >= 400:
         resp.read()
         raise api_error(resp)
@@ -148,7 +148,7 @@ def submit(
                 files={"file": (upload.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
                 timeout=httpx.Timeout(None, connect=5),
             )
-    project = _checked(resp).json()
+    project = checked(resp).json()
     if as_json:
         console.print_json(json.dumps(project))
         return
@@ -190,6 +190,8 @@ def status_table(status: dict[str, Any]) -> Table:
         total, done = p["chunks_total"], p["chunks_done"]
         state = p["state"]
         label = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
+        if p.get("blocklist"):
+            label += f"\n[yellow]blocked: {', '.join(p['blocklist'])}[/yellow]"
         if state == "error" and p.get("error"):
             label += f"\n[red]{p['error'].splitlines()[0][:60]}[/red]"
         table.add_row(
@@ -207,7 +209,7 @@ def status_table(status: dict[str, Any]) -> Table:
 def _events(api: Api) -> Any:
     """Status snapshots from the server's event stream."""
     with api.client.stream("GET", "/api/events", timeout=httpx.Timeout(None, connect=5)) as resp:
-        _checked(resp)
+        checked(resp)
         data: list[str] = []
         for line in resp.iter_lines():
             if line.startswith("data:"):
@@ -228,17 +230,17 @@ def status(
     """Show projects, their progress and the server's disk use."""
     api: Api = ctx.obj
     if project_id:
-        project = _checked(api.client.get(f"/api/projects/{project_id}")).json()
+        project = checked(api.client.get(f"/api/projects/{project_id}")).json()
         if as_json:
             console.print_json(json.dumps(project))
             return
-        snapshot = _checked(api.client.get("/api/status")).json()
+        snapshot = checked(api.client.get("/api/status")).json()
         snapshot["projects"] = [project]
         console.print(status_table(snapshot))
         for w in project.get("warnings", []):
             console.print(f"[yellow]warning:[/yellow] {w}")
         return
-    snapshot = _checked(api.client.get("/api/status")).json()
+    snapshot = checked(api.client.get("/api/status")).json()
     if as_json:
         console.print_json(json.dumps(snapshot["projects"]))
         return
@@ -257,7 +259,7 @@ def status(
 def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     with api.client.stream("GET", url, timeout=httpx.Timeout(None, connect=5)) as resp:
-        _checked(resp)
+        checked(resp)
         m = re.search(r'filename="?([^";]+)"?', resp.headers.get("content-disposition", ""))
         name = Path(m.group(1)).name if m else fallback
         dest = out_dir / name
@@ -296,12 +298,12 @@ def rm(
 ) -> None:
     """Delete a project with everything it stored on the server."""
     api: Api = ctx.obj
-    project = _checked(api.client.get(f"/api/projects/{project_id}")).json()
+    project = checked(api.client.get(f"/api/projects/{project_id}")).json()
     if not yes:
         lost = "" if project["state"] == "done" else " All progress on this render will be lost."
         if not typer.confirm(f"Delete {project['title']} ({project_id})?{lost}", default=False):
             raise typer.Exit(1)
-    answer = _checked(api.client.delete(f"/api/projects/{project_id}")).json()
+    answer = checked(api.client.delete(f"/api/projects/{project_id}")).json()
     console.print(f"deleted {project_id}, freed {_size(answer['freed'])}")
 
 
@@ -313,5 +315,5 @@ def retry(
 ) -> None:
     """Put a project that ended in error back in the queue."""
     api: Api = ctx.obj
-    project = _checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
+    project = checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
     console.print(f"{project_id} is {project['state']} again")

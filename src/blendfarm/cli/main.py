@@ -111,4 +111,4 @@ def main() -> None:
 
 
 # Importing the command modules registers their commands on `app`.
-from . import client_commands, daemon_commands  # noqa: E402,F401
+from . import admin_commands, client_commands, daemon_commands  # noqa: E402,F401

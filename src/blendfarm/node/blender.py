@@ -212,8 +212,11 @@ class SessionRenderer:
         return probe
 
     def render(self, blend: Path, command: dict[str, Any]) -> Path:
+        """Render one chunk; `command["timeout"]` (seconds) overrides the renderer's limit."""
         started = time.monotonic()
-        answer = self._run(blend, {"op": "render", **command}, self.timeout)
+        command = dict(command)
+        timeout = float(command.pop("timeout", None) or self.timeout)
+        answer = self._run(blend, {"op": "render", **command}, timeout)
         self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s")
         return Path(answer["output"])
 

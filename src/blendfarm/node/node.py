@@ -255,6 +255,7 @@ class Node:
                     "border": task.get("border"),
                     "output": str(output),
                     "threads": self.settings.threads,
+                    "timeout": float(task.get("timeout") or self.settings.chunk_timeout),
                 },
             )
             if self.stop_event.is_set() or self._lost.is_set():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -136,10 +137,13 @@ async def submit_project(request: Request) -> Response:
             raise BadInput("only the 'file' field may hold a file")
         sub = parse_submission(fields, settings.max_tiles)
         tmp = farm.data.temp_file()
-        with open(tmp, "wb") as fh:
-            while block := await upload.read(1024 * 1024):
-                fh.write(block)
-        view = await run_in_threadpool(farm.submit, tmp, upload.filename or "", sub)
+        try:
+            with open(tmp, "wb") as fh:
+                while block := await upload.read(1024 * 1024):
+                    fh.write(block)
+            view = await run_in_threadpool(farm.submit, tmp, upload.filename or "", sub)
+        finally:
+            tmp.unlink(missing_ok=True)  # adopted into the project on success
     finally:
         await form.close()
     return JSONResponse(view, status_code=201)
@@ -267,6 +271,22 @@ async def purge(request: Request) -> Response:
     return JSONResponse({"purged": True})
 
 
+@api(
+    "Change the admin password (admin password).",
+    request="NewPassword",
+    response="Ok",
+    auth="password",
+)
+async def change_password(request: Request) -> Response:
+    farm = _admin_auth(request)
+    body = await _json_body(request)
+    new = body.get("password")
+    if not isinstance(new, str) or not 8 <= len(new) <= 200:
+        raise BadInput("the new password must be 8 to 200 characters")
+    await run_in_threadpool(farm.change_password, new)
+    return JSONResponse({"ok": True})
+
+
 # -- nodes ----------------------------------------------------------------------------------------
 
 
@@ -282,8 +302,17 @@ async def node_register(request: Request) -> Response:
     farm = _node_auth(request)
     name = _node_name(request)
     body = await _json_body(request)
-    keys = ("blender_version", "hostname", "cores", "version")
-    info: dict[str, Any] = {k: body[k] for k in keys if k in body}
+    info: dict[str, Any] = {}
+    for key, kind in (
+        ("blender_version", str),
+        ("hostname", str),
+        ("cores", int),
+        ("version", str),
+    ):
+        if key in body:
+            if not isinstance(body[key], kind) or isinstance(body[key], bool):
+                raise BadInput(f"{key} must be a {kind.__name__}")
+            info[key] = body[key][:100] if isinstance(body[key], str) else body[key]
     return JSONResponse(await run_in_threadpool(farm.register, name, info))
 
 
@@ -298,7 +327,11 @@ async def node_heartbeat(request: Request) -> Response:
     name = _node_name(request)
     body = await _json_body(request, limit=4 * 1024 * 1024)
     ids = body.get("tasks") or []
-    if not isinstance(ids, list) or not all(isinstance(i, int) for i in ids):
+    if (
+        not isinstance(ids, list)
+        or len(ids) > 100
+        or not all(isinstance(i, int) and not isinstance(i, bool) and 0 <= i < 2**62 for i in ids)
+    ):
         raise BadInput("tasks must be a list of task ids")
     answer = await run_in_threadpool(farm.heartbeat, name, ids, body.get("log") or [])
     return JSONResponse(answer)
@@ -393,6 +426,7 @@ ROUTES = [
     Route("/api/tasks/{task_id}/release", task_release, methods=["POST"]),
     Route("/api/logs", server_log, methods=["GET"]),
     Route("/api/purge", purge, methods=["POST"]),
+    Route("/api/password", change_password, methods=["POST"]),
 ]
 
 
@@ -411,6 +445,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        log.error("the data disk is full (%s %s)", request.method, request.url.path)
+        return JSONResponse(
+            error_body(507, "insufficient_storage", "the server's disk is full"), status_code=507
+        )
     log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     return JSONResponse(
         error_body(500, "internal", "internal server error (see the server log)"),

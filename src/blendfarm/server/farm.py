@@ -18,7 +18,7 @@ from ..pngio import NotAPng, png_header
 from ..settings import Settings
 from ..states import Event, ProjectState, TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
-from .auth import Guard
+from .auth import Guard, save_password
 from .files import DataDir, sha256_file
 from .store import Store
 from .validate import Submission, clean_log, plan_from_probe
@@ -235,6 +235,11 @@ class Farm:
             "nodes": self.nodes(),
             "disk": disk,
         }
+
+    def change_password(self, new: str) -> None:
+        """Store a new admin password (scrypt hash) and use it from now on."""
+        self.guard.secrets.password_hash = save_password(self.data.root, new)
+        log.warning("the admin password was changed")
 
     # -- nodes ------------------------------------------------------------------------------
 

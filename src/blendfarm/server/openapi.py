@@ -123,6 +123,11 @@ SCHEMAS: dict[str, dict[str, Any]] = {
             "overscan": _str,
         },
     },
+    "NewPassword": {
+        "type": "object",
+        "required": ["password"],
+        "properties": {"password": {"type": "string", "minLength": 8}},
+    },
     "NodeHello": {
         "type": "object",
         "properties": {"blender_version": _str, "hostname": _str, "cores": _int, "version": _str},

@@ -1,0 +1,294 @@
+"""Fixtures of the browser tests: a real farm, test projects made by Blender, Chromium.
+
+The farm is `blendfarm serve --local-nodes 1` on free ports with known secrets; Chromium is
+Debian's (`/usr/bin/chromium`), driven by Playwright (never Playwright's own browsers). A
+missing Chromium or Blender skips these tests on a workstation and fails them in CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+MAKE_SCENE = ROOT / "tests" / "make_scene.py"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TOKEN = "t0k"
+PASSWORD = "secret-pw"
+VIEWPORT = {"width": 1280, "height": 800}
+
+
+def missing(what: str) -> None:
+    """A missing tool fails the run in CI and skips it elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (required in CI)")
+    pytest.skip(what)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def screenshot_dir() -> Path:
+    folder = Path(os.environ.get("BLENDFARM_SCREENSHOTS", ROOT / "docs" / "img"))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+# -- test projects ---------------------------------------------------------------------------
+
+
+def _blender() -> str:
+    exe = os.environ.get("BLENDFARM_BLENDER") or shutil.which("blender")
+    if not exe:
+        missing("Blender is not installed (apt-get install blender)")
+    return str(exe)
+
+
+def _run_blender(blender: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [blender, "-b", "--factory-startup", "--python", str(MAKE_SCENE), "--", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _wait_blender(proc: subprocess.Popen[bytes], what: str) -> None:
+    out, _ = proc.communicate(timeout=120)
+    if proc.returncode != 0:
+        pytest.fail(f"Blender could not make {what}:\n{out.decode(errors='replace')[-3000:]}")
+
+
+def _zip_folder(folder: Path, target: Path) -> Path:
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(folder).as_posix())
+    return target
+
+
+@pytest.fixture(scope="module")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Zipped project folders (scene.blend, lib/lib.blend, textures/checker.png).
+
+    quick: 61x47, 4 samples (renders in a few seconds);
+    slow:  201x151, 64 samples (a 2x2 chunk takes a few seconds, long enough to watch).
+    """
+    blender = _blender()
+    root = tmp_path_factory.mktemp("scenes")
+    lib = root / "lib.blend"
+    _wait_blender(_run_blender(blender, "library", str(lib)), "the library")
+    specs = {
+        "quick": ["width=61", "height=47", "start=1", "end=2"],
+        "slow": ["width=201", "height=151", "start=1", "end=2", "samples=64"],
+    }
+    procs = {}
+    for name, opts in specs.items():
+        folder = root / name
+        (folder / "lib").mkdir(parents=True)
+        shutil.copy(lib, folder / "lib" / "lib.blend")
+        procs[name] = _run_blender(blender, "project", str(folder / "scene.blend"), *opts)
+    zips = {}
+    for name, proc in procs.items():
+        _wait_blender(proc, f"the {name} project")
+        zips[name] = _zip_folder(root / name, root / f"{name}.zip")
+    return zips
+
+
+# -- the farm --------------------------------------------------------------------------------
+
+
+@dataclass
+class Farm:
+    api: str
+    ui: str
+    data: Path
+    log: Path
+    token: str = TOKEN
+    password: str = PASSWORD
+
+    def url(self, route: str = "") -> str:
+        """The dashboard, pointed at this farm's API, on a hash route ("", "upload", ...)."""
+        return f"{self.ui}/?api={self.api}#/{route}"
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Terminate the server, then kill whatever is left of its process group."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=25)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    # local nodes and their Blender run in the server's process group, which we created
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
+    _blender()
+    exe = Path(sys.executable).with_name("blendfarm")
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "blendfarm"]
+    root = tmp_path_factory.mktemp("farm")
+    api_port, ui_port = free_port(), free_port()
+    while ui_port == api_port:
+        ui_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BLENDFARM_")}
+    env.update(BLENDFARM_TOKEN=TOKEN, BLENDFARM_PASSWORD=PASSWORD)
+    if os.environ.get("BLENDFARM_BLENDER"):
+        env["BLENDFARM_BLENDER"] = os.environ["BLENDFARM_BLENDER"]
+    log = root / "serve.log"
+    args = [
+        "serve",
+        "--data",
+        str(root / "data"),
+        "--api-port",
+        str(api_port),
+        "--ui-port",
+        str(ui_port),
+        "--host",
+        "127.0.0.1",
+        "--local-nodes",
+        "1",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            cmd + args,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+    farm = Farm(f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{ui_port}", root / "data", log)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"blendfarm serve exited with {proc.returncode}:\n{farm.log_text()}")
+            try:
+                if httpx.get(f"{farm.api}/api/health", timeout=2).status_code == 200:
+                    if httpx.get(farm.ui + "/", timeout=2).status_code == 200:
+                        break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"blendfarm serve did not answer /api/health:\n{farm.log_text()}")
+            time.sleep(0.2)
+        extra = None
+        if os.environ.get("BF_EXTRA_NODE"):  # TEMP-DEV-HACK
+            extra = subprocess.Popen(
+                cmd + ["--server", farm.api, "node", "--work-dir", str(root / "xnode")],
+                env=env,
+                stdout=open(root / "xnode.log", "wb"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        yield farm
+    finally:
+        if os.environ.get("BF_EXTRA_NODE") and extra:
+            _stop(extra)
+        _stop(proc)
+
+
+# -- the browser -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        missing(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing("Playwright for Python is not installed (pip install -e '.[dev]')")
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+@dataclass
+class Console:
+    """Errors the page logged; expected ones (e.g. a 403 we provoke) can be allowed."""
+
+    errors: list[str] = field(default_factory=list)
+    allowed: list[str] = field(default_factory=list)
+
+    def allow(self, pattern: str) -> None:
+        self.allowed.append(pattern)
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(re.search(p, e) for p in self.allowed)]
+
+    def assert_clean(self) -> None:
+        bad = self.unexpected()
+        assert not bad, "errors in the browser console:\n" + "\n".join(bad)
+
+
+@dataclass
+class Ui:
+    page: object
+    farm: Farm
+    console: Console
+
+    def goto(self, route: str = "") -> None:
+        self.page.goto(self.farm.url(route))
+        self.page.locator("#conn[data-state='live']").wait_for()
+
+    def screenshot(self, name: str) -> None:
+        self.page.screenshot(path=str(screenshot_dir() / name))
+
+
+@pytest.fixture
+def ui(browser, farm: Farm) -> Iterator[Ui]:
+    context = browser.new_context(viewport=VIEWPORT)
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    console = Console()
+
+    def on_console(msg) -> None:
+        if msg.type == "error":
+            url = (msg.location or {}).get("url", "")
+            console.errors.append(f"{msg.text} [{url}]")
+
+    page.on("console", on_console)
+    page.on("pageerror", lambda exc: console.errors.append(f"uncaught: {exc}"))
+    try:
+        yield Ui(page, farm, console)
+    finally:
+        context.close()
