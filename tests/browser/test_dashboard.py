@@ -147,7 +147,6 @@ def test_upload_form_renders_live_to_finished_result(ui, farm, scenes) -> None:
     assert tab.url == result_url
     tab.close()
 
-    page.mouse.move(0, 0)
     ui.screenshot("home.png")
     ui.console.assert_clean()
 
@@ -170,7 +169,6 @@ def test_workers_page_shows_the_running_chunk(ui, farm, scenes) -> None:
     )
     chunks_done = node.locator(".node-chunks-done")
     done_before = chunks_done.inner_text()
-    page.mouse.move(0, 0)
     ui.screenshot("workers.png")
 
     # chunks done grows live
@@ -276,7 +274,6 @@ def test_settings_purge_needs_the_right_password(ui, farm) -> None:
     ui.goto("settings")
     log = page.locator("#server-log")
     expect(log).to_contain_text("submitted")
-    page.mouse.move(0, 0)
     ui.screenshot("settings.png")
 
     with farm.client() as client:

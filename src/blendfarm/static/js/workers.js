@@ -1,0 +1,190 @@
+// Workers: every node, what it renders now, its Blender, its recent log.
+
+import { API } from "./api.js";
+import { ago, dateTime, duration, plural } from "./format.js";
+import { subscribe } from "./store.js";
+import { $, el, setAttr, setText, show } from "./ui.js";
+
+const cards = new Map(); // node name -> {root, parts}
+let lastStatus = null;
+const SHORT_LOG = 4;
+
+function isOnline(n) {
+  return n.online !== false && n.state !== "offline";
+}
+
+function buildCard() {
+  const parts = {};
+  parts.name = el("h2", { class: "node-name" });
+  parts.badge = el("span", { class: "badge" });
+  parts.grid = el("span", { class: "chunk-grid", "aria-hidden": "true" });
+  parts.nowText = el("span", { class: "node-now-text" });
+  parts.now = el("p", { class: "node-now" }, parts.grid, parts.nowText);
+  parts.version = el("dd");
+  parts.since = el("dd");
+  parts.sinceLabel = el("dt", {}, "Online for");
+  parts.done = el("dd", { class: "node-chunks-done" });
+  parts.seen = el("dd");
+  parts.seenRow = el("div", {}, el("dt", {}, "Last seen"), parts.seen);
+  parts.facts = el(
+    "dl",
+    { class: "facts" },
+    el("div", {}, el("dt", {}, "Blender"), parts.version),
+    el("div", {}, parts.sinceLabel, parts.since),
+    el("div", {}, el("dt", {}, "Chunks done"), parts.done),
+    parts.seenRow,
+  );
+  parts.logShort = el("pre", { class: "log log-short", tabindex: "0" });
+  parts.logFull = el("pre", { class: "log", tabindex: "0" });
+  parts.summary = el("summary", {}, "Full recent log");
+  parts.details = el("details", { class: "log-full" }, parts.summary, parts.logFull);
+  const root = el(
+    "li",
+    { class: "node" },
+    el("div", { class: "node-top" }, parts.name, parts.badge),
+    parts.now,
+    parts.facts,
+    parts.logShort,
+    parts.details,
+  );
+  return { root, parts };
+}
+
+function drawGrid(grid, tiles, row, col) {
+  const key = `${tiles}:${row}:${col}`;
+  if (grid.dataset.key === key) return;
+  grid.dataset.key = key;
+  grid.replaceChildren();
+  if (!tiles || tiles < 2 || tiles > 8) {
+    grid.hidden = true;
+    return;
+  }
+  grid.hidden = false;
+  grid.style.gridTemplateColumns = `repeat(${tiles}, 9px)`;
+  for (let r = 0; r < tiles; r++) {
+    for (let c = 0; c < tiles; c++) grid.append(el("span", { class: r === row && c === col ? "on" : "" }));
+  }
+}
+
+function keepBottom(pre, text) {
+  if (pre.textContent === text) return;
+  const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8;
+  pre.textContent = text;
+  if (atBottom) pre.scrollTop = pre.scrollHeight;
+}
+
+function updateCard(card, n, projects, now) {
+  const { root, parts } = card;
+  const online = isOnline(n);
+  const cur = online ? n.current : null;
+  const state = online ? (cur ? "rendering" : n.state || "idle") : "offline";
+  root.classList.toggle("is-offline", !online);
+  root.classList.toggle("is-rendering", Boolean(cur));
+  setAttr(root, "data-node", n.name);
+  setAttr(root, "data-state", state);
+  setText(parts.name, n.name);
+  setText(parts.badge, online ? (cur ? "Rendering" : "Online · idle") : "Offline");
+  parts.badge.className = `badge badge-${online ? (cur ? "rendering" : "online") : "offline"}`;
+
+  if (cur) {
+    const project = projects.get(cur.project);
+    const title = cur.title || (project && project.title) || cur.project;
+    const nowKey = JSON.stringify([cur, project && project.tiles, project && project.title]);
+    if (parts.nowKey === nowKey) {
+      /* unchanged */
+    } else if (cur.kind === "probe") {
+      drawGrid(parts.grid, 0);
+      parts.nowText.replaceChildren("Reading the scene of ", el("strong", {}, title));
+    } else {
+      const tiles = project ? project.tiles : 0;
+      drawGrid(parts.grid, tiles, cur.row, cur.col);
+      const chunk = tiles > 1 || cur.row || cur.col ? ` · chunk row ${cur.row}, column ${cur.col}` : "";
+      parts.nowText.replaceChildren("Rendering ", el("strong", {}, title), ` · frame ${cur.frame}${chunk}`);
+    }
+    parts.nowKey = nowKey;
+  } else {
+    parts.nowKey = null;
+    drawGrid(parts.grid, 0);
+    setText(parts.nowText, online ? "Idle, waiting for work" : `Offline since ${ago(n.last_seen, now)}`);
+  }
+
+  setText(parts.version, n.blender_version || "unknown");
+  setText(parts.sinceLabel, online ? "Online for" : "Was online");
+  setText(parts.since, online ? duration(n.started, now) : dateTime(n.started));
+  setAttr(parts.since, "title", n.started ? `since ${dateTime(n.started)}` : null);
+  setText(parts.done, n.chunks_done ?? 0);
+  show(parts.seenRow, !online);
+  setText(parts.seen, ago(n.last_seen, now));
+
+  const lines = Array.isArray(n.log_tail) ? n.log_tail : [];
+  keepBottom(parts.logShort, lines.length ? lines.slice(-SHORT_LOG).join("\n") : "(no log yet)");
+  keepBottom(parts.logFull, lines.join("\n"));
+  setText(parts.summary, `Full recent log (${plural(lines.length, "line")})`);
+  show(parts.details, lines.length > SHORT_LOG);
+  setAttr(parts.logShort, "aria-label", `Last log lines of ${n.name}`);
+  setAttr(parts.logFull, "aria-label", `Recent log of ${n.name}`);
+}
+
+function render(status) {
+  lastStatus = status;
+  const now = Date.now();
+  const list = $("#nodes");
+  const projects = new Map(status.projects.map((p) => [p.id, p]));
+  // online first, then by name
+  const nodes = [...status.nodes].sort(
+    (a, b) => Number(isOnline(b)) - Number(isOnline(a)) || String(a.name).localeCompare(String(b.name)),
+  );
+  const online = nodes.filter(isOnline);
+  const busy = online.filter((n) => n.current).length;
+  const offline = nodes.length - online.length;
+  let summary = `${plural(online.length, "worker")} online, ${busy} rendering`;
+  if (offline) summary += ` · ${offline} offline`;
+  setText($("#workers-summary"), summary);
+  show($("#workers-empty"), nodes.length === 0);
+  setText($("#workers-cmd"), `blendfarm node --server ${API} --token TOKEN`);
+
+  const versions = new Map();
+  for (const n of online) {
+    if (!n.blender_version) continue;
+    if (!versions.has(n.blender_version)) versions.set(n.blender_version, []);
+    versions.get(n.blender_version).push(n.name);
+  }
+  const banner = $("#workers-versions");
+  if (versions.size > 1) {
+    const detail = [...versions].map(([v, names]) => `${v} on ${names.join(", ")}`).join("; ");
+    setText(
+      banner,
+      `The workers run different Blender versions (${detail}); their chunks may not match. ` +
+        "Upload one Blender in Settings so that every worker uses the same.",
+    );
+  }
+  show(banner, versions.size > 1);
+
+  const seen = new Set();
+  let previous = null;
+  for (const n of nodes) {
+    seen.add(n.name);
+    let card = cards.get(n.name);
+    if (!card) {
+      card = buildCard();
+      cards.set(n.name, card);
+    }
+    updateCard(card, n, projects, now);
+    const expected = previous ? previous.nextSibling : list.firstChild;
+    if (expected !== card.root) list.insertBefore(card.root, expected);
+    previous = card.root;
+  }
+  for (const [name, card] of cards) {
+    if (!seen.has(name)) {
+      card.root.remove();
+      cards.delete(name);
+    }
+  }
+}
+
+export function initWorkers() {
+  subscribe(render);
+  setInterval(() => {
+    if (lastStatus && !$("#page-workers").hidden) render(lastStatus);
+  }, 15000);
+}
