@@ -110,13 +110,19 @@ function buildCard(p) {
 
 function updateThumb(parts, p) {
   const url = p.thumbnail_url ? `${apiUrl(p.thumbnail_url)}?v=${p.frames_done ?? 0}-${p.state}` : null;
-  if (url === parts.thumbUrl) return;
-  parts.thumbUrl = url;
-  parts.thumb.replaceChildren();
+  const key = url || `none:${p.state === "error"}`;
+  if (key === parts.thumbKey) return;
+  parts.thumbKey = key;
   if (url) {
-    parts.thumb.append(el("img", { src: url, alt: `Latest rendered frame of ${p.title || p.id}`, loading: "lazy" }));
+    const img = el("img", { src: url, alt: `Latest rendered frame of ${p.title || p.id}` });
+    if (parts.thumb.querySelector("img")) {
+      // swap once the newer frame has loaded, without a blank flash in between
+      img.addEventListener("load", () => parts.thumbKey === key && parts.thumb.replaceChildren(img), { once: true });
+    } else {
+      parts.thumb.replaceChildren(img);
+    }
   } else {
-    parts.thumb.append(el("span", {}, p.state === "error" ? "No preview" : "Preview after the first frame"));
+    parts.thumb.replaceChildren(el("span", {}, p.state === "error" ? "No preview" : "Preview after the first frame"));
   }
 }
 
@@ -225,9 +231,14 @@ function render(status) {
   renderDisk(status.disk);
   show($("#projects-empty"), status.projects.length === 0);
 
+  // newest first: what was just uploaded is at the top
+  const projects = status.projects
+    .map((p, i) => [p, i])
+    .sort(([a, i], [b, j]) => String(b.created || "").localeCompare(String(a.created || "")) || j - i)
+    .map(([p]) => p);
   const seen = new Set();
   let previous = null;
-  for (const p of status.projects) {
+  for (const p of projects) {
     seen.add(p.id);
     let card = cards.get(p.id);
     if (!card) {
