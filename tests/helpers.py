@@ -97,12 +97,13 @@ BLENDFARM = [sys.executable, "-m", "blendfarm"]
 class FarmProcesses:
     """A real `blendfarm serve` and any number of `blendfarm node` processes."""
 
-    def __init__(self, root: Path, node_timeout: float = 60.0):
+    def __init__(self, root: Path, node_timeout: float = 60.0, serve_args: tuple[str, ...] = ()):
         self.root = root
         self.api_port = free_port()
         self.ui_port = free_port()
         self.url = f"http://127.0.0.1:{self.api_port}"
         self.node_timeout = node_timeout
+        self.serve_args = serve_args
         self.server: subprocess.Popen[bytes] | None = None
         self.nodes: dict[str, subprocess.Popen[bytes]] = {}
         self.env = dict(
@@ -130,6 +131,7 @@ class FarmProcesses:
                 str(self.root / "data"),
                 "--node-timeout",
                 str(self.node_timeout),
+                *self.serve_args,
             ],
             env=self.env,
             stdout=log,
@@ -215,6 +217,22 @@ class FarmProcesses:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+    def children(self, proc: subprocess.Popen[bytes]) -> list[int]:
+        """Direct child processes of `proc` (the node's Blender)."""
+        found: list[int] = []
+        for children in Path(f"/proc/{proc.pid}/task").glob("*/children"):
+            found += [int(x) for x in children.read_text().split()]
+        return found
+
+    def wait_node_rendering(self, name: str, kind: str = "chunk", timeout: float = 120) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for n in self.client.get("/api/nodes").json():
+                if n["name"] == name and n["current"] and n["current"]["kind"] == kind:
+                    return n
+            time.sleep(0.1)
+        raise AssertionError(f"node {name} never rendered a {kind}\n{self.logs()}")
 
     def stop_node(self, name: str, sig: int = signal.SIGTERM) -> None:
         self._stop(self.nodes[name], sig)

@@ -1,0 +1,173 @@
+"""Machines die, Blender fails: real processes are killed and the farm must lose nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from helpers import FarmProcesses, make_project, zip_folder
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def slow_zip(blender: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Chunks that take a few seconds each: long enough to be killed mid-render."""
+    folder = tmp_path_factory.mktemp("slow")
+    make_project(blender, folder, samples=300, width=121, height=91)
+    return zip_folder(folder, tmp_path_factory.mktemp("slowzip") / "slow.zip")
+
+
+@pytest.fixture
+def quick_farm(tmp_path: Path) -> Iterator[FarmProcesses]:
+    f = FarmProcesses(tmp_path, node_timeout=3, serve_args=("--chunk-timeout", "4"))
+    f.start_server()
+    try:
+        yield f
+    finally:
+        f.close()
+
+
+def submit(farm: FarmProcesses, path: Path, *args: str) -> str:
+    out = farm.cli("submit", str(path), "--blend", "scene.blend", "--json", *args)
+    return str(json.loads(out.stdout)["id"])
+
+
+def test_a_node_killed_mid_chunk_loses_nothing(quick_farm: FarmProcesses, slow_zip: Path) -> None:
+    farm = quick_farm
+    pid = submit(farm, slow_zip, "--frame", "1", "--tiles", "2")
+    victim = farm.start_node("victim", "--threads", "1")
+    farm.wait_node_rendering("victim")
+    blenders = farm.children(victim)
+    assert blenders, "the node should be running Blender"
+    victim.kill()
+    victim.wait()
+    for child in blenders:
+        try:
+            os.kill(child, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    farm.start_node("rescuer")
+    done = farm.wait_state(pid, {"done", "error"}, timeout=180)
+    assert done["state"] == "done", done
+    nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+    assert nodes["victim"]["state"] == "offline"
+    assert nodes["rescuer"]["chunks_done"] >= 1
+
+
+def test_a_stopped_node_hands_its_chunk_back_at_once(
+    quick_farm: FarmProcesses, slow_zip: Path
+) -> None:
+    farm = quick_farm
+    pid = submit(farm, slow_zip, "--frame", "1")
+    node = farm.start_node("leaver", "--threads", "1")
+    farm.wait_node_rendering("leaver")
+    blenders = farm.children(node)
+    stopped_at = time.monotonic()
+    node.send_signal(signal.SIGTERM)
+    assert node.wait(timeout=20) == 0
+    project = farm.project(pid)
+    # Handed back at once: well before the lease (3 s) could have run out.
+    assert time.monotonic() - stopped_at < 3
+    assert project["chunks_rendering"] == 0 and project["chunks_done"] == 0
+    assert all(
+        not Path(f"/proc/{b}").exists() or Path(f"/proc/{b}/stat").read_text().split()[2] == "Z"
+        for b in blenders
+    )
+    nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+    assert nodes["leaver"]["state"] == "offline"
+
+
+def test_a_killed_server_resumes_every_project(tmp_path: Path, blender: str) -> None:
+    folder = tmp_path / "anim"
+    make_project(blender, folder, samples=40, width=81, height=61, start=1, end=6)
+    archive = zip_folder(folder, tmp_path / "anim.zip")
+    farm = FarmProcesses(tmp_path, node_timeout=4)
+    farm.start_server()
+    seen: list[int] = []
+    stop = threading.Event()
+    try:
+        pid = submit(farm, archive, "--frames", "1-6", "--tiles", "2")
+        farm.start_node("n1", "--threads", "1")
+        farm.start_node("n2", "--threads", "1")
+
+        def watch() -> None:
+            while not stop.is_set():
+                try:
+                    seen.append(farm.project(pid)["chunks_done"])
+                except Exception:
+                    pass
+                time.sleep(0.1)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        deadline = time.monotonic() + 120
+        while not seen or seen[-1] < 6:
+            assert time.monotonic() < deadline, farm.logs()
+            time.sleep(0.1)
+        farm.stop_server(signal.SIGKILL)
+        before = seen[-1]
+        time.sleep(2)  # the nodes keep rendering and retrying meanwhile
+        farm.start_server()
+        done = farm.wait_state(pid, {"done", "error"}, timeout=180)
+        stop.set()
+        watcher.join()
+        assert done["state"] == "done", done
+        assert done["chunks_done"] == 24 and before < 24
+        assert seen == sorted(seen), "chunks_done went down"
+        assert all(p.poll() is None for p in farm.nodes.values()), "a node gave up"
+        frames = farm.client.get(f"/api/projects/{pid}").json()["frames_done"]
+        assert frames == 6
+    finally:
+        stop.set()
+        farm.close()
+
+
+def test_blender_failures_end_in_error_with_blenders_message(
+    quick_farm: FarmProcesses, blender: str, tmp_path: Path
+) -> None:
+    farm = quick_farm
+    folder = tmp_path / "denoise"
+    make_project(blender, folder, denoise=1, width=41, height=31)
+    denoised = submit(farm, zip_folder(folder, tmp_path / "dn.zip"), "--frame", "1")
+    farm.start_node("only", "--threads", "1")
+    p = farm.wait_state(denoised, {"error"}, timeout=120)
+    assert "OpenImageDenoiser" in p["error"]
+    status = farm.cli("status", denoised)
+    assert "error" in status.stdout
+    out = farm.cli("retry", denoised)
+    assert "again" in out.stdout
+    # It is tried again (and, Debian's Blender having no denoiser, fails again the same way).
+    p = farm.wait_state(denoised, {"error"}, timeout=120)
+    assert "OpenImageDenoiser" in p["error"]
+
+    slow = tmp_path / "slow"
+    make_project(blender, slow, samples=4000, width=61, height=47)
+    # About 10 s of rendering on one thread; the server allows 4 s per chunk.
+    hung = submit(farm, zip_folder(slow, tmp_path / "slow.zip"), "--frame", "1")
+    p = farm.wait_state(hung, {"error", "done"}, timeout=120)
+    assert p["state"] == "error" and "did not finish within 4 s" in p["error"]
+
+
+def test_a_node_with_a_wrong_token_says_so_in_one_line(quick_farm: FarmProcesses) -> None:
+    env = dict(quick_farm.env, BLENDFARM_TOKEN="wrong")
+    import subprocess
+
+    from helpers import BLENDFARM
+
+    proc = subprocess.run(
+        [*BLENDFARM, "node", "--work-dir", str(quick_farm.root / "w")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 1
+    assert "refused this node's token" in proc.stderr and "Traceback" not in proc.stderr
