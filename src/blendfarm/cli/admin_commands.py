@@ -1,10 +1,16 @@
-"""Farm-wide commands that need the admin password: purge, passwd."""
+"""Farm-wide commands: purge, passwd, and the Blender the server hands out."""
 
 from __future__ import annotations
 
-import typer
+import json
+from pathlib import Path
 
-from .client_commands import checked
+import httpx
+import typer
+from rich.table import Table
+
+from ..errors import BadInput
+from .client_commands import ProgressReader, checked, transfer_progress
 from .main import Api, app, console, friendly
 
 PASSWORD_OPTION = typer.Option(
@@ -58,3 +64,67 @@ def passwd(
         )
     )
     console.print("the admin password was changed")
+
+
+blender_app = typer.Typer(
+    help="The Blender the server hands out to every node.", no_args_is_help=True
+)
+app.add_typer(blender_app, name="blender")
+
+
+@blender_app.command("upload")
+@friendly
+def blender_upload(
+    ctx: typer.Context,
+    tarball: Path = typer.Argument(..., help="An official blender-VERSION-linux-ARCH.tar.xz."),
+    password: str = PASSWORD_OPTION,
+) -> None:
+    """Send a Blender build to the server; every node switches to it between chunks."""
+    api: Api = ctx.obj
+    if not tarball.is_file():
+        raise BadInput(f"{tarball} does not exist")
+    secret = admin_password(password)
+    with transfer_progress() as progress, open(tarball, "rb") as fh:
+        task = progress.add_task(f"uploading {tarball.name}", total=tarball.stat().st_size)
+        resp = api.client.put(
+            "/api/blender",
+            params={"filename": tarball.name},
+            headers={
+                "X-Blendfarm-Password": secret,
+                "Content-Length": str(tarball.stat().st_size),
+            },
+            content=iter(ProgressReader(fh, progress, task)),
+            timeout=httpx.Timeout(None, connect=5),
+        )
+    info = checked(resp).json()
+    console.print(f"the farm now renders with {info['filename']} (sha256 {info['sha256'][:12]}…)")
+
+
+@blender_app.command("status")
+@friendly
+def blender_status(
+    ctx: typer.Context,
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show the server's Blender and which Blender every node runs."""
+    api: Api = ctx.obj
+    info = checked(api.client.get("/api/blender")).json()
+    if as_json:
+        console.print_json(json.dumps(info))
+        return
+    if info["available"]:
+        console.print(
+            f"server: {info['filename']}, {info['size'] // 2**20} MiB, "
+            f"sha256 {info['sha256'][:12]}…, uploaded {info['uploaded']}"
+        )
+    else:
+        console.print("server: no Blender uploaded (nodes use `blender` on their PATH)")
+    table = Table()
+    for col in ("node", "online", "Blender", "the server's"):
+        table.add_column(col)
+    for name, node in sorted(info["nodes"].items()):
+        same = info["available"] and node.get("sha256") == info.get("sha256")
+        table.add_row(
+            name, "yes" if node["online"] else "no", str(node["version"]), "yes" if same else "no"
+        )
+    console.print(table)

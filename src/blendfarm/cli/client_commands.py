@@ -6,6 +6,7 @@ import json
 import re
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -47,7 +48,7 @@ def checked(resp: httpx.Response) -> httpx.Response:
     return resp
 
 
-def _transfer_progress() -> Progress:
+def transfer_progress() -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -59,7 +60,7 @@ def _transfer_progress() -> Progress:
     )
 
 
-class _ProgressReader:
+class ProgressReader:
     """A file wrapper that advances a progress bar as httpx reads it."""
 
     def __init__(self, fh: BinaryIO, progress: Progress, task: Any):
@@ -69,6 +70,10 @@ class _ProgressReader:
         data = self.fh.read(size)
         self.progress.advance(self.task, len(data))
         return data
+
+    def __iter__(self) -> Iterator[bytes]:
+        while block := self.read(1024 * 1024):
+            yield block
 
     def fileno(self) -> int:
         return self.fh.fileno()
@@ -139,9 +144,9 @@ def submit(
         if chosen:
             fields["blend"] = chosen
         size = upload.stat().st_size
-        with _transfer_progress() as progress, open(upload, "rb") as fh:
+        with transfer_progress() as progress, open(upload, "rb") as fh:
             task = progress.add_task(f"uploading {upload.name}", total=size)
-            reader = _ProgressReader(fh, progress, task)
+            reader = ProgressReader(fh, progress, task)
             resp = api.client.post(
                 "/api/projects",
                 data=fields,
@@ -265,7 +270,7 @@ def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
         dest = out_dir / name
         part = dest.with_name(f".{dest.name}.part")
         total = int(resp.headers.get("content-length", 0)) or None
-        with _transfer_progress() as progress, open(part, "wb") as fh:
+        with transfer_progress() as progress, open(part, "wb") as fh:
             task = progress.add_task(f"downloading {name}", total=total)
             for block in resp.iter_bytes(1024 * 1024):
                 fh.write(block)

@@ -26,6 +26,7 @@ from ..pngio import read_png, write_png
 from ..settings import NodeSettings
 from ..tiles import Rect, crop_box
 from .blender import Renderer, SessionRenderer, blender_version, find_blender
+from .blender_fetch import fetch_blender
 from .names import node_name
 
 log = logging.getLogger("blendfarm.node")
@@ -62,6 +63,9 @@ class Node:
         if client is not None and settings.token:
             self.client.headers.update(headers)
         self._renderer = renderer
+        self._own_renderer = renderer is None
+        self.blender_sha = ""
+        self._new_blender = threading.Event()
         self.blender_version = ""
         self.stop_event = threading.Event()
         self.heartbeat_every = 10.0
@@ -111,8 +115,12 @@ class Node:
     @property
     def renderer(self) -> Renderer:
         if self._renderer is None:
-            executable = find_blender(self.settings.blender)
+            executable = self._choose_blender()
             self.blender_version = blender_version(executable)
+            self.say(f"rendering with Blender {self.blender_version} ({executable})")
+            self.log_line(
+                f"blendfarm: rendering with Blender {self.blender_version} ({executable})"
+            )
             self._renderer = SessionRenderer(
                 executable,
                 self.log_line,
@@ -122,11 +130,44 @@ class Node:
             )
         return self._renderer
 
+    def _choose_blender(self) -> str:
+        """--blender when given; else the server's Blender; else `blender` on PATH; else wait."""
+        wait = 5.0
+        while True:
+            if self.settings.blender:
+                return find_blender(self.settings.blender)
+            resp = self._call("GET", "/api/blender")
+            info = resp.json() if resp.status_code == 200 else {}
+            if info.get("available"):
+                self.blender_sha = str(info["sha256"])
+                return str(fetch_blender(self.client, self.work, info, self.say))
+            self.blender_sha = ""
+            try:
+                return find_blender("")
+            except BlendfarmError:
+                self.say(
+                    "no Blender to render with: the server has none (blendfarm blender upload) "
+                    "and there is no `blender` on PATH (--blender); waiting"
+                )
+                if self.stop_event.wait(wait):
+                    raise Stopped() from None
+                wait = min(wait * 2, 60.0)
+
+    def _switch_blender(self) -> None:
+        """The server has a new Blender: drop the old one between chunks and register again."""
+        self._new_blender.clear()
+        if self._renderer is not None:
+            self._renderer.close()
+        self._renderer = None
+        self.say("the server has a new Blender: switching")
+        self.register()
+
     def register(self) -> None:
         if self._renderer is None:
             _ = self.renderer
         body = {
             "blender_version": self.blender_version or "unknown",
+            "blender_sha256": self.blender_sha,
             "hostname": socket.gethostname(),
             "cores": os.cpu_count() or 1,
             "version": __version__,
@@ -177,6 +218,9 @@ class Node:
             self._lost.set()
             if self._renderer is not None:
                 self._renderer.abort()
+        if self._own_renderer and not self.settings.blender:
+            if (answer.get("blender_sha256") or "") != self.blender_sha:
+                self._new_blender.set()
         if answer.get("server_id") and answer["server_id"] != self.server_id:
             self._new_server(answer["server_id"])
 
@@ -314,6 +358,8 @@ class Node:
             while not self.stop_event.is_set():
                 if max_chunks is not None and handled >= max_chunks:
                     break
+                if self._new_blender.is_set():
+                    self._switch_blender()
                 resp = self._call("POST", f"/api/nodes/{self.name}/lease")
                 if resp.status_code == 204:
                     if burst:

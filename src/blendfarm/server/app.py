@@ -287,6 +287,41 @@ async def change_password(request: Request) -> Response:
     return JSONResponse({"ok": True})
 
 
+@api("The server's Blender and the one every node runs.", response="BlenderStatus")
+async def blender_status(request: Request) -> Response:
+    return JSONResponse(await run_in_threadpool(_farm(request).blender_status))
+
+
+@api(
+    "Upload an official blender-*-linux-*.tar.xz for every node (admin password).",
+    response="BlenderStatus",
+    auth="password",
+    body="application/x-xz",
+)
+async def blender_upload(request: Request) -> Response:
+    farm = _admin_auth(request)
+    filename = request.query_params.get("filename", "")
+    length = request.headers.get("content-length")
+    if length and length.isdigit():
+        await run_in_threadpool(farm.data.require_free, int(length), farm.settings.disk_reserve)
+    tmp = await _body_to_file(request, farm, farm.settings.max_upload)
+    info = await run_in_threadpool(farm.blender.accept, tmp, filename)
+    log.info("new Blender for the farm: %s (%s)", info["filename"], info["sha256"][:12])
+    return JSONResponse(await run_in_threadpool(farm.blender_status))
+
+
+@api("The server's Blender tarball, for nodes (token).", media="application/x-xz", auth="token")
+async def blender_download(request: Request) -> Response:
+    farm = _node_auth(request)
+    path = await run_in_threadpool(farm.blender.path)
+    info = farm.blender.info() or {}
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        headers={"X-Sha256": str(info.get("sha256", ""))},
+    )
+
+
 # -- nodes ----------------------------------------------------------------------------------------
 
 
@@ -308,6 +343,7 @@ async def node_register(request: Request) -> Response:
         ("hostname", str),
         ("cores", int),
         ("version", str),
+        ("blender_sha256", str),
     ):
         if key in body:
             if not isinstance(body[key], kind) or isinstance(body[key], bool):
@@ -426,6 +462,9 @@ ROUTES = [
     Route("/api/tasks/{task_id}/release", task_release, methods=["POST"]),
     Route("/api/logs", server_log, methods=["GET"]),
     Route("/api/purge", purge, methods=["POST"]),
+    Route("/api/blender", blender_status, methods=["GET"]),
+    Route("/api/blender", blender_upload, methods=["PUT"]),
+    Route("/api/blender/download", blender_download, methods=["GET"]),
     Route("/api/password", change_password, methods=["POST"]),
 ]
 

@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+import zipfile
 from collections import deque
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Any
 
 from .. import __version__
 from ..archive import choose_blend, inspect_zip, is_blend_file, wrap_blend
+from ..blendversion import can_open, read_version
 from ..errors import BadInput, Conflict, NotFound
 from ..pngio import NotAPng, png_header
 from ..settings import Settings
 from ..states import Event, ProjectState, TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard, save_password
+from .blender_shelf import BlenderShelf
 from .files import DataDir, sha256_file
 from .store import Store
 from .validate import Submission, clean_log, plan_from_probe
@@ -54,6 +57,7 @@ class Farm:
         self.store = store
         self.data = data
         self.guard = guard
+        self.blender = BlenderShelf(data, store)
         self.logs = LogBuffer()
         log.addHandler(self.logs)
         log.setLevel(logging.INFO)
@@ -72,6 +76,10 @@ class Farm:
                 wrap_blend(upload, archive, name)
             summary = inspect_zip(archive, self.settings.max_unpacked, self.settings.max_ratio)
             blend = choose_blend(summary, sub.blend)
+            with zipfile.ZipFile(archive) as zf, zf.open(blend) as member:
+                saved_by = read_version(member)
+            if saved_by is None:
+                raise BadInput(f"{blend} is not a .blend file")
             sha = sha256_file(archive)
             size = archive.stat().st_size
             pid = self.store.create_project(
@@ -85,6 +93,7 @@ class Farm:
                     "frame_end": sub.frame_end,
                     "tiles": sub.tiles,
                     "overscan": sub.overscan,
+                    "file_version": f"{saved_by[0]}.{saved_by[1]}",
                 }
             )
             self.data.adopt_upload(archive, pid)
@@ -94,22 +103,15 @@ class Farm:
         log.info("project %s (%s) submitted: %s", pid, blend, sub)
         return self.project_view(pid)
 
-    def project_view(
-        self,
-        pid: str,
-        counts: dict[str, dict[str, int]] | None = None,
-        blocklists: dict[str, list[str]] | None = None,
-    ) -> dict[str, Any]:
-        return self._view(self.store.project(pid), counts, blocklists)
+    def project_view(self, pid: str) -> dict[str, Any]:
+        view = self._view(self.store.project(pid), self.store.counts())
+        online = [n for n in self.nodes() if n["online"]]
+        view["waiting"] = waiting_reason(view, online)
+        return view
 
-    def _view(
-        self,
-        row: dict[str, Any],
-        counts: dict[str, dict[str, int]] | None,
-        blocklists: dict[str, list[str]] | None,
-    ) -> dict[str, Any]:
+    def _view(self, row: dict[str, Any], counts: dict[str, dict[str, int]]) -> dict[str, Any]:
         pid = row["id"]
-        c = (counts if counts is not None else self.store.counts()).get(pid, {})
+        c = counts.get(pid, {})
         done = row["state"] == ProjectState.DONE.value
         animation = bool(row["animation"])
         base = f"/api/projects/{pid}"
@@ -138,17 +140,19 @@ class Farm:
             "raw_url": f"{base}/raw" if done else None,
             "thumbnail_url": f"{base}/thumbnail" if row["thumbnail"] else None,
             "result_type": ("video/mp4" if animation else "image/png") if done else None,
-            "blocklist": (
-                blocklists.get(pid, [])
-                if blocklists is not None
-                else self.store.blocklist(pid, self.settings.max_failures)
-            ),
+            "blocklist": self.store.blocklist(pid, self.settings.max_failures),
             "warnings": json.loads(row["warnings"]),
+            "file_version": row["file_version"],
+            "waiting": None,
         }
 
-    def projects(self) -> list[dict[str, Any]]:
+    def projects(self, nodes: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         counts = self.store.counts()
-        return [self._view(row, counts, None) for row in self.store.projects()]
+        views = [self._view(row, counts) for row in self.store.projects()]
+        online = [n for n in (self.nodes() if nodes is None else nodes) if n["online"]]
+        for view in views:
+            view["waiting"] = waiting_reason(view, online)
+        return views
 
     def delete(self, pid: str) -> dict[str, Any]:
         self.store.delete_project(pid)
@@ -225,14 +229,15 @@ class Farm:
         raise NotFound(f"no node {name!r}")
 
     def status(self) -> dict[str, Any]:
-        projects = self.projects()
+        nodes = self.nodes()
+        projects = self.projects(nodes)
         disk = self.data.disk_usage()
         disk["data"] = sum(p["size"] for p in projects)
         return {
             "server_id": self.store.server_id,
             "version": __version__,
             "projects": projects,
-            "nodes": self.nodes(),
+            "nodes": nodes,
             "disk": disk,
         }
 
@@ -248,6 +253,7 @@ class Farm:
         log.info("node %s online (Blender %s)", name, info.get("blender_version"))
         return {
             "server_id": self.store.server_id,
+            "blender_sha256": self._blender_sha(),
             "node_timeout": self.settings.node_timeout,
             "heartbeat": max(1.0, self.settings.node_timeout / 3),
             "chunk_timeout": self.settings.chunk_timeout,
@@ -257,7 +263,30 @@ class Farm:
         self.store.node_seen(name)
         lost = self.store.renew(name, task_ids, self.settings.node_timeout)
         self.store.node_log(name, clean_log(lines))
-        return {"server_id": self.store.server_id, "cancel": lost}
+        return {
+            "server_id": self.store.server_id,
+            "cancel": lost,
+            "blender_sha256": self._blender_sha(),
+        }
+
+    def _blender_sha(self) -> str | None:
+        info = self.blender.info()
+        return None if info is None else str(info["sha256"])
+
+    def blender_status(self) -> dict[str, Any]:
+        """The server's Blender and the Blender every node runs."""
+        info = self.blender.info()
+        nodes = {
+            n["name"]: {
+                "version": n["blender_version"],
+                "sha256": n["info"].get("blender_sha256"),
+                "online": n["online"],
+            }
+            for n in self.nodes()
+        }
+        if info is None:
+            return {"available": False, "nodes": nodes}
+        return {"available": True, **info, "uploaded": iso(info["uploaded"]), "nodes": nodes}
 
     def lease(self, name: str) -> dict[str, Any] | None:
         self.store.node_seen(name)
@@ -394,6 +423,19 @@ class Farm:
     def archive(self, pid: str) -> tuple[Path, str]:
         row = self.store.project(pid)
         return self.data.archive(pid), row["sha256"]
+
+
+def waiting_reason(project: dict[str, Any], online: list[dict[str, Any]]) -> str | None:
+    """Why a project that has work gets none: no node online, or none with a new enough Blender."""
+    if project["state"] not in (ProjectState.QUEUED.value, ProjectState.RENDERING.value):
+        return None
+    if not online:
+        return "waiting for a node to come online"
+    needed = project.get("file_version")
+    if needed and not any(can_open(n["blender_version"], needed) for n in online):
+        have = ", ".join(sorted({str(n["blender_version"]) for n in online}))
+        return f"waiting for a node with Blender {needed} or newer (online nodes run {have})"
+    return None
 
 
 def _is_zip(path: Path) -> bool:

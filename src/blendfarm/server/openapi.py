@@ -128,6 +128,19 @@ SCHEMAS: dict[str, dict[str, Any]] = {
         "required": ["password"],
         "properties": {"password": {"type": "string", "minLength": 8}},
     },
+    "BlenderStatus": {
+        "type": "object",
+        "required": ["available", "nodes"],
+        "properties": {
+            "available": {"type": "boolean"},
+            "filename": _str,
+            "sha256": _str,
+            "size": _int,
+            "uploaded": _str,
+            "executable": _str,
+            "nodes": {"type": "object"},
+        },
+    },
     "NodeHello": {
         "type": "object",
         "properties": {"blender_version": _str, "hostname": _str, "cores": _int, "version": _str},
@@ -235,6 +248,8 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
     ]
     if "/api/tasks/" in route.path:
         params.append({"name": "lease", "in": "query", "required": True, "schema": _str})
+    if route.path == "/api/blender" and method == "PUT":
+        params.append({"name": "filename", "in": "query", "required": True, "schema": _str})
     op: dict[str, Any] = {
         "summary": note["summary"],
         "operationId": f"{method.lower()}_{route.name}",

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ..blendversion import can_open
 from ..errors import NotFound
 from ..scheduler import Candidate, ProjectLoad, choose_task, task_gives_up
 from ..states import Event, ProjectState, TaskKind, TaskState, project_state, task_move
@@ -30,7 +31,7 @@ CREATE TABLE IF NOT EXISTS projects (
   state TEXT NOT NULL, error TEXT,
   width INTEGER, height INTEGER, fps REAL, fps_base REAL, probe TEXT,
   warnings TEXT NOT NULL DEFAULT '[]', size INTEGER NOT NULL DEFAULT 0,
-  result TEXT, thumbnail INTEGER NOT NULL DEFAULT 0,
+  result TEXT, thumbnail INTEGER NOT NULL DEFAULT 0, file_version TEXT,
   created REAL NOT NULL, updated REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS tasks (
@@ -79,10 +80,17 @@ class Store:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
             self._db.executescript(SCHEMA)
+            self._migrate()
             if self._meta("server_id") is None:
                 self._db.execute(
                     "INSERT INTO meta VALUES ('server_id', ?)", (secrets.token_hex(8),)
                 )
+
+    def _migrate(self) -> None:
+        """Columns added since the first release, for databases made before them."""
+        have = {r[1] for r in self._db.execute("PRAGMA table_info(projects)")}
+        if "file_version" not in have:
+            self._db.execute("ALTER TABLE projects ADD COLUMN file_version TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -130,8 +138,8 @@ class Store:
                     break
             db.execute(
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
-                " frame_start, frame_end, tiles, overscan, state, size, created, updated)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
+                " file_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     fields["title"],
@@ -147,6 +155,7 @@ class Store:
                     fields["archive_size"],
                     now,
                     now,
+                    fields.get("file_version"),
                 ),
             )
             db.execute(
@@ -268,9 +277,15 @@ class Store:
         """Hand `node` its next task under a lease, or None when there is nothing for it."""
         with self._tx() as db:
             live = (ProjectState.QUEUED.value, ProjectState.RENDERING.value)
-            projects = db.execute(
-                "SELECT id, created FROM projects WHERE state IN (?, ?)", live
-            ).fetchall()
+            row = db.execute("SELECT blender_version FROM nodes WHERE name = ?", (node,)).fetchone()
+            node_version = row[0] if row else None
+            projects = [
+                p
+                for p in db.execute(
+                    "SELECT id, created, file_version FROM projects WHERE state IN (?, ?)", live
+                ).fetchall()
+                if can_open(node_version, p["file_version"])
+            ]
             if not projects:
                 return None
             busy = dict(

@@ -1,0 +1,89 @@
+"""Getting the server's Blender onto a node: download once, verify, unpack safely."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from ..archive import remove_tree
+from ..errors import BlendfarmError
+
+
+def unpack_blender(tarball: Path, dest: Path) -> Path:
+    """Unpack a Blender tarball with the 'data' filter (no absolute paths, no links out)."""
+    staging = dest.with_name(f".{dest.name}.tmp")
+    remove_tree(staging)
+    staging.mkdir(parents=True)
+    try:
+        with tarfile.open(tarball) as tar:
+            tar.extractall(staging, filter="data")
+        executable = find_blender_in(staging)
+        remove_tree(dest)
+        staging.rename(dest)
+    finally:
+        remove_tree(staging)
+    return dest / executable.relative_to(staging)
+
+
+def find_blender_in(folder: Path) -> Path:
+    """The shallowest executable file called `blender` below `folder`."""
+    found = sorted(
+        (p for p in folder.rglob("blender") if p.is_file() and os.access(p, os.X_OK)),
+        key=lambda p: (len(p.relative_to(folder).parts), str(p)),
+    )
+    if not found:
+        raise BlendfarmError("the server's Blender archive holds no 'blender' executable")
+    return found[0]
+
+
+def fetch_blender(
+    client: httpx.Client, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
+) -> Path:
+    """The executable of the server's Blender described by `info`, downloaded when missing.
+
+    Older Blenders in the work dir are removed once the new one is in place.
+    """
+    sha = str(info["sha256"])
+    if not sha.isalnum():
+        raise BlendfarmError("the server sent a bad Blender hash")
+    root = work_dir / "blender"
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / sha[:16]
+    if (dest / ".complete").exists():
+        executable = find_blender_in(dest)
+    else:
+        part = root / f"{sha[:16]}.tar.part"
+        digest = hashlib.sha256()
+        size = int(info.get("size") or 0)
+        say(f"downloading the server's Blender {info.get('filename')} ({size // 2**20} MiB)")
+        shown = 0
+        with client.stream("GET", "/api/blender/download") as resp:
+            if resp.status_code != 200:
+                resp.read()
+                raise BlendfarmError(
+                    f"cannot download the server's Blender (HTTP {resp.status_code})"
+                )
+            with open(part, "wb") as fh:
+                for block in resp.iter_bytes(1024 * 1024):
+                    digest.update(block)
+                    fh.write(block)
+                    if size and (fh.tell() * 10 // size) > shown:
+                        shown = fh.tell() * 10 // size
+                        say(f"  {shown * 10}% of Blender downloaded")
+        try:
+            if digest.hexdigest() != sha:
+                raise BlendfarmError("the server's Blender arrived damaged (sha256 mismatch)")
+            executable = unpack_blender(part, dest)
+            (dest / ".complete").touch()
+        finally:
+            part.unlink(missing_ok=True)
+    for old in root.iterdir():
+        if old != dest and not old.name.startswith("."):
+            remove_tree(old) if old.is_dir() else old.unlink(missing_ok=True)
+    return executable
