@@ -36,7 +36,7 @@ format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 
 man: $(STAMP)
-	$(BIN)/python -m blendfarm.cli.manpages man
+	$(BIN)/python -m blendfarm.cli.manpages man docs/cli.md
 
 test: $(STAMP) blender chromium lint
 	$(BIN)/pytest -q

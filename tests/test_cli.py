@@ -142,3 +142,41 @@ def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, farm: InPro
     assert farm.client.get("/api/projects").json() == []
     res = run(runner, farm, "passwd", "--password", "a-new-secret", "--new-password", "short")
     assert res.exit_code == 1 and "8 to 200" in res.output
+
+
+def test_check_shows_the_plan_and_sends_nothing(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path
+) -> None:
+    folder = tmp_path / "proj"
+    (folder / "tex").mkdir(parents=True)
+    (folder / "shot.blend").write_bytes(b"BLENDER-v304" + b"\0" * 10)
+    (folder / "tex" / "a.png").write_bytes(b"x" * 2048)
+    res = run(
+        runner, farm, "submit", str(folder), "--frames", "1-3", "--tiles", "2", "--check", "--json"
+    )
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert plan["blend"] == "shot.blend" and plan["tiles"] == 2
+    assert {f["name"] for f in plan["files"]} == {"shot.blend", "tex/a.png"}
+    res = run(runner, farm, "submit", str(folder), "--check")
+    assert "tex/a.png" in res.stdout and "the scene's frame range" in res.stdout
+    assert farm.client.get("/api/projects").json() == []
+
+
+def test_blender_uploads_are_checked(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path
+) -> None:
+    junk = tmp_path / "blender-4.2.0-linux-x64.tar.xz"
+    junk.write_bytes(b"not a tarball")
+    res = run(runner, farm, "blender", "upload", str(junk), "--password", "pw-456")
+    assert res.exit_code == 1 and "not a readable tar archive" in res.output
+    odd = tmp_path / "mystuff.tar.xz"
+    odd.write_bytes(b"x")
+    res = run(runner, farm, "blender", "upload", str(odd), "--password", "pw-456")
+    assert res.exit_code == 1 and "not an official Blender build name" in res.output
+    res = run(runner, farm, "blender", "upload", str(junk), "--password", "nope")
+    assert res.exit_code == 1 and "wrong admin password" in res.output
+    res = run(runner, farm, "blender", "status")
+    assert "no Blender uploaded" in res.stdout
+    assert not list((farm.settings.data / "tmp").iterdir())
+    assert not list((farm.settings.data / "blender").iterdir())

@@ -6,6 +6,7 @@ import json
 import re
 import tempfile
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -24,7 +25,7 @@ from rich.progress import (
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ..archive import folder_files, is_blend_file, zip_files
+from ..archive import folder_files, inspect_zip, is_blend_file, zip_files
 from ..errors import BadInput, BlendfarmError, Conflict, NotFound
 from ..server.validate import parse_frames
 from .main import Api, app, console, err_console, friendly
@@ -85,8 +86,32 @@ class ProgressReader:
         return self.fh.tell()
 
 
+def _plan(path: Path, blend: str | None) -> tuple[list[tuple[str, int]], str | None, list[str]]:
+    """What would be uploaded for `path`: (files and sizes, the .blend to render, missing)."""
+    if not path.exists():
+        raise BadInput(f"{path} does not exist")
+    if path.is_dir():
+        files = folder_files(path)
+        if not any(f.suffix.lower() == ".blend" for f in files):
+            raise BadInput(f"{path} holds no .blend file")
+        listing = [(f.relative_to(path).as_posix(), f.stat().st_size) for f in files]
+        blends = [n for n, _ in listing if n.lower().endswith(".blend")]
+        return listing, blend or (blends[0] if len(blends) == 1 else None), []
+    if path.suffix.lower() == ".blend":
+        from ..packing import plan_blend
+
+        report = plan_blend(path)
+        return [(f, 0) for f in report.files], blend or report.blend, report.missing
+    summary = inspect_zip(path, max_unpacked=2**62, max_ratio=float("inf"))
+    with zipfile.ZipFile(path) as zf:
+        listing = [(i.filename, i.file_size) for i in zf.infolist() if not i.is_dir()]
+    chosen = blend or (summary.blends[0] if len(summary.blends) == 1 else None)
+    return listing, chosen, []
+
+
 def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
-    """The file to upload for `path` (a zip as is, a folder zipped) and the .blend to render."""
+    """The file to upload for `path` (a zip as is, a folder zipped, a .blend packed with its
+    dependencies) and the .blend to render."""
     if not path.exists():
         raise BadInput(f"{path} does not exist")
     if path.is_dir():
@@ -102,10 +127,49 @@ def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
         from ..packing import pack_blend
 
         report = pack_blend(path, tmp / f"{path.stem}.zip")
+        err_console.print(f"packed {len(report.files)} file(s) with {path.name}:", highlight=False)
+        for name in report.files:
+            err_console.print(f"  {name}", highlight=False)
         for missing in report.missing:
-            err_console.print(f"[yellow]warning:[/yellow] missing file: {missing}")
+            err_console.print(f"[yellow]warning:[/yellow] missing file: {missing}", soft_wrap=True)
         return tmp / f"{path.stem}.zip", blend or report.blend
     return path, blend
+
+
+def _show_plan(path: Path, blend: str | None, fields: dict[str, str], as_json: bool) -> None:
+    listing, chosen, missing = _plan(path, blend)
+    if "frame" in fields:
+        frames = f"frame {fields['frame']} (a still)"
+    elif "frames" in fields:
+        frames = f"frames {fields['frames']} (an animation)"
+    else:
+        frames = "the scene's frame range"
+    if as_json:
+        console.print_json(
+            json.dumps(
+                {
+                    "files": [{"name": n, "size": s} for n, s in listing],
+                    "blend": chosen,
+                    "missing": missing,
+                    "frames": frames,
+                    "tiles": int(fields["tiles"]),
+                    "overscan": int(fields["overscan"]),
+                }
+            )
+        )
+        return
+    table = Table(title=f"would upload {path.name}")
+    table.add_column("file")
+    table.add_column("size", justify="right")
+    for name, size in listing:
+        table.add_row(name, _size(size) if size else "")
+    console.print(table)
+    console.print(
+        f"would render {chosen or '(choose one with --blend)'}: {frames}, "
+        f"{fields['tiles']}×{fields['tiles']} chunks, overscan {fields['overscan']} px"
+    )
+    for m in missing:
+        err_console.print(f"[yellow]warning:[/yellow] missing file: {m}", soft_wrap=True)
 
 
 @app.command()
@@ -124,8 +188,15 @@ def submit(
         0, "--overscan", min=0, help="Pixels rendered beyond each inner chunk edge, then cropped."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
+    check: bool = typer.Option(
+        False, "--check", help="Only show what would be uploaded and rendered."
+    ),
 ) -> None:
-    """Upload a project and queue it for rendering (the scene's frame range unless told)."""
+    """Upload a project and queue it for rendering (the scene's frame range unless told).
+
+    PATH is a .zip of the project folder, the folder itself (zipped on the way, *.blend1
+    backups left out), or a .blend, packed with every texture and library it uses.
+    """
     api: Api = ctx.obj
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
@@ -139,6 +210,9 @@ def submit(
         if end < start:
             raise BadInput(f"--frames {frames}: the range ends before it starts")
         fields["frames"] = f"{start}-{end}"
+    if check:
+        _show_plan(path, blend, fields, as_json)
+        return
     with tempfile.TemporaryDirectory(prefix="blendfarm-") as tmp:
         upload, chosen = _pack(path, blend, Path(tmp))
         if chosen:
