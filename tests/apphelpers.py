@@ -30,11 +30,14 @@ PROBE = {
 }
 
 
-def fake_project_zip(names: tuple[str, ...] = ("scene.blend",)) -> bytes:
+def fake_project_zip(
+    names: tuple[str, ...] = ("scene.blend",), header: bytes = b"BLENDER-v304"
+) -> bytes:
+    """A zip the server takes for a project: .blend headers without scenes (no Blender here)."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w") as zf:
         for name in names:
-            zf.writestr(name, b"BLENDER-v304" + b"\0" * 64)
+            zf.writestr(name, header + b"\0" * 64)
         zf.writestr("textures/t.png", b"not really")
     return buf.getvalue()
 

@@ -277,3 +277,51 @@ def test_a_full_disk_is_a_clear_507(farm: InProcessFarm, monkeypatch: pytest.Mon
     monkeypatch.setattr(farm.farm, "submit", full)
     assert "disk is full" in assert_error(farm.submit(), 507)
     assert not list((farm.settings.data / "tmp").iterdir())
+
+
+def test_huge_logs_from_nodes_are_truncated_not_refused(farm: InProcessFarm) -> None:
+    farm.register()
+    resp = farm.client.post(
+        "/api/nodes/n1/heartbeat", headers=NODE, json={"tasks": [], "log": ["x" * 5_000] * 2_000}
+    )
+    assert resp.status_code == 200
+    lines = farm.client.get("/api/nodes/n1/log").json()["lines"]
+    assert 0 < len(lines) <= 200 and all(len(line) <= 2000 for line in lines)
+
+
+def test_files_saved_by_a_newer_blender_wait_for_a_node_that_can_open_them(
+    farm: InProcessFarm,
+) -> None:
+    farm.register("old")  # Blender 3.4.1
+    newer = fake_project_zip(header=b"BLENDER-v500")
+    pid = farm.submit({"frame": "1"}, content=newer).json()["id"]
+    assert farm.lease("old") is None
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["file_version"] == "5.0"
+    assert "Blender 5.0 or newer" in p["waiting"] and "3.4.1" in p["waiting"]
+    farm.client.post("/api/nodes/new/register", headers=NODE, json={"blender_version": "5.0.1"})
+    assert farm.lease("new") is not None
+
+
+def test_a_blend_that_is_not_one_is_refused(farm: InProcessFarm) -> None:
+    bogus = fake_project_zip(header=b"NOTBLEND")
+    assert "is not a .blend file" in assert_error(farm.submit({}, content=bogus), 400)
+
+
+def test_secrets_are_made_once_private_and_hashed(tmp_path: Path) -> None:
+    import json
+    import stat
+
+    from blendfarm.server.auth import check_password, load_secrets
+
+    first = load_secrets(tmp_path)
+    assert set(first.created) == {"token", "password"}
+    path = tmp_path / "secrets.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    stored = json.loads(path.read_text())
+    assert first.created["password"] not in path.read_text()
+    assert check_password(first.created["password"], stored["password"])
+    again = load_secrets(tmp_path)
+    assert again.created == {} and again.token == first.token
+    given = load_secrets(tmp_path, token="mine", password="my-password")
+    assert given.token == "mine" and check_password("my-password", given.password_hash)

@@ -41,8 +41,12 @@ def test_man_pages_are_well_formed_and_render_without_warnings() -> None:
         text = page.read_text()
         assert text.startswith(".TH ") and ".SH NAME" in text and ".SH SYNOPSIS" in text
         if shutil.which("man"):  # `man -l` as a reader would run it, where man is installed
-            out = subprocess.run(["man", "-l", "--warnings", str(page)], capture_output=True,
-                                 text=True, env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"},
-                                 timeout=30)
+            out = subprocess.run(
+                ["man", "-l", "--warnings", str(page)],
+                capture_output=True,
+                text=True,
+                env={"MANWIDTH": "80", "PATH": "/usr/bin:/bin"},
+                timeout=30,
+            )
             assert out.returncode == 0 and "SYNOPSIS" in out.stdout, page
             assert out.stderr == "", (page, out.stderr)

@@ -80,7 +80,7 @@ class Node:
 
     def log_line(self, line: str) -> None:
         with self._log_lock:
-            self._log_lines.append(line)
+            self._log_lines.append(line[:2000])
             if len(self._log_lines) > 2000:
                 del self._log_lines[:-1000]
 
@@ -104,7 +104,8 @@ class Node:
                 self.stop_event.wait(wait * random.uniform(0.5, 1.5))
                 wait = min(wait * 2, RETRY_WAIT[1])
                 continue
-            if resp.status_code >= 500 and retry:
+            # 507 (server disk full) is an answer about this request, not a server that is away.
+            if resp.status_code >= 500 and resp.status_code != 507 and retry:
                 self.stop_event.wait(wait * random.uniform(0.5, 1.5))
                 wait = min(wait * 2, RETRY_WAIT[1])
                 continue
@@ -310,6 +311,8 @@ class Node:
                     "PUT", f"/api/tasks/{tid}/result", params={"lease": lease}, content=fh.read()
                 )
             output.unlink(missing_ok=True)
+            if resp.status_code == 507:
+                raise BlendfarmError(f"the server could not store the chunk: {_error_text(resp)}")
             if resp.status_code != 200:
                 self.say(f"the server refused chunk {tid}: {_error_text(resp)}")
             else:

@@ -36,6 +36,7 @@ from .validate import parse_submission
 log = logging.getLogger("blendfarm.server")
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_CHUNK_UPLOAD = 4 * 1024**3
+MAX_LOG_BODY = 16 * 1024**2  # log lines past the kept amount are truncated, not refused
 EVENT_INTERVAL = 0.5
 KEEPALIVE = 15.0
 
@@ -361,7 +362,7 @@ async def node_register(request: Request) -> Response:
 async def node_heartbeat(request: Request) -> Response:
     farm = _node_auth(request)
     name = _node_name(request)
-    body = await _json_body(request, limit=4 * 1024 * 1024)
+    body = await _json_body(request, limit=MAX_LOG_BODY)
     ids = body.get("tasks") or []
     if (
         not isinstance(ids, list)
@@ -410,7 +411,7 @@ async def task_probe(request: Request) -> Response:
 @api("A task failed on a node (token).", request="Failure", response="FailureAnswer", auth="token")
 async def task_fail(request: Request) -> Response:
     farm = _node_auth(request)
-    body = await _json_body(request, limit=4 * 1024 * 1024)
+    body = await _json_body(request, limit=MAX_LOG_BODY)
     node = str(body.get("node", ""))[:64] or "unknown"
     answer = await run_in_threadpool(
         farm.task_failed,
