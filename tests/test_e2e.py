@@ -136,3 +136,31 @@ def test_sixteen_bit_transparent_scaled_frame_stitches_exactly(
     assert stitched.dtype == np.uint16 and stitched.shape == (117, 152, 4)
     assert stitched[:, :, 3].min() < 65535  # transparent film kept its alpha
     assert max_diff(stitched, direct) <= 2 * 257
+
+
+def test_a_lone_blend_is_packed_with_what_it_uses_and_renders_the_same(
+    farm: FarmProcesses, blender: str, tmp_path: Path
+) -> None:
+    from helpers import make_scene
+
+    library = make_scene(blender, "library", tmp_path / "assets" / "lib.blend")
+    scene = make_scene(
+        blender,
+        "project",
+        tmp_path / "shots" / "scene.blend",
+        library=library,
+        width=121,
+        height=91,
+    )
+    farm.start_node("packer")
+    out = farm.cli("submit", str(scene), "--frame", "1", "--tiles", "2", "--json")
+    assert "lib.blend" in out.stderr and "checker.png" in out.stderr  # the packed files listed
+    pid = json.loads(out.stdout)["id"]
+    done = farm.wait_state(pid, {"done", "error"})
+    assert done["state"] == "done", done
+    assert done["warnings"] == []  # nothing missing on the node
+    image = Path(
+        farm.cli("fetch", pid, "-o", str(tmp_path / "out")).stdout.strip().splitlines()[-1]
+    )
+    direct = render_direct(blender, scene, 1, tmp_path / "direct.png")
+    assert max_diff(read_png(image), read_png(direct)) <= 2
