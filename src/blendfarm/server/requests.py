@@ -1,0 +1,75 @@
+"""Reading and guarding API requests: the farm, tokens, passwords, bodies."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+
+from ..errors import BadInput, TooLarge
+from .farm import Farm
+
+log = logging.getLogger("blendfarm.server")
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+MAX_CHUNK_UPLOAD = 4 * 1024**3
+MAX_LOG_BODY = 16 * 1024**2  # log lines past the kept amount are truncated, not refused
+EVENT_INTERVAL = 0.5
+KEEPALIVE = 15.0
+
+
+def farm_of(request: Request) -> Farm:
+    farm: Farm = request.app.state.farm
+    return farm
+
+
+def node_auth(request: Request) -> Farm:
+    farm = farm_of(request)
+    farm.guard.check_token(request.headers.get("authorization"))
+    return farm
+
+
+def admin_auth(request: Request) -> Farm:
+    farm = farm_of(request)
+    client = request.client.host if request.client else "?"
+    farm.guard.check_password(request.headers.get("x-blendfarm-password"), client)
+    return farm
+
+
+async def json_body(request: Request, limit: int = 1024 * 1024) -> dict[str, Any]:
+    body = await request.body()
+    if len(body) > limit:
+        raise TooLarge("the request body is too large")
+    try:
+        data = json.loads(body or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise BadInput("the request body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise BadInput("the request body must be a JSON object")
+    return data
+
+
+def task_id_of(request: Request) -> int:
+    raw = request.path_params["task_id"]
+    if not str(raw).isdigit() or len(str(raw)) > 12:
+        raise BadInput("the task id must be a number")
+    return int(raw)
+
+
+async def body_to_file(request: Request, farm: Farm, limit: int) -> Path:
+    """Stream a raw request body to a temporary file in the data dir."""
+    tmp = farm.data.temp_file()
+    size = 0
+    try:
+        with open(tmp, "wb") as fh:
+            async for block in request.stream():
+                size += len(block)
+                if size > limit:
+                    raise TooLarge(f"the upload is larger than {limit} bytes")
+                fh.write(block)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
