@@ -269,12 +269,27 @@ def test_upload_form_explains_bad_values(ui, farm, scenes, tmp_path) -> None:
     ui.console.assert_clean()
 
 
-def test_settings_purge_needs_the_right_password(ui, farm) -> None:
+def test_settings_purge_needs_the_right_password(ui, farm, tmp_path) -> None:
     page = ui.page
     ui.goto("settings")
     log = page.locator("#server-log")
     expect(log).to_contain_text("submitted")
+    expect(page.locator("#blender-nodes")).to_contain_text("Blender")
     ui.screenshot("settings.png")
+
+    # a new Blender for the workers: the password is checked, then the archive itself
+    blender = page.get_by_role("region", name="Blender for the workers")
+    fake = tmp_path / "blender-4.2.0-linux-x64.tar.xz"
+    fake.write_bytes(b"not an xz archive" * 1000)
+    ui.console.allow(r"status of 40[03] .*\[.*/api/blender\?filename=")
+    blender.get_by_label("Blender archive (.tar.xz)").set_input_files(fake)
+    blender.get_by_label("Admin password").fill("not-the-password")
+    blender.get_by_role("button", name="Upload Blender").click()
+    expect(page.locator("#bl-password-err")).to_contain_text(re.compile("password", re.I))
+    blender.get_by_label("Admin password").fill(farm.password)
+    blender.get_by_role("button", name="Upload Blender").click()
+    expect(page.locator("#bl-error")).to_contain_text("The server refused the archive:")
+    expect(page.locator("#blender-current")).to_contain_text("None uploaded")
 
     with farm.client() as client:
         assert client.get("/api/projects").json(), "the earlier tests left projects to purge"

@@ -27,11 +27,15 @@ function describeBlender(info) {
 
 function showBlender(info) {
   setText($("#blender-current"), describeBlender(info));
-  const nodes = Object.entries((info && info.nodes) || {});
-  setText(
-    $("#blender-nodes"),
-    nodes.length ? nodes.map(([name, version]) => `${name}: ${version || "unknown"}`).join(" · ") : "none connected yet",
-  );
+  // {name: "3.4.1"} or {name: {version, sha256, online}}
+  const nodes = Object.entries((info && info.nodes) || {}).map(([name, v]) => {
+    const node = v && typeof v === "object" ? v : { version: v };
+    let text = `${name}: Blender ${node.version || "unknown"}`;
+    if (info && info.available && node.sha256) text += node.sha256 === info.sha256 ? " (the farm's)" : " (its own)";
+    if (node.online === false) text += ", offline";
+    return text;
+  });
+  setText($("#blender-nodes"), nodes.length ? nodes.join(" · ") : "none connected yet");
 }
 
 async function loadBlender() {
