@@ -32,6 +32,7 @@ function subtitle(p) {
   parts.push(frameText(p));
   if (p.tiles > 1) parts.push(`${p.tiles}×${p.tiles} chunks`);
   if (p.overscan) parts.push(`overscan ${p.overscan}px`);
+  if (p.file_version) parts.push(`saved by Blender ${p.file_version}`);
   return parts.filter(Boolean).join(" · ");
 }
 
@@ -70,6 +71,7 @@ function buildCard(p) {
     parts.framesDoneRow,
   );
   parts.warnings = el("ul", { class: "project-warnings" });
+  parts.waiting = el("p", { class: "project-waiting" });
   parts.errorText = el("p", { class: "error-text" });
   parts.retry = el("button", { type: "button", class: "btn btn-small", onclick: () => retry(parts.project) }, "Retry");
   parts.error = el("div", { class: "project-error", role: "alert" }, parts.errorText, parts.retry);
@@ -94,6 +96,7 @@ function buildCard(p) {
     parts.bar,
     el("div", { class: "progress-label" }, parts.chunks, parts.pct),
     parts.facts,
+    parts.waiting,
     parts.warnings,
     parts.error,
     parts.links,
@@ -172,6 +175,10 @@ function updateCard(card, p, now) {
     parts.warnings.replaceChildren(...warnings.map((w) => el("li", {}, w)));
   }
   show(parts.warnings, warnings.length > 0);
+
+  const waiting = p.state !== "done" && p.state !== "error" ? p.waiting : null;
+  setText(parts.waiting, waiting ? `Waiting: ${waiting}` : "");
+  show(parts.waiting, Boolean(waiting));
 
   show(parts.error, p.state === "error");
   setText(parts.errorText, p.error || "The render failed.");

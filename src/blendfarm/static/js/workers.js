@@ -1,6 +1,6 @@
 // Workers: every node, what it renders now, its Blender, its recent log.
 
-import { API } from "./api.js";
+import { API, request } from "./api.js";
 import { ago, dateTime, duration, plural } from "./format.js";
 import { subscribe } from "./store.js";
 import { $, el, setAttr, setText, show } from "./ui.js";
@@ -38,6 +38,10 @@ function buildCard() {
   parts.logFull = el("pre", { class: "log", tabindex: "0" });
   parts.summary = el("summary", {}, "Full recent log");
   parts.details = el("details", { class: "log-full" }, parts.summary, parts.logFull);
+  // opened: read the node's whole recent log once, and again when its tail moves on
+  parts.details.addEventListener("toggle", () => {
+    if (parts.details.open) loadFullLog(parts);
+  });
   const root = el(
     "li",
     { class: "node" },
@@ -63,6 +67,21 @@ function drawGrid(grid, tiles, row, col) {
   grid.style.gridTemplateColumns = `repeat(${tiles}, 9px)`;
   for (let r = 0; r < tiles; r++) {
     for (let c = 0; c < tiles; c++) grid.append(el("span", { class: r === row && c === col ? "on" : "" }));
+  }
+}
+
+async function loadFullLog(parts) {
+  if (parts.fullLoading || !parts.name.textContent) return;
+  parts.fullLoading = true;
+  try {
+    const data = await request("GET", `/api/nodes/${encodeURIComponent(parts.name.textContent)}/log`);
+    parts.fullLines = (data && data.lines) || [];
+    keepBottom(parts.logFull, parts.fullLines.join("\n") || "(no log yet)");
+    setText(parts.summary, `Full recent log (${plural(parts.fullLines.length, "line")})`);
+  } catch {
+    /* the tail from the status stays shown */
+  } finally {
+    parts.fullLoading = false;
   }
 }
 
@@ -118,9 +137,14 @@ function updateCard(card, n, projects, now) {
 
   const lines = Array.isArray(n.log_tail) ? n.log_tail : [];
   keepBottom(parts.logShort, lines.length ? lines.slice(-SHORT_LOG).join("\n") : "(no log yet)");
-  keepBottom(parts.logFull, lines.join("\n"));
-  setText(parts.summary, `Full recent log (${plural(lines.length, "line")})`);
-  show(parts.details, lines.length > SHORT_LOG);
+  const tailKey = lines.join("\n");
+  if (parts.tailKey !== tailKey) {
+    parts.tailKey = tailKey;
+    if (parts.details.open) loadFullLog(parts);
+    else if (!parts.fullLines) keepBottom(parts.logFull, tailKey);
+  }
+  if (!parts.fullLines) setText(parts.summary, "Full recent log");
+  show(parts.details, lines.length > 0);
   setAttr(parts.logShort, "aria-label", `Last log lines of ${n.name}`);
   setAttr(parts.logFull, "aria-label", `Recent log of ${n.name}`);
 }
