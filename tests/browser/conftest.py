@@ -209,6 +209,12 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
             if time.monotonic() > deadline:
                 pytest.fail(f"blendfarm serve did not answer /api/health:\n{farm.log_text()}")
             time.sleep(0.2)
+        # the local node must register before anything can render
+        deadline = time.monotonic() + 45
+        while not [n for n in httpx.get(f"{farm.api}/api/nodes", timeout=5).json() if n["online"]]:
+            if time.monotonic() > deadline:
+                pytest.fail(f"--local-nodes 1 started no node within 45 s:\n{farm.log_text()}")
+            time.sleep(0.3)
         # docs/api.md routes the dashboard calls on its own; a server without one is reported
         for route in ("/api/blender",):
             if httpx.get(farm.api + route, timeout=5).status_code in (404, 405):
