@@ -274,7 +274,9 @@ class Ui:
 
     def screenshot(self, name: str) -> None:
         """A 1280x800 picture of the page for the docs, without notices or hover effects."""
-        self.page.evaluate("document.getElementById('toasts').replaceChildren()")
+        self.page.evaluate(
+            "document.getElementById('toasts').replaceChildren(); document.activeElement?.blur()"
+        )
         self.page.mouse.move(0, 0)
         self.page.screenshot(path=str(screenshot_dir() / name))
 
