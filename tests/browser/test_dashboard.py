@@ -337,6 +337,10 @@ def test_every_page_at_phone_width_without_errors(ui) -> None:
         )
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"#/{route} scrolls sideways at phone width ({width}px)"
+    # the tab remembers the API given with ?api= (no ?api= here)
+    page.goto(f"{ui.farm.ui}/#/workers")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.locator("#api-base")).to_have_text(ui.farm.api)
     # keyboard: the navigation is reachable and works with Enter
     page.get_by_role("link", name="Upload", exact=True).focus()
     page.keyboard.press("Enter")

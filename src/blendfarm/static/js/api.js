@@ -3,8 +3,8 @@
 // Where the API is, by precedence:
 //   1. `?api=http://host:port` in the page URL (remembered in sessionStorage for the tab),
 //   2. what this tab remembered before,
-//   3. <meta name="blendfarm-api" content="..."> (or window.BLENDFARM_API set by a config script),
-//   4. http(s)://<this page's hostname>:2254.
+//   3. <meta name="blendfarm-api" content="...">, or window.BLENDFARM_API set by config.js,
+//   4. http(s)://<this page's hostname>:<window.BLENDFARM_API_PORT from config.js, else 2254>.
 
 const STORAGE_KEY = "blendfarm-api";
 const DEFAULT_PORT = 2254;
@@ -49,7 +49,8 @@ function resolveBase() {
   if (configured) return configured;
   const protocol = location.protocol === "https:" ? "https:" : "http:";
   const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
-  return `${protocol}//${host || "127.0.0.1"}:${DEFAULT_PORT}`;
+  const port = Number.parseInt(window.BLENDFARM_API_PORT, 10) || DEFAULT_PORT;
+  return `${protocol}//${host || "127.0.0.1"}:${port}`;
 }
 
 export const API = resolveBase();
