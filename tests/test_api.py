@@ -325,3 +325,16 @@ def test_secrets_are_made_once_private_and_hashed(tmp_path: Path) -> None:
     assert again.created == {} and again.token == first.token
     given = load_secrets(tmp_path, token="mine", password="my-password")
     assert given.token == "mine" and check_password("my-password", given.password_hash)
+
+
+def test_the_dashboard_is_told_where_the_api_is(tmp_path: Path) -> None:
+    from starlette.testclient import TestClient
+
+    from blendfarm.server.app import create_ui_app
+    from blendfarm.settings import Settings
+
+    ui = TestClient(create_ui_app(Settings(data=tmp_path, api_port=3123)))
+    assert ui.get("/config.js").text.strip() == "window.BLENDFARM_API_PORT = 3123;"
+    page = ui.get("/")
+    assert page.status_code == 200 and "config.js" in page.text
+    assert ui.get("/nope.html").status_code == 404

@@ -150,19 +150,19 @@ def create_app(
     return app
 
 
-def create_ui_app(static_dir: Path = STATIC_DIR) -> Starlette:
-    """The dashboard: static files only; the pages call the API on its own port."""
-    return (
-        Starlette(
-            routes=[],
-            exception_handlers={HTTPException: _http_error},
+def create_ui_app(settings: Settings, static_dir: Path = STATIC_DIR) -> Starlette:
+    """The dashboard: static files, and a /config.js that tells the pages the API's port."""
+
+    async def config_js(request: Request) -> Response:
+        return Response(
+            f"window.BLENDFARM_API_PORT = {int(settings.api_port)};\n",
+            media_type="text/javascript",
+            headers={"Cache-Control": "no-cache"},
         )
-        if not static_dir.exists()
-        else _static_app(static_dir)
+
+    app = Starlette(
+        routes=[Route("/config.js", config_js, methods=["GET"])],
+        exception_handlers={HTTPException: _http_error},
     )
-
-
-def _static_app(static_dir: Path) -> Starlette:
-    app = Starlette(exception_handlers={HTTPException: _http_error})
     app.mount("/", StaticFiles(directory=static_dir, html=True), name="static")
     return app

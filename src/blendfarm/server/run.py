@@ -98,7 +98,7 @@ def serve(settings: Settings, console: Console | None = None) -> None:
     )
     ui = _Server(
         uvicorn.Config(
-            create_ui_app(),
+            create_ui_app(settings),
             host=settings.host,
             port=settings.ui_port,
             log_level="warning",
