@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 
+from apphelpers import InProcessFarm
 from helpers import FarmProcesses, make_project, require_blender, zip_folder
 
 
@@ -27,8 +28,17 @@ def project_zip(project_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
 
 @pytest.fixture
-def farm(tmp_path: Path) -> Iterator[FarmProcesses]:
-    """A real server on free loopback ports; nodes are started by the test."""
+def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
+    """The real app and store in this process; tests play the nodes (no Blender)."""
+    f = InProcessFarm(tmp_path)
+    yield f
+    f.client.close()
+    f.farm.store.close()
+
+
+@pytest.fixture
+def live_farm(tmp_path: Path) -> Iterator[FarmProcesses]:
+    """A real `blendfarm serve` on free loopback ports; nodes are started by the test."""
     f = FarmProcesses(tmp_path)
     f.start_server()
     try:

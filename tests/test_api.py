@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import time
 import zipfile
-from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
@@ -10,14 +9,6 @@ import pytest
 
 from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
 from blendfarm.server.app import ROUTES
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
-    f = InProcessFarm(tmp_path)
-    yield f
-    f.client.close()
-    f.farm.store.close()
 
 
 def assert_error(resp, status: int) -> str:  # type: ignore[no-untyped-def]

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,14 +9,6 @@ from typer.testing import CliRunner
 
 from apphelpers import InProcessFarm, fake_project_zip
 from blendfarm.cli.main import app
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
-    f = InProcessFarm(tmp_path)
-    yield f
-    f.client.close()
-    f.farm.store.close()
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The whole farm with real processes and real Blender: serve, two nodes, submit, fetch, rm."""
+"""The whole live_farm with real processes and real Blender: serve, two nodes, submit, fetch, rm."""
 
 from __future__ import annotations
 
@@ -16,9 +16,14 @@ from helpers import FarmProcesses, make_project, render_direct, zip_folder
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 
-def submit(farm: FarmProcesses, path: Path, *args: str) -> str:
-    out = farm.cli("submit", str(path), "--json", *args)
+def submit(live_farm: FarmProcesses, path: Path, *args: str) -> str:
+    out = live_farm.cli("submit", str(path), "--json", *args)
     return str(json.loads(out.stdout)["id"])
+
+
+def fetch(farm: FarmProcesses, *args: str) -> Path:
+    """`blendfarm fetch ARGS`; the path it wrote."""
+    return Path(farm.cli("fetch", *args).stdout.strip().splitlines()[-1])
 
 
 def max_diff(a: np.ndarray, b: np.ndarray) -> int:
@@ -27,12 +32,12 @@ def max_diff(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def test_two_nodes_render_tiled_animation_and_still(
-    farm: FarmProcesses, blender: str, project_dir: Path, project_zip: Path, tmp_path: Path
+    live_farm: FarmProcesses, blender: str, project_dir: Path, project_zip: Path, tmp_path: Path
 ) -> None:
-    farm.start_node("alpha")
-    farm.start_node("beta")
+    live_farm.start_node("alpha")
+    live_farm.start_node("beta")
     anim = submit(
-        farm,
+        live_farm,
         project_zip,
         "--blend",
         "scene.blend",
@@ -44,7 +49,7 @@ def test_two_nodes_render_tiled_animation_and_still(
         "Moving sphere",
     )
     still = submit(
-        farm,
+        live_farm,
         project_zip,
         "--blend",
         "scene.blend",
@@ -55,25 +60,25 @@ def test_two_nodes_render_tiled_animation_and_still(
         "--overscan",
         "5",
     )
-    done = farm.wait_state(anim, {"done", "error"})
+    done = live_farm.wait_state(anim, {"done", "error"})
     assert done["state"] == "done", done
     assert (done["chunks_done"], done["chunks_total"], done["frames_done"]) == (16, 16, 4)
-    done = farm.wait_state(still, {"done", "error"})
+    done = live_farm.wait_state(still, {"done", "error"})
     assert done["state"] == "done", done
     assert (done["width"], done["height"], done["chunks_total"]) == (203, 157, 9)
 
-    nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+    nodes = {n["name"]: n for n in live_farm.client.get("/api/nodes").json()}
     assert set(nodes) == {"alpha", "beta"}
     assert sum(n["chunks_done"] for n in nodes.values()) == 16 + 9
     assert all(n["blender_version"] for n in nodes.values())
 
-    listing = json.loads(farm.cli("status", "--json").stdout)
+    listing = json.loads(live_farm.cli("status", "--json").stdout)
     assert {p["id"] for p in listing} == {anim, still}
     for p in listing:
         assert set(p) >= {"id", "title", "state", "chunks_done", "chunks_total", "created", "size"}
 
     out = tmp_path / "out"
-    video = Path(farm.cli("fetch", anim, "-o", str(out)).stdout.strip().splitlines()[-1])
+    video = fetch(live_farm, anim, "-o", str(out))
     assert video.suffix == ".mp4" and video.exists()
     reader = imageio_ffmpeg.read_frames(str(video))
     meta = next(reader)
@@ -82,13 +87,13 @@ def test_two_nodes_render_tiled_animation_and_still(
     assert meta["fps"] == pytest.approx(24.0)
     assert meta["size"] == (204, 158)  # padded to even for yuv420p
 
-    image = Path(farm.cli("fetch", still, "-o", str(out)).stdout.strip().splitlines()[-1])
+    image = fetch(live_farm, still, "-o", str(out))
     assert image.suffix == ".png"
     direct = render_direct(blender, project_dir / "scene.blend", 3, tmp_path / "direct.png")
     assert max_diff(read_png(image), read_png(direct)) <= 2
 
     for pid, count, tiles, frame_range in ((anim, 16, 2, range(1, 5)), (still, 9, 3, [3])):
-        raw = Path(farm.cli("fetch", pid, "--raw", "-o", str(out)).stdout.strip().splitlines()[-1])
+        raw = fetch(live_farm, pid, "--raw", "-o", str(out))
         with zipfile.ZipFile(raw) as zf:
             names = set(zf.namelist())
         expected = {
@@ -99,27 +104,27 @@ def test_two_nodes_render_tiled_animation_and_still(
         }
         assert len(names) == count and names == expected
 
-    data = farm.root / "data" / "projects"
-    before = farm.client.get("/api/status").json()["disk"]["data"]
+    data = live_farm.root / "data" / "projects"
+    before = live_farm.client.get("/api/status").json()["disk"]["data"]
     assert (data / anim).exists()
-    farm.cli("rm", anim, "--yes")
+    live_farm.cli("rm", anim, "--yes")
     assert not (data / anim).exists()
-    assert farm.client.get(f"/api/projects/{anim}").status_code == 404
-    after = farm.client.get("/api/status").json()["disk"]["data"]
+    assert live_farm.client.get(f"/api/projects/{anim}").status_code == 404
+    after = live_farm.client.get("/api/status").json()["disk"]["data"]
     assert after < before
 
 
 def test_sixteen_bit_transparent_scaled_frame_stitches_exactly(
-    farm: FarmProcesses, blender: str, tmp_path: Path
+    live_farm: FarmProcesses, blender: str, tmp_path: Path
 ) -> None:
     folder = tmp_path / "deep"
     make_project(
         blender, folder, width=203, height=157, percent=75, depth=16, transparent=1, start=2, end=2
     )
     archive = zip_folder(folder, tmp_path / "deep.zip")
-    farm.start_node("solo")
-    pid = submit(farm, archive, "--blend", "scene.blend", "--tiles", "2", "--overscan", "3")
-    done = farm.wait_state(pid, {"done", "error"})
+    live_farm.start_node("solo")
+    pid = submit(live_farm, archive, "--blend", "scene.blend", "--tiles", "2", "--overscan", "3")
+    done = live_farm.wait_state(pid, {"done", "error"})
     assert done["state"] == "done", done
     # The scene's own range (one frame) makes a still; 75 % of 203x157 as Blender rounds it.
     assert (done["animation"], done["frame_start"], done["width"], done["height"]) == (
@@ -128,7 +133,7 @@ def test_sixteen_bit_transparent_scaled_frame_stitches_exactly(
         152,
         117,
     )
-    result = farm.client.get(f"/api/projects/{pid}/result")
+    result = live_farm.client.get(f"/api/projects/{pid}/result")
     assert result.headers["content-type"] == "image/png"
     (tmp_path / "r.png").write_bytes(result.content)
     stitched = read_png(tmp_path / "r.png")
@@ -139,7 +144,7 @@ def test_sixteen_bit_transparent_scaled_frame_stitches_exactly(
 
 
 def test_a_lone_blend_is_packed_with_what_it_uses_and_renders_the_same(
-    farm: FarmProcesses, blender: str, tmp_path: Path
+    live_farm: FarmProcesses, blender: str, tmp_path: Path
 ) -> None:
     from helpers import make_scene
 
@@ -152,15 +157,13 @@ def test_a_lone_blend_is_packed_with_what_it_uses_and_renders_the_same(
         width=121,
         height=91,
     )
-    farm.start_node("packer")
-    out = farm.cli("submit", str(scene), "--frame", "1", "--tiles", "2", "--json")
+    live_farm.start_node("packer")
+    out = live_farm.cli("submit", str(scene), "--frame", "1", "--tiles", "2", "--json")
     assert "lib.blend" in out.stderr and "checker.png" in out.stderr  # the packed files listed
     pid = json.loads(out.stdout)["id"]
-    done = farm.wait_state(pid, {"done", "error"})
+    done = live_farm.wait_state(pid, {"done", "error"})
     assert done["state"] == "done", done
     assert done["warnings"] == []  # nothing missing on the node
-    image = Path(
-        farm.cli("fetch", pid, "-o", str(tmp_path / "out")).stdout.strip().splitlines()[-1]
-    )
+    image = fetch(live_farm, pid, "-o", str(tmp_path / "out"))
     direct = render_direct(blender, scene, 1, tmp_path / "direct.png")
     assert max_diff(read_png(image), read_png(direct)) <= 2

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 
 from apphelpers import PROBE, InProcessFarm
 from blendfarm.errors import BlenderFailed
@@ -45,14 +43,6 @@ class FakeRenderer:
 
     def close(self) -> None:
         self.closed = True
-
-
-@pytest.fixture
-def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
-    f = InProcessFarm(tmp_path)
-    yield f
-    f.client.close()
-    f.farm.store.close()
 
 
 def make_node(

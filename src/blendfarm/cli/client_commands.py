@@ -86,14 +86,21 @@ class ProgressReader:
         return self.fh.tell()
 
 
-def _plan(path: Path, blend: str | None) -> tuple[list[tuple[str, int]], str | None, list[str]]:
-    """What would be uploaded for `path`: (files and sizes, the .blend to render, missing)."""
+def _project_folder(path: Path) -> bool:
+    """True for a folder with a .blend in it; BadInput for a path that is no project at all."""
     if not path.exists():
         raise BadInput(f"{path} does not exist")
-    if path.is_dir():
+    if not path.is_dir():
+        return False
+    if not any(f.suffix.lower() == ".blend" for f in folder_files(path)):
+        raise BadInput(f"{path} holds no .blend file")
+    return True
+
+
+def _plan(path: Path, blend: str | None) -> tuple[list[tuple[str, int]], str | None, list[str]]:
+    """What would be uploaded for `path`: (files and sizes, the .blend to render, missing)."""
+    if _project_folder(path):
         files = folder_files(path)
-        if not any(f.suffix.lower() == ".blend" for f in files):
-            raise BadInput(f"{path} holds no .blend file")
         listing = [(f.relative_to(path).as_posix(), f.stat().st_size) for f in files]
         blends = [n for n, _ in listing if n.lower().endswith(".blend")]
         return listing, blend or (blends[0] if len(blends) == 1 else None), []
@@ -112,12 +119,8 @@ def _plan(path: Path, blend: str | None) -> tuple[list[tuple[str, int]], str | N
 def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
     """The file to upload for `path` (a zip as is, a folder zipped, a .blend packed with its
     dependencies) and the .blend to render."""
-    if not path.exists():
-        raise BadInput(f"{path} does not exist")
-    if path.is_dir():
+    if _project_folder(path):
         files = folder_files(path)
-        if not any(f.suffix.lower() == ".blend" for f in files):
-            raise BadInput(f"{path} holds no .blend file")
         out = tmp / f"{path.name or 'project'}.zip"
         zip_files(((f, f.relative_to(path).as_posix()) for f in files), out)
         return out, blend

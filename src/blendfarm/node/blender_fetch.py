@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tarfile
 from collections.abc import Callable
@@ -13,6 +12,7 @@ import httpx
 
 from ..archive import remove_tree
 from ..errors import BlendfarmError
+from .downloads import download_verified
 
 
 def unpack_blender(tarball: Path, dest: Path) -> Path:
@@ -59,26 +59,19 @@ def fetch_blender(
         executable = find_blender_in(dest)
     else:
         part = root / f"{sha[:16]}.tar.part"
-        digest = hashlib.sha256()
         size = int(info.get("size") or 0)
         say(f"downloading the server's Blender {info.get('filename')} ({size // 2**20} MiB)")
-        shown = 0
-        with client.stream("GET", "/api/blender/download") as resp:
-            if resp.status_code != 200:
-                resp.read()
-                raise BlendfarmError(
-                    f"cannot download the server's Blender (HTTP {resp.status_code})"
-                )
-            with open(part, "wb") as fh:
-                for block in resp.iter_bytes(1024 * 1024):
-                    digest.update(block)
-                    fh.write(block)
-                    if size and (fh.tell() * 10 // size) > shown:
-                        shown = fh.tell() * 10 // size
-                        say(f"  {shown * 10}% of Blender downloaded")
+        shown = [0]
+
+        def progress(done: int) -> None:
+            if size and done * 10 // size > shown[0]:
+                shown[0] = done * 10 // size
+                say(f"  {shown[0] * 10}% of Blender downloaded")
+
         try:
-            if digest.hexdigest() != sha:
-                raise BlendfarmError("the server's Blender arrived damaged (sha256 mismatch)")
+            download_verified(
+                client, "/api/blender/download", part, sha, "the server's Blender", progress
+            )
             executable = unpack_blender(part, dest)
             (dest / ".complete").touch()
         finally:

@@ -7,7 +7,6 @@ are downloaded once (cached by content hash, verified) and unpacked safely.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
@@ -27,6 +26,7 @@ from ..settings import NodeSettings
 from ..tiles import Rect, crop_box
 from .blender import Renderer, SessionRenderer, blender_version, find_blender
 from .blender_fetch import fetch_blender
+from .downloads import download_verified, error_text
 from .names import node_name
 
 log = logging.getLogger("blendfarm.node")
@@ -175,7 +175,7 @@ class Node:
         }
         resp = self._call("POST", f"/api/nodes/{self.name}/register", json=body)
         if resp.status_code != 200:
-            raise BlendfarmError(_error_text(resp))
+            raise BlendfarmError(error_text(resp))
         welcome = resp.json()
         self.heartbeat_every = float(welcome.get("heartbeat", 10.0))
         self._new_server(welcome.get("server_id", ""))
@@ -238,20 +238,7 @@ class Node:
         downloads = self.work / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         part = downloads / f"{sha}.zip.part"
-        digest = hashlib.sha256()
-        with self.client.stream("GET", task["archive_url"]) as resp:
-            if resp.status_code != 200:
-                resp.read()
-                raise BlendfarmError(
-                    f"cannot download project {task['project']}: {_error_text(resp)}"
-                )
-            with open(part, "wb") as fh:
-                for block in resp.iter_bytes(1024 * 1024):
-                    digest.update(block)
-                    fh.write(block)
-        if digest.hexdigest() != sha:
-            part.unlink(missing_ok=True)
-            raise BlendfarmError(f"project {task['project']} arrived damaged (hash mismatch)")
+        download_verified(self.client, task["archive_url"], part, sha, f"project {task['project']}")
         staging = self.work / "projects" / f".{sha}.tmp"
         remove_tree(staging)
         staging.mkdir(parents=True)
@@ -312,9 +299,9 @@ class Node:
                 )
             output.unlink(missing_ok=True)
             if resp.status_code == 507:
-                raise BlendfarmError(f"the server could not store the chunk: {_error_text(resp)}")
+                raise BlendfarmError(f"the server could not store the chunk: {error_text(resp)}")
             if resp.status_code != 200:
-                self.say(f"the server refused chunk {tid}: {_error_text(resp)}")
+                self.say(f"the server refused chunk {tid}: {error_text(resp)}")
             else:
                 self.chunks_done += 1
         except Stopped:
@@ -371,7 +358,7 @@ class Node:
                     idle = min(idle * 1.5, IDLE_WAIT[1])
                     continue
                 if resp.status_code != 200:
-                    raise BlendfarmError(_error_text(resp))
+                    raise BlendfarmError(error_text(resp))
                 idle = IDLE_WAIT[0]
                 self.run_task(resp.json())
                 handled += 1
@@ -409,10 +396,3 @@ def crop(path: Path, rendered: Rect, wanted: Rect) -> None:
         )
     box = crop_box(rendered, wanted)
     write_png(path, img[box.y0 : box.y1, box.x0 : box.x1])
-
-
-def _error_text(resp: httpx.Response) -> str:
-    try:
-        return str(resp.json()["error"]["message"])
-    except (ValueError, KeyError, TypeError):
-        return f"HTTP {resp.status_code}"
