@@ -341,6 +341,11 @@ def test_every_page_at_phone_width_without_errors(ui) -> None:
     page.goto(f"{ui.farm.ui}/#/workers")
     expect(page.locator("#conn")).to_have_attribute("data-state", "live")
     expect(page.locator("#api-base")).to_have_text(ui.farm.api)
+    # a fresh tab finds the API through the server's /config.js
+    page.evaluate("sessionStorage.clear()")
+    page.goto(f"{ui.farm.ui}/#/workers")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.locator("#api-base")).to_have_text(ui.farm.api)
     # keyboard: the navigation is reachable and works with Enter
     page.get_by_role("link", name="Upload", exact=True).focus()
     page.keyboard.press("Enter")
