@@ -8,7 +8,6 @@ equal a render of the original (within 2/255) and show the linked cube.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -22,24 +21,16 @@ from PIL import Image
 from blendfarm.archive import choose_blend, inspect_zip, safe_extract
 from blendfarm.errors import BadInput
 from blendfarm.packing import PackReport, pack_blend, plan_blend
+from helpers import require_blender
 
 HERE = Path(__file__).parent
-BLENDER = shutil.which("blender")
 COMPLAINT = re.compile(r"missing|cannot (open|find)|unable to open|not found", re.IGNORECASE)
 EXPECTED = ["assets/lib.blend", "shots/scene.blend", "shots/textures/checker.png"]
 
 
-def need_blender() -> str:
-    if BLENDER:
-        return BLENDER
-    if os.environ.get("CI"):
-        pytest.fail("Blender is not installed (apt-get install blender)")
-    pytest.skip("Blender is not installed")
-
-
 def run_blender(*args: str) -> str:
     proc = subprocess.run(
-        [need_blender(), "-b", "--factory-startup", *args],
+        [require_blender(), "-b", "--factory-startup", *args],
         capture_output=True,
         text=True,
         timeout=180,
