@@ -1,0 +1,492 @@
+"""Load test of a real `blendfarm serve`: many simulated nodes, no Blender.
+
+    /work/main/.venv/bin/python bench/load.py [--nodes 200] [--seconds 30] [--projects 20]
+                                              [--tiles 2] [--heartbeat 3] [--render-time 0]
+
+Starts the server on free loopback ports with a temporary data dir, submits `--projects`
+tiny projects (a zip holding a fake scene.blend), then runs `--nodes` simulated nodes in
+one asyncio loop for `--seconds`. Each node registers, then loops: lease -> answer the task
+(a fake probe JSON for probe tasks, a PNG of exactly the chunk's size for chunks) -> lease
+again, backing off 0.5 s .. 5 s on 204 like the real node, and heartbeats every
+`--heartbeat` seconds on its own. One "dashboard" polls GET /api/status every second.
+
+Prints throughput, latency percentiles per endpoint kind and every error (any non-2xx and
+any transport error), writes bench/results/load.json, and exits 1 when there was an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import random
+import re
+import resource
+import shutil
+import ssl
+import sys
+import tempfile
+import time
+import zipfile
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+from rich.console import Console
+from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, TOKEN, Server, loadavg, percentile  # noqa: E402
+
+PROBE = {
+    "resolution_x": 64,
+    "resolution_y": 48,
+    "resolution_percentage": 100,
+    "frame_start": 1,
+    "frame_end": 50,
+    "fps": 24,
+    "fps_base": 1.0,
+    "engine": "CYCLES",
+    "compositor": False,
+    "denoising": False,
+    "missing": [],
+}
+KINDS = ("register", "lease", "probe", "result", "heartbeat", "status", "leave")
+MAX_ERROR_SAMPLES = 30
+console = Console()
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.latency: dict[str, list[float]] = defaultdict(list)
+        self.status: dict[str, Counter[int]] = defaultdict(Counter)
+        self.errors: Counter[str] = Counter()
+        self.error_samples: list[dict[str, Any]] = []
+        self.leased = 0
+        self.leased_by_kind: Counter[str] = Counter()
+        self.empty_leases = 0
+        self.chunks_accepted = 0
+        self.chunks_refused = 0  # 200 but {"accepted": false}
+        self.probes_accepted = 0
+        # heartbeat "cancel" entries: for a task still being worked on (a lost lease), or for
+        # one whose result was already on its way (the beat raced the result: stale cancel)
+        self.lost_leases = 0
+        self.stale_cancels = 0
+
+    def error(self, kind: str, what: str, detail: str) -> None:
+        self.errors[f"{kind}: {what}"] += 1
+        if len(self.error_samples) < MAX_ERROR_SAMPLES:
+            self.error_samples.append(
+                {"kind": kind, "error": what, "detail": detail[:400], "t": time.time()}
+            )
+
+    @property
+    def error_count(self) -> int:
+        return sum(self.errors.values())
+
+
+async def call(
+    stats: Stats, kind: str, client: httpx.AsyncClient, method: str, url: str, **kw: Any
+) -> httpx.Response | None:
+    """One timed request; non-2xx and transport errors are recorded as errors."""
+    started = time.perf_counter()
+    try:
+        resp = await client.request(method, url, **kw)
+    except httpx.HTTPError as exc:
+        stats.latency[kind].append(time.perf_counter() - started)
+        stats.error(kind, type(exc).__name__, f"{method} {url}: {exc!r}")
+        return None
+    stats.latency[kind].append(time.perf_counter() - started)
+    stats.status[kind][resp.status_code] += 1
+    if not 200 <= resp.status_code < 300:
+        stats.error(kind, f"HTTP {resp.status_code}", f"{method} {url}: {resp.text}")
+    return resp
+
+
+class Pngs:
+    """A valid PNG per size, made once."""
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[int, int], bytes] = {}
+
+    def get(self, width: int, height: int) -> bytes:
+        key = (width, height)
+        if key not in self._cache:
+            buf = io.BytesIO()
+            Image.new("RGBA", key, (200, 120, 40, 255)).save(buf, format="PNG")
+            self._cache[key] = buf.getvalue()
+        return self._cache[key]
+
+
+def project_zip() -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("scene.blend", b"BLENDER-v304" + bytes(256))
+    return buf.getvalue()
+
+
+async def sim_node(
+    index: int,
+    base: str,
+    stats: Stats,
+    pngs: Pngs,
+    start_at: float,
+    deadline: float,
+    args: argparse.Namespace,
+    ssl_ctx: ssl.SSLContext,
+) -> None:
+    name = f"sim-{index:03d}"
+    holding: dict[int, str] = {}  # task id -> "working" | "sending"
+    async with httpx.AsyncClient(
+        base_url=base,
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=httpx.Timeout(args.timeout),
+        verify=ssl_ctx,
+    ) as client:
+        await asyncio.sleep(max(0.0, start_at - time.monotonic()))
+        body = {"blender_version": "3.4.1", "hostname": name, "cores": 2, "version": "sim"}
+        resp = await call(
+            stats, "register", client, "POST", f"/api/nodes/{name}/register", json=body
+        )
+        if resp is None or resp.status_code != 200:
+            return
+
+        async def heartbeat_loop() -> None:
+            await asyncio.sleep(random.uniform(0, args.heartbeat))
+            beat = 0
+            while time.monotonic() < deadline:
+                beat += 1
+                tasks = list(holding)
+                log = [f"{name}: simulated log line {beat}"] if tasks else []
+                resp = await call(
+                    stats,
+                    "heartbeat",
+                    client,
+                    "POST",
+                    f"/api/nodes/{name}/heartbeat",
+                    json={"tasks": tasks, "log": log},
+                )
+                if resp is not None and resp.status_code == 200:
+                    for tid in resp.json().get("cancel", []):
+                        if holding.get(tid) == "working":
+                            stats.lost_leases += 1
+                        else:
+                            stats.stale_cancels += 1
+                await asyncio.sleep(max(0.0, min(args.heartbeat, deadline - time.monotonic())))
+
+        beats = asyncio.create_task(heartbeat_loop())
+        idle = 0.5
+        try:
+            while time.monotonic() < deadline:
+                resp = await call(stats, "lease", client, "POST", f"/api/nodes/{name}/lease")
+                if resp is None or resp.status_code not in (200, 204):
+                    await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                    continue
+                if resp.status_code == 204:
+                    stats.empty_leases += 1
+                    wait = idle * random.uniform(0.8, 1.2)
+                    await asyncio.sleep(max(0.0, min(wait, deadline - time.monotonic())))
+                    idle = min(idle * 1.5, 5.0)
+                    continue
+                idle = 0.5
+                task = resp.json()
+                stats.leased += 1
+                stats.leased_by_kind[task["kind"]] += 1
+                holding[task["id"]] = "working"
+                try:
+                    if args.render_time > 0 and task["kind"] == "chunk":
+                        await asyncio.sleep(args.render_time * random.uniform(0.5, 1.5))
+                    params = {"lease": task["lease"]}
+                    holding[task["id"]] = "sending"
+                    if task["kind"] == "probe":
+                        resp = await call(
+                            stats,
+                            "probe",
+                            client,
+                            "POST",
+                            f"/api/tasks/{task['id']}/probe",
+                            params=params,
+                            json=PROBE,
+                        )
+                        if resp is not None and resp.status_code == 200:
+                            stats.probes_accepted += bool(resp.json().get("accepted"))
+                    else:
+                        rect = task["rect"]
+                        png = pngs.get(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"])
+                        resp = await call(
+                            stats,
+                            "result",
+                            client,
+                            "PUT",
+                            f"/api/tasks/{task['id']}/result",
+                            params=params,
+                            content=png,
+                            headers={"Content-Type": "image/png"},
+                        )
+                        if resp is not None and resp.status_code == 200:
+                            if resp.json().get("accepted"):
+                                stats.chunks_accepted += 1
+                            else:
+                                stats.chunks_refused += 1
+                finally:
+                    del holding[task["id"]]
+        finally:
+            await beats
+            await call(stats, "leave", client, "POST", f"/api/nodes/{name}/leave")
+
+
+async def dashboard(base: str, stats: Stats, deadline: float, ssl_ctx: ssl.SSLContext) -> None:
+    async with httpx.AsyncClient(base_url=base, timeout=30, verify=ssl_ctx) as client:
+        while time.monotonic() < deadline:
+            await call(stats, "status", client, "GET", "/api/status")
+            await asyncio.sleep(max(0.0, min(1.0, deadline - time.monotonic())))
+
+
+async def run_load(base: str, args: argparse.Namespace, stats: Stats) -> tuple[float, float]:
+    pngs = Pngs()
+    for w, h in {(64, 48), (64 // args.tiles, 48 // args.tiles)}:
+        pngs.get(w, h)
+    ssl_ctx = ssl.create_default_context()  # one for all clients (plain http; avoids 200 builds)
+    t0 = time.monotonic()
+    deadline = t0 + args.seconds
+    jobs = [
+        sim_node(
+            i, base, stats, pngs, t0 + args.ramp * i / max(1, args.nodes), deadline, args, ssl_ctx
+        )
+        for i in range(args.nodes)
+    ]
+    jobs += [dashboard(base, stats, deadline, ssl_ctx) for _ in range(args.watchers)]
+    limit = args.seconds + args.timeout * 3 + 30
+    results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=limit)
+    for res in results:
+        if isinstance(res, BaseException):
+            stats.error("client", type(res).__name__, repr(res))
+    return t0, time.monotonic()
+
+
+def submit_projects(base: str, count: int, tiles: int) -> list[str]:
+    data = project_zip()
+    ids = []
+    with httpx.Client(base_url=base, timeout=30) as client:
+        for i in range(count):
+            resp = client.post(
+                "/api/projects",
+                data={"title": f"load-{i}", "tiles": str(tiles)},
+                files={"file": ("load.zip", data, "application/zip")},
+            )
+            if resp.status_code != 201:
+                raise RuntimeError(f"submit failed: HTTP {resp.status_code} {resp.text}")
+            ids.append(resp.json()["id"])
+    return ids
+
+
+def summarize(
+    stats: Stats, args: argparse.Namespace, elapsed: float, extra: dict[str, Any]
+) -> dict[str, Any]:
+    latency = {}
+    for kind in KINDS:
+        values = stats.latency.get(kind, [])
+        latency[kind] = {
+            "count": len(values),
+            "p50_ms": None if not values else round(percentile(values, 50) * 1000, 2),
+            "p99_ms": None if not values else round(percentile(values, 99) * 1000, 2),
+            "max_ms": None if not values else round(max(values) * 1000, 2),
+            "status": {str(k): v for k, v in sorted(stats.status.get(kind, {}).items())},
+        }
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "config": {
+            "nodes": args.nodes,
+            "seconds": args.seconds,
+            "projects": args.projects,
+            "tiles": args.tiles,
+            "frames_per_project": PROBE["frame_end"] - PROBE["frame_start"] + 1,
+            "heartbeat_s": args.heartbeat,
+            "render_time_s": args.render_time,
+            "ramp_s": args.ramp,
+            "watchers": args.watchers,
+        },
+        "elapsed_s": round(elapsed, 2),
+        "tasks_leased": stats.leased,
+        "tasks_leased_by_kind": dict(stats.leased_by_kind),
+        "empty_leases": stats.empty_leases,
+        "chunks_accepted": stats.chunks_accepted,
+        "chunks_refused": stats.chunks_refused,
+        "probes_accepted": stats.probes_accepted,
+        "lost_leases": stats.lost_leases,
+        "stale_cancels": stats.stale_cancels,
+        "tasks_per_s": round(stats.leased / elapsed, 1),
+        "chunks_per_s": round(stats.chunks_accepted / elapsed, 1),
+        "requests_per_s": round(sum(len(v) for v in stats.latency.values()) / elapsed, 1),
+        "latency": latency,
+        "errors": stats.error_count,
+        "errors_by_kind": dict(stats.errors),
+        "error_samples": stats.error_samples,
+        **extra,
+    }
+
+
+def log_problems(path: Path, limit: int = 80) -> list[str]:
+    """ERROR/WARNING lines of the server's log, with the tracebacks that follow them."""
+    out: list[str] = []
+    inside = False
+    for line in path.read_text(errors="replace").splitlines():
+        stamped = bool(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d", line))
+        if stamped:
+            inside = " ERROR " in line or " WARNING " in line
+        if inside:
+            out.append(line)
+            if len(out) >= limit:
+                break
+    return out
+
+
+def show(result: dict[str, Any]) -> None:
+    cfg = result["config"]
+    console.print(
+        f"[bold]blendfarm load[/bold]: {cfg['nodes']} nodes, {result['elapsed_s']} s, "
+        f"{cfg['projects']} projects x {cfg['frames_per_project']} frames x "
+        f"{cfg['tiles']}x{cfg['tiles']} tiles, {result['machine']['cpus']} CPUs, "
+        f"load average {result['loadavg_before']} before, {result['loadavg_after']} after"
+    )
+    table = Table(title="throughput")
+    table.add_column("measure")
+    table.add_column("value", justify="right")
+    for label, key in (
+        ("tasks handed out / s", "tasks_per_s"),
+        ("chunks completed / s", "chunks_per_s"),
+        ("requests / s (all kinds)", "requests_per_s"),
+        ("tasks leased", "tasks_leased"),
+        ("chunks accepted", "chunks_accepted"),
+        ("chunks refused (accepted: false)", "chunks_refused"),
+        ("empty leases (204)", "empty_leases"),
+        ("lost leases (cancel while working)", "lost_leases"),
+        ("stale cancels (task already sent)", "stale_cancels"),
+        ("chunks left in the queue", "chunks_left"),
+        ("server CPU s / wall s", "server_cpu_share"),
+        ("load script CPU s / wall s", "client_cpu_share"),
+        ("errors", "errors"),
+    ):
+        table.add_row(label, str(result.get(key)))
+    console.print(table)
+    lat = Table(title="latency per endpoint kind (ms, measured by the client)")
+    for col in ("kind", "requests", "p50", "p99", "max", "HTTP statuses"):
+        lat.add_column(col, justify="left" if col in ("kind", "HTTP statuses") else "right")
+    for kind, row in result["latency"].items():
+        if not row["count"]:
+            continue
+        lat.add_row(
+            kind,
+            str(row["count"]),
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            f"{row['max_ms']:.1f}",
+            " ".join(f"{k}x{v}" for k, v in row["status"].items()),
+        )
+    console.print(lat)
+    if result["errors"]:
+        console.print(f"[bold red]{result['errors']} errors[/bold red]")
+        for what, n in result["errors_by_kind"].items():
+            console.print(f"  {n:6d}  {what}")
+        for sample in result["error_samples"][:10]:
+            console.print(f"  e.g. {sample['kind']}: {sample['error']}: {sample['detail']}")
+    else:
+        console.print("[green]no errors[/green]")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=200)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--projects", type=int, default=20)
+    parser.add_argument("--tiles", type=int, default=2, help="N for NxN chunks per frame")
+    parser.add_argument("--heartbeat", type=float, default=3.0, help="seconds between beats")
+    parser.add_argument(
+        "--render-time",
+        type=float,
+        default=0.0,
+        help="simulated render seconds per chunk (x0.5..1.5; probes answer at once)",
+    )
+    parser.add_argument("--ramp", type=float, default=2.0, help="seconds to start all nodes")
+    parser.add_argument("--watchers", type=int, default=1, help="clients polling /api/status")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per-request timeout")
+    parser.add_argument("--out", type=Path, default=RESULTS / "load.json")
+    parser.add_argument("--server-log", type=Path, help="copy the server's log here")
+    args = parser.parse_args()
+    if not (1 <= args.nodes <= 2000 and 0 < args.seconds <= 3600 and 1 <= args.tiles <= 48):
+        parser.error("--nodes 1..2000, --seconds up to 3600, --tiles 1..48")
+
+    stats = Stats()
+    with tempfile.TemporaryDirectory(prefix="blendfarm-load-") as tmp:
+        server = Server(Path(tmp) / "data", Path(tmp) / "server.log")
+        try:
+            server.start()
+            base = server.url
+            console.print(f"server on {base}; submitting {args.projects} projects")
+            ids = submit_projects(base, args.projects, args.tiles)
+            load_before = loadavg()
+            cpu0 = server.cpu_seconds() or 0.0
+            own0 = resource.getrusage(resource.RUSAGE_SELF)
+            console.print(f"running {args.nodes} simulated nodes for {args.seconds:g} s")
+            t0, t1 = asyncio.run(run_load(base, args, stats))
+            elapsed = t1 - t0
+            cpu1 = server.cpu_seconds() or 0.0
+            own1 = resource.getrusage(resource.RUSAGE_SELF)
+            own = (own1.ru_utime - own0.ru_utime) + (own1.ru_stime - own0.ru_stime)
+            with httpx.Client(base_url=base, timeout=30) as client:
+                started = time.perf_counter()
+                projects = client.get("/api/projects").json()
+                projects_ms = (time.perf_counter() - started) * 1000
+            mine = [p for p in projects if p["id"] in ids]
+            done_by_server = sum(p["chunks_done"] for p in mine)
+            total = sum(p["chunks_total"] for p in mine)
+            extra = {
+                "server_cpu_s": round(cpu1 - cpu0, 2),
+                "server_cpu_share": round((cpu1 - cpu0) / elapsed, 2),
+                "client_cpu_s": round(own, 2),
+                "client_cpu_share": round(own / elapsed, 2),
+                "chunks_total": total,
+                "chunks_done_by_server": done_by_server,
+                "chunks_left": total - done_by_server,
+                "project_states": dict(Counter(p["state"] for p in mine)),
+                "projects_list_ms_after": round(projects_ms, 1),
+                "loadavg_before": load_before,
+                "loadavg_after": loadavg(),
+            }
+            if done_by_server != stats.chunks_accepted:
+                stats.error(
+                    "consistency",
+                    "chunk count mismatch",
+                    f"the client had {stats.chunks_accepted} chunks accepted, "
+                    f"the server counts {done_by_server} done",
+                )
+            errored = [p for p in mine if p["state"] == "error"]
+            for p in errored:
+                stats.error("consistency", "project in error", f"{p['id']}: {p['error']}")
+            result = summarize(stats, args, elapsed, extra)
+            result["server_log_problems"] = log_problems(server.log_path)
+            if args.server_log:
+                shutil.copyfile(server.log_path, args.server_log)
+        finally:
+            code = server.stop()
+            console.print(f"server stopped (exit code {code})")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    show(result)
+    console.print(f"written to {args.out}")
+    return 1 if result["errors"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
