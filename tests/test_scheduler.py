@@ -5,60 +5,54 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from blendfarm.errors import Conflict
-from blendfarm.scheduler import Candidate, ProjectLoad, choose_task, task_gives_up
+from blendfarm.scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
 from blendfarm.states import Event, ProjectState, TaskState, project_state, task_move
 
 
-def cands(pid: str, n: int, start: int = 0) -> list[Candidate]:
-    return [Candidate(start + i, pid, 1, i // 2, i % 2) for i in range(n)]
+def test_least_busy_project_goes_first_and_older_wins_a_tie() -> None:
+    loads = [
+        ProjectLoad("old", 1.0, rendering=3),
+        ProjectLoad("new", 2.0, rendering=0),
+        ProjectLoad("newer", 3.0, rendering=0),
+    ]
+    assert project_order("n", loads) == ["new", "newer", "old"]
 
 
-def test_least_busy_project_goes_first() -> None:
-    loads = [ProjectLoad("old", 1.0, rendering=3), ProjectLoad("new", 2.0, rendering=0)]
-    pick = choose_task("n", loads, cands("old", 4) + cands("new", 4, 100))
-    assert pick is not None and pick.project_id == "new"
-
-
-def test_older_project_wins_a_tie_and_tasks_go_in_order() -> None:
-    loads = [ProjectLoad("b", 2.0, 0), ProjectLoad("a", 1.0, 0)]
+def test_tasks_go_in_order_but_never_to_a_node_they_failed_on() -> None:
     queued = [
-        Candidate(9, "a", 2, 0, 0),
+        Candidate(7, "a", 1, 0, 1, frozenset({"bad"})),
         Candidate(8, "a", 1, 1, 1),
-        Candidate(7, "a", 1, 0, 1),
-        Candidate(1, "b", 1, 0, 0),
+        Candidate(9, "a", 2, 0, 0),
     ]
-    pick = choose_task("n", loads, queued)
-    assert pick == Candidate(7, "a", 1, 0, 1)
+    assert first_task("good", queued) == queued[0]
+    assert first_task("bad", queued) == queued[1]
+    assert first_task("bad", queued[:1]) is None
 
 
-def test_a_node_never_gets_a_task_it_failed_or_a_project_it_is_barred_from() -> None:
+def test_a_node_is_never_offered_a_project_it_is_barred_from() -> None:
     loads = [ProjectLoad("a", 1.0, 0, blocked=frozenset({"bad"})), ProjectLoad("b", 2.0, 5)]
-    queued = [
-        Candidate(1, "a", 1, 0, 0),
-        Candidate(2, "b", 1, 0, 0, frozenset({"bad"})),
-        Candidate(3, "b", 1, 0, 1),
-    ]
-    assert choose_task("bad", loads, queued) == Candidate(3, "b", 1, 0, 1)
-    assert choose_task("good", loads, queued) == Candidate(1, "a", 1, 0, 0)
-    assert choose_task("bad", loads, queued[:2]) is None
+    assert project_order("bad", loads) == ["b"]
+    assert project_order("good", loads) == ["a", "b"]
 
 
 @given(st.lists(st.integers(min_value=1, max_value=30), min_size=2, max_size=6))
 def test_no_project_starves(sizes: list[int]) -> None:
     """Handing out tasks one by one (none finishing) serves every project within one round."""
-    queued = [
-        Candidate(p * 100 + i, f"p{p}", 1, 0, i) for p, n in enumerate(sizes) for i in range(n)
-    ]
-    busy = {f"p{p}": 0 for p in range(len(sizes))}
-    first_served: dict[str, int] = {}
-    for step in range(len(sizes)):
+    queued = {
+        f"p{p}": [Candidate(p * 100 + i, f"p{p}", 1, 0, i) for i in range(n)]
+        for p, n in enumerate(sizes)
+    }
+    busy = dict.fromkeys(queued, 0)
+    served = []
+    for _ in range(len(sizes)):
         loads = [ProjectLoad(pid, float(i), busy[pid]) for i, pid in enumerate(busy)]
-        pick = choose_task("n", loads, queued)
+        pid = next(p for p in project_order("n", loads) if queued[p])
+        pick = first_task("n", queued[pid])
         assert pick is not None
-        queued.remove(pick)
-        busy[pick.project_id] += 1
-        first_served.setdefault(pick.project_id, step)
-    assert set(first_served) == set(busy)
+        queued[pid].remove(pick)
+        busy[pid] += 1
+        served.append(pid)
+    assert sorted(served) == sorted(busy)
 
 
 def test_a_task_gives_up_after_three_nodes_or_every_node() -> None:

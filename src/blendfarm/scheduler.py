@@ -28,29 +28,26 @@ class ProjectLoad:
     blocked: frozenset[str] = field(default_factory=frozenset)
 
 
-def choose_task(
-    node: str, projects: Sequence[ProjectLoad], queued: Iterable[Candidate]
-) -> Candidate | None:
-    """The task `node` should render next, or None.
+def project_order(node: str, projects: Sequence[ProjectLoad]) -> list[str]:
+    """The projects `node` should take work from, best first.
 
     Projects take turns: the one with the fewest tasks rendering right now goes first, the
-    older one on a tie, so a big project never starves a small one. Inside a project tasks go
-    in frame, row, column order. A node never gets a task that already failed on it, nor a
-    task of a project it is blocklisted for.
+    older one on a tie, so a big project never starves a small one. Projects the node is
+    blocklisted for are left out.
     """
-    by_project: dict[str, list[Candidate]] = {}
+    usable = [p for p in projects if node not in p.blocked]
+    return [
+        p.project_id for p in sorted(usable, key=lambda p: (p.rendering, p.created, p.project_id))
+    ]
+
+
+def first_task(node: str, queued: Iterable[Candidate]) -> Candidate | None:
+    """The first of a project's queued tasks (in frame, row, column order) that did not
+    already fail on `node`."""
     for cand in queued:
-        if node in cand.failed_on:
-            continue
-        by_project.setdefault(cand.project_id, []).append(cand)
-    order = sorted(
-        (p for p in projects if p.project_id in by_project and node not in p.blocked),
-        key=lambda p: (p.rendering, p.created, p.project_id),
-    )
-    if not order:
-        return None
-    tasks = by_project[order[0].project_id]
-    return min(tasks, key=lambda t: (t.frame, t.row, t.col, t.task_id))
+        if node not in cand.failed_on:
+            return cand
+    return None
 
 
 def task_gives_up(failed_nodes: frozenset[str], online_nodes: frozenset[str], limit: int) -> bool:

@@ -71,6 +71,7 @@ class Node:
         self.heartbeat_every = 10.0
         self.server_id = ""
         self._current: dict[str, Any] | None = None
+        self._task_lock = threading.Lock()
         self._lost = threading.Event()
         self._log_lines: list[str] = []
         self._log_lock = threading.Lock()
@@ -215,10 +216,13 @@ class Node:
             return
         answer = resp.json()
         if current and current["id"] in answer.get("cancel", []):
-            self.say(f"lost the lease on task {current['id']}: stopping Blender")
-            self._lost.set()
-            if self._renderer is not None:
-                self._renderer.abort()
+            with self._task_lock:
+                # The answer may be about a task finished meanwhile: only stop the one it names.
+                if self._current is current:
+                    self.say(f"lost the lease on task {current['id']}: stopping Blender")
+                    self._lost.set()
+                    if self._renderer is not None:
+                        self._renderer.abort()
         if self._own_renderer and not self.settings.blender:
             if (answer.get("blender_sha256") or "") != self.blender_sha:
                 self._new_blender.set()
@@ -258,8 +262,9 @@ class Node:
     def run_task(self, task: dict[str, Any]) -> None:
         """Render one task and report it; failures are reported to the server, not raised."""
         tid, lease = task["id"], task["lease"]
-        self._current = task
-        self._lost.clear()
+        with self._task_lock:
+            self._current = task
+            self._lost.clear()
         try:
             folder = self.project_dir(task)
             blend = (folder / task["blend"]).resolve()
@@ -290,8 +295,11 @@ class Node:
                     "timeout": float(task.get("timeout") or self.settings.chunk_timeout),
                 },
             )
-            if self.stop_event.is_set() or self._lost.is_set():
+            if self.stop_event.is_set():
                 raise Stopped()
+            if self._lost.is_set():
+                self.say(f"task {tid} went to another node meanwhile: result dropped")
+                return
             crop(output, Rect(**task["render_rect"]), Rect(**task["rect"]))
             with open(output, "rb") as fh:
                 resp = self._call(
@@ -305,14 +313,15 @@ class Node:
             else:
                 self.chunks_done += 1
         except Stopped:
-            if self.stop_event.is_set():
-                self._hand_back(task)
+            self._hand_back(task)
             raise
         except (BlendfarmError, OSError, ValueError, KeyError) as exc:
-            if self.stop_event.is_set() or self._lost.is_set():
-                if self.stop_event.is_set():
-                    self._hand_back(task)
+            if self.stop_event.is_set():
+                self._hand_back(task)
                 raise Stopped() from None
+            if self._lost.is_set():
+                self.say(f"task {tid} went to another node meanwhile: Blender stopped")
+                return
             message = str(exc) if not isinstance(exc, OSError) else f"node error: {exc}"
             tail = exc.log if isinstance(exc, BlenderFailed) else []
             self.say(f"task {tid} failed: {message}")
@@ -323,7 +332,8 @@ class Node:
                 json={"node": self.name, "message": message, "log": tail[-30:]},
             )
         finally:
-            self._current = None
+            with self._task_lock:
+                self._current = None
 
     def _hand_back(self, task: dict[str, Any]) -> None:
         try:

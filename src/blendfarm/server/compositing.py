@@ -98,8 +98,10 @@ class Background:
     def composite(self, project: dict[str, Any]) -> None:
         store, data = self.farm.store, self.farm.data
         pid = project["id"]
+        # Read the row again: a probe may have landed since the pass listed the projects.
+        project = store.project(pid)
         tasks = store.tasks(pid)
-        if not tasks:
+        if not tasks or project["width"] is None:
             return
         by_frame: dict[int, list[dict[str, Any]]] = defaultdict(list)
         for t in tasks:

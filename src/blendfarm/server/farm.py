@@ -104,7 +104,7 @@ class Farm:
         return self.project_view(pid)
 
     def project_view(self, pid: str) -> dict[str, Any]:
-        view = self._view(self.store.project(pid), self.store.counts())
+        view = self._view(self.store.project(pid), self.store.counts(pid))
         online = [n for n in self.nodes() if n["online"]]
         view["waiting"] = waiting_reason(view, online)
         return view

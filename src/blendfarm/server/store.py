@@ -18,7 +18,7 @@ from typing import Any
 
 from ..blendversion import can_open
 from ..errors import NotFound
-from ..scheduler import Candidate, ProjectLoad, choose_task, task_gives_up
+from ..scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
 from ..states import Event, ProjectState, TaskKind, TaskState, project_state, task_move
 
 SCHEMA = """
@@ -43,6 +43,7 @@ CREATE TABLE IF NOT EXISTS tasks (
 );
 CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, project_id);
 CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project_id, frame);
+CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(project_id, state, frame, row, col);
 CREATE TABLE IF NOT EXISTS frames (
   project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, frame INTEGER NOT NULL,
   PRIMARY KEY (project_id, frame)
@@ -177,12 +178,15 @@ class Store:
             rows = self._db.execute("SELECT * FROM projects ORDER BY created, id").fetchall()
         return [dict(r) for r in rows]
 
-    def counts(self) -> dict[str, dict[str, int]]:
-        """Per project: chunks total/done/rendering, frames stitched, tasks rendering."""
+    def counts(self, pid: str | None = None) -> dict[str, dict[str, int]]:
+        """Per project (or for `pid` only): chunks total/done/rendering, frames stitched, tasks
+        rendering."""
         out: dict[str, dict[str, int]] = {}
+        where, args = ("WHERE project_id = ?", (pid,)) if pid else ("", ())
         with self._lock:
             for row in self._db.execute(
-                "SELECT project_id, kind, state, COUNT(*) FROM tasks GROUP BY 1, 2, 3"
+                f"SELECT project_id, kind, state, COUNT(*) FROM tasks {where} GROUP BY 1, 2, 3",
+                args,
             ):
                 c = out.setdefault(
                     row[0], {"total": 0, "done": 0, "rendering": 0, "busy": 0, "frames": 0}
@@ -193,7 +197,9 @@ class Store:
                     c["total"] += row[3]
                     c["done"] += row[3] if row[2] == TaskState.DONE.value else 0
                     c["rendering"] += row[3] if row[2] == TaskState.RENDERING.value else 0
-            for row in self._db.execute("SELECT project_id, COUNT(*) FROM frames GROUP BY 1"):
+            for row in self._db.execute(
+                f"SELECT project_id, COUNT(*) FROM frames {where} GROUP BY 1", args
+            ):
                 out.setdefault(
                     row[0], {"total": 0, "done": 0, "rendering": 0, "busy": 0, "frames": 0}
                 )["frames"] = row[1]
@@ -234,7 +240,7 @@ class Store:
     def sync_state(self, pid: str) -> ProjectState:
         """Move a project to the state its tasks imply (queued/rendering/compositing)."""
         row = self.project(pid)
-        c = self.counts().get(pid, {"total": 0, "done": 0, "busy": 0})
+        c = self.counts(pid).get(pid, {"total": 0, "done": 0, "busy": 0})
         new = project_state(ProjectState(row["state"]), c["total"], c["done"], c["busy"])
         if new.value != row["state"]:
             self.update_project(pid, state=new.value)
@@ -305,19 +311,21 @@ class Store:
                 )
                 for p in projects
             ]
-            eligible = [p.project_id for p in loads if node not in p.blocked]
-            if not eligible:
-                return None
-            marks = ",".join("?" * len(eligible))
-            rows = db.execute(
-                f"SELECT id, project_id, frame, row, col, failed_on FROM tasks"
-                f" WHERE state = ? AND project_id IN ({marks})",
-                (TaskState.QUEUED.value, *eligible),
-            ).fetchall()
-            cands = (
-                Candidate(r[0], r[1], r[2], r[3], r[4], frozenset(json.loads(r[5]))) for r in rows
-            )
-            pick = choose_task(node, loads, cands)
+            pick = None
+            for pid in project_order(node, loads):
+                rows = db.execute(
+                    "SELECT id, project_id, frame, row, col, failed_on FROM tasks"
+                    " WHERE project_id = ? AND state = ? ORDER BY frame, row, col, id LIMIT ?",
+                    # A node fails at most max_failures - 1 tasks of a project it may still do.
+                    (pid, TaskState.QUEUED.value, max_failures + 1),
+                ).fetchall()
+                cands = (
+                    Candidate(r[0], r[1], r[2], r[3], r[4], frozenset(json.loads(r[5])))
+                    for r in rows
+                )
+                pick = first_task(node, cands)
+                if pick is not None:
+                    break
             if pick is None:
                 return None
             task_move(TaskState.QUEUED, Event.LEASE)

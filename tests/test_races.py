@@ -1,0 +1,52 @@
+"""Interleavings that once broke the farm, replayed step by step (found by bench/load.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from apphelpers import PROBE, InProcessFarm
+from test_node import FakeRenderer, make_node
+
+
+def test_a_probe_landing_during_a_compositing_pass_does_not_error_the_project(
+    farm: InProcessFarm,
+) -> None:
+    pid = farm.submit({"frames": "1-2"}).json()["id"]
+    probe = farm.lease()
+    assert probe is not None
+    stale_rows = farm.farm.store.projects()  # the pass lists projects (width still None)...
+    farm.answer(probe, PROBE)  # ...a probe lands...
+    chunk = farm.lease()
+    assert chunk is not None
+    farm.answer(chunk)  # ...and a frame is complete before the pass reaches the project
+    for row in stale_rows:
+        farm.background.composite(row)
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["state"] == "rendering" and p["frames_done"] == 1
+
+
+def test_a_cancel_for_a_finished_task_does_not_stop_the_next_one(
+    farm: InProcessFarm, tmp_path: Path
+) -> None:
+    farm.submit({"frames": "1-3"})
+    renderer = FakeRenderer()
+    aborted: list[bool] = []
+    renderer.abort = lambda: aborted.append(True)  # type: ignore[method-assign]
+    node = make_node(farm, tmp_path, renderer)
+    node.register()
+    first = farm.lease(node.name)
+    assert first is not None
+    node._current = first  # the heartbeat is sent while the node works on the first task...
+    farm.answer(first)  # ...its result lands first, so the answer will cancel it...
+    second = farm.lease(node.name)
+    real_post = node.client.post
+
+    def post(url: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        resp = real_post(url, **kwargs)  # type: ignore[arg-type]
+        if url.endswith("/heartbeat"):
+            node._current = second  # ...and the node moved on while the request was in flight
+        return resp
+
+    node.client.post = post  # type: ignore[method-assign]
+    node.heartbeat()
+    assert aborted == [] and not node._lost.is_set()
