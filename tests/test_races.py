@@ -50,3 +50,28 @@ def test_a_cancel_for_a_finished_task_does_not_stop_the_next_one(
     node.client.post = post  # type: ignore[method-assign]
     node.heartbeat()
     assert aborted == [] and not node._lost.is_set()
+
+
+def test_a_cancel_arriving_while_the_result_uploads_keeps_the_warm_blender(
+    farm: InProcessFarm, tmp_path: Path
+) -> None:
+    farm.submit({"frames": "1-2"})
+    renderer = FakeRenderer()
+    aborted: list[bool] = []
+    renderer.abort = lambda: aborted.append(True)  # type: ignore[method-assign]
+    node = make_node(farm, tmp_path, renderer)
+    node.register()
+    farm.answer(farm.lease(node.name))  # type: ignore[arg-type]  (the probe)
+    task = farm.lease(node.name)
+    assert task is not None and task["kind"] == "chunk"
+    real_request = node.client.request
+
+    def request(method: str, url: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        resp = real_request(method, url, **kwargs)  # type: ignore[arg-type]
+        if method == "PUT":
+            node.heartbeat()  # the beat lands after the result: the server cancels the task
+        return resp
+
+    node.client.request = request  # type: ignore[method-assign]
+    node.run_task(task)
+    assert aborted == []  # Blender had finished: nothing to stop, the session stays warm

@@ -72,6 +72,7 @@ class Node:
         self.server_id = ""
         self._current: dict[str, Any] | None = None
         self._task_lock = threading.Lock()
+        self._blender_done = False
         self._lost = threading.Event()
         self._log_lines: list[str] = []
         self._log_lock = threading.Lock()
@@ -218,7 +219,7 @@ class Node:
         if current and current["id"] in answer.get("cancel", []):
             with self._task_lock:
                 # The answer may be about a task finished meanwhile: only stop the one it names.
-                if self._current is current:
+                if self._current is current and not self._blender_done:
                     self.say(f"lost the lease on task {current['id']}: stopping Blender")
                     self._lost.set()
                     if self._renderer is not None:
@@ -264,6 +265,7 @@ class Node:
         tid, lease = task["id"], task["lease"]
         with self._task_lock:
             self._current = task
+            self._blender_done = False
             self._lost.clear()
         try:
             folder = self.project_dir(task)
@@ -272,6 +274,8 @@ class Node:
                 raise BlendfarmError(f"{task['blend']} is not in the project")
             if task["kind"] == "probe":
                 probe = self.renderer.probe(blend)
+                with self._task_lock:
+                    self._blender_done = True
                 self._call("POST", f"/api/tasks/{tid}/probe", params={"lease": lease}, json=probe)
                 self.say(
                     f"probed {task['title']}: {probe['resolution_x']}x"
@@ -295,6 +299,8 @@ class Node:
                     "timeout": float(task.get("timeout") or self.settings.chunk_timeout),
                 },
             )
+            with self._task_lock:
+                self._blender_done = True  # from here on a lost lease has nothing to stop
             if self.stop_event.is_set():
                 raise Stopped()
             if self._lost.is_set():
