@@ -97,7 +97,8 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Zipped project folders (scene.blend, lib/lib.blend, textures/checker.png).
 
     quick: 61x47, 4 samples (renders in a few seconds);
-    slow:  201x151, 320 samples (a 2x2 chunk takes a second or two, long enough to watch).
+    slow:  201x151, 320 samples (a 2x2 chunk takes a second or two, long enough to watch);
+    broken: no camera, so Blender cannot render it.
     """
     blender = _blender()
     root = tmp_path_factory.mktemp("scenes")
@@ -106,6 +107,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     specs = {
         "quick": ["width=61", "height=47", "start=1", "end=2"],
         "slow": ["width=201", "height=151", "start=1", "end=2", "samples=320"],
+        "broken": ["width=61", "height=47", "start=1", "end=1", "broken=1"],
     }
     procs = {}
     for name, opts in specs.items():

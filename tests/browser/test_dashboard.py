@@ -190,6 +190,25 @@ def test_workers_page_shows_the_running_chunk(ui, farm, scenes) -> None:
     ui.console.assert_clean()
 
 
+def test_a_failed_project_shows_why_and_can_be_retried(ui, farm, scenes) -> None:
+    page = ui.page
+    project = submit_via_api(farm, scenes["broken"], "No camera", tiles=1)
+    ui.goto()
+    item = card(ui, "No camera")
+    expect(item).to_have_attribute("data-state", "error", timeout=RENDER_TIMEOUT)
+    with farm.client() as client:
+        message = client.get(f"/api/projects/{project['id']}").json()["error"]
+    assert message
+    expect(item.locator(".error-text")).to_have_text(message.strip().splitlines()[0].strip())
+    expect(item.get_by_text("No preview")).to_be_visible()
+
+    item.get_by_role("button", name="Retry No camera").click()
+    expect(page.get_by_role("status").filter(has_text="Retrying “No camera”")).to_be_visible()
+    expect(item).not_to_have_attribute("data-state", "error")
+    expect(item).to_have_attribute("data-state", "error", timeout=RENDER_TIMEOUT)
+    ui.console.assert_clean()
+
+
 def test_delete_asks_first_and_removes_the_project(ui, farm, scenes) -> None:
     page = ui.page
     # a 4x4 chunked still that is certainly unfinished when we delete it

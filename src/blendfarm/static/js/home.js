@@ -62,7 +62,6 @@ function buildCard(p) {
   parts.created = el("dd", { class: "created" });
   parts.framesDone = el("dd");
   parts.framesDoneRow = el("div", {}, el("dt", {}, "Frames stitched"), parts.framesDone);
-  parts.nodesRow = el("dd");
   parts.facts = el(
     "dl",
     { class: "facts" },
@@ -73,13 +72,15 @@ function buildCard(p) {
   parts.warnings = el("ul", { class: "project-warnings" });
   parts.waiting = el("p", { class: "project-waiting" });
   parts.errorText = el("p", { class: "error-text" });
+  parts.errorMore = el("pre", { class: "log", tabindex: "0" });
+  parts.errorDetails = el("details", { class: "error-details" }, el("summary", {}, "Details"), parts.errorMore);
+  parts.errorBody = el("div", { class: "error-body" }, parts.errorText, parts.errorDetails);
   parts.retry = el("button", { type: "button", class: "btn btn-small", onclick: () => retry(parts.project) }, "Retry");
-  parts.error = el("div", { class: "project-error", role: "alert" }, parts.errorText, parts.retry);
+  parts.error = el("div", { class: "project-error", role: "alert" }, parts.errorBody, parts.retry);
   parts.result = el("a", { target: "_blank", rel: "noopener" }, "Finished Result");
   parts.raw = el("a", {}, "Raw Frames");
-  parts.resultKind = el("span", { class: "muted" });
+  parts.resultKind = el("span", { class: "muted result-kind" });
   parts.links = el("div", { class: "project-links" }, parts.result, parts.raw, parts.resultKind);
-  parts.resultKind.style.alignSelf = "center";
   parts.delete = el(
     "button",
     { type: "button", class: "btn btn-small btn-quiet delete", onclick: () => remove(parts.project) },
@@ -116,6 +117,7 @@ function updateThumb(parts, p) {
   const key = url || `none:${p.state === "error"}`;
   if (key === parts.thumbKey) return;
   parts.thumbKey = key;
+  parts.thumb.classList.toggle("thumb-empty", !url);
   if (url) {
     const img = el("img", { src: url, alt: `Latest rendered frame of ${p.title || p.id}` });
     if (parts.thumb.querySelector("img")) {
@@ -181,7 +183,11 @@ function updateCard(card, p, now) {
   show(parts.waiting, Boolean(waiting));
 
   show(parts.error, p.state === "error");
-  setText(parts.errorText, p.error || "The render failed.");
+  // a Blender traceback: its first line says it all, the rest is behind "Details"
+  const errorLines = String(p.error || "The render failed.").split("\n").filter((l) => l.trim());
+  setText(parts.errorText, errorLines[0]);
+  setText(parts.errorMore, errorLines.join("\n"));
+  show(parts.errorDetails, errorLines.length > 1);
   setAttr(parts.retry, "aria-label", `Retry ${title}`);
 
   const hasLinks = Boolean(p.result_url || p.raw_url);
@@ -275,7 +281,12 @@ function render(status) {
 
 async function retry(p) {
   try {
-    await request("POST", `/api/projects/${encodeURIComponent(p.id)}/retry`);
+    const fresh = await request("POST", `/api/projects/${encodeURIComponent(p.id)}/retry`);
+    if (fresh && fresh.id === p.id) {
+      patch((s) => {
+        s.projects = s.projects.map((x) => (x.id === p.id ? fresh : x));
+      });
+    }
     toast(`Retrying “${p.title || p.id}”.`);
   } catch (err) {
     toast(`Could not retry “${p.title || p.id}”: ${err.message}`, "error");
