@@ -26,6 +26,13 @@ def fetch(farm: FarmProcesses, *args: str) -> Path:
     return Path(farm.cli("fetch", *args).stdout.strip().splitlines()[-1])
 
 
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:  # the process ended meanwhile
+        return b""
+
+
 def max_diff(a: np.ndarray, b: np.ndarray) -> int:
     assert a.shape == b.shape, (a.shape, b.shape)
     return int(np.abs(a.astype(np.int64) - b.astype(np.int64)).max())
@@ -167,3 +174,25 @@ def test_a_lone_blend_is_packed_with_what_it_uses_and_renders_the_same(
     image = fetch(live_farm, pid, "-o", str(tmp_path / "out"))
     direct = render_direct(blender, scene, 1, tmp_path / "direct.png")
     assert max_diff(read_png(image), read_png(direct)) <= 2
+
+
+def test_serve_with_local_nodes_is_a_whole_farm(tmp_path: Path, project_zip: Path) -> None:
+    farm = FarmProcesses(tmp_path, serve_args=("--local-nodes", "1"))
+    farm.start_server()
+    try:
+        pid = json.loads(
+            farm.cli(
+                "submit", str(project_zip), "--blend", "scene.blend", "--frame", "1", "--json"
+            ).stdout
+        )["id"]
+        assert farm.wait_state(pid, {"done", "error"}, timeout=120)["state"] == "done"
+        nodes = farm.client.get("/api/nodes").json()
+        assert len(nodes) == 1 and nodes[0]["chunks_done"] == 1
+        farm.stop_server()
+        assert farm.server is not None and farm.server.returncode == 0
+        assert "blendfarm server stopped" in farm.log("serve")
+        marker = str(tmp_path / "data" / "local-nodes").encode()
+        leftovers = [p for p in Path("/proc").glob("[0-9]*/cmdline") if marker in _read(p)]
+        assert leftovers == [], "the local node outlived the server"
+    finally:
+        farm.close()

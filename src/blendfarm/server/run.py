@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -51,17 +52,9 @@ def _local_node(settings: Settings, token: str, index: int) -> subprocess.Popen[
     host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
     work = settings.data / "local-nodes" / str(index)
     work.mkdir(parents=True, exist_ok=True)
-    cmd = [
-        sys.executable,
-        "-m",
-        "blendfarm",
-        "node",
-        "--server",
-        f"http://{host}:{settings.api_port}",
-        "--work-dir",
-        str(work),
-    ]
-    env = dict(__import__("os").environ, BLENDFARM_TOKEN=token)
+    server = f"http://{host}:{settings.api_port}"
+    cmd = [sys.executable, "-m", "blendfarm", "--server", server, "node", "--work-dir", str(work)]
+    env = dict(os.environ, BLENDFARM_TOKEN=token)
     return subprocess.Popen(cmd, env=env)
 
 
