@@ -205,11 +205,30 @@ def test_openapi_describes_every_route(farm: InProcessFarm) -> None:
     assert "multipart/form-data" in submit["requestBody"]["content"]
 
 
-def test_cors_allows_only_the_dashboard(farm: InProcessFarm) -> None:
-    ok = farm.client.get("/api/status", headers={"Origin": "http://127.0.0.1:8080"})
-    assert ok.headers.get("access-control-allow-origin") == "http://127.0.0.1:8080"
-    other = farm.client.get("/api/status", headers={"Origin": "http://evil.example"})
-    assert "access-control-allow-origin" not in other.headers
+def test_cors_allows_only_the_dashboard(farm: InProcessFarm, tmp_path: Path) -> None:
+    def allowed(client, origin: str) -> str | None:  # type: ignore[no-untyped-def]
+        return client.get("/api/status", headers={"Origin": origin}).headers.get(
+            "access-control-allow-origin"
+        )
+
+    # Bound to one address: the dashboard on that address and its port only.
+    assert allowed(farm.client, "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
+    assert allowed(farm.client, "http://evil.example") is None
+    assert allowed(farm.client, "http://127.0.0.1:9999") is None
+    # Bound to every address: the dashboard's port under any name the LAN uses for the server.
+    from starlette.testclient import TestClient
+
+    from blendfarm.server.app import create_app
+    from blendfarm.settings import Settings
+
+    settings = Settings(data=tmp_path / "lan", host="0.0.0.0", ui_port=8080, token="t")
+    client = TestClient(create_app(settings, background=False))
+    assert allowed(client, "http://192.168.1.20:8080") == "http://192.168.1.20:8080"
+    assert allowed(client, "http://render-box.local:8080") == "http://render-box.local:8080"
+    assert allowed(client, "http://[fe80::1]:8080") == "http://[fe80::1]:8080"
+    assert allowed(client, "http://evil.example") is None
+    assert allowed(client, "http://evil.example:8081") is None
+    assert allowed(client, "http://evil.example:8080.attacker.net") is None
 
 
 def test_leases_run_out_and_silent_nodes_go_offline(tmp_path: Path) -> None:

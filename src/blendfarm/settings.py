@@ -208,12 +208,17 @@ class Settings:
         values["data"] = Path(values["data"])
         return cls(**values, sources=sources)
 
-    def cors_origin(self) -> str:
-        """The dashboard's origin, the only one the API allows cross-origin."""
+    def cors_origins(self) -> tuple[list[str], str | None]:
+        """Origins the API allows cross-origin: (exact origins, a pattern).
+
+        `ui_origin` when set; otherwise the dashboard on its port under any name the server
+        is reached by (people open it as http://<server-ip>:8080 from their own machines).
+        """
         if self.ui_origin:
-            return self.ui_origin
-        host = "127.0.0.1" if self.host in {"0.0.0.0", "::", ""} else self.host
-        return f"http://{host}:{self.ui_port}"
+            return [self.ui_origin], None
+        if self.host not in {"0.0.0.0", "::", ""}:
+            return [f"http://{self.host}:{self.ui_port}"], None
+        return [], rf"https?://(?:[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):{self.ui_port}"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

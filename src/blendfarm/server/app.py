@@ -128,12 +128,14 @@ def create_app(
             if worker:
                 await run_in_threadpool(worker.stop)
 
+    origins, origin_pattern = settings.cors_origins()
     app = Starlette(
         routes=ROUTES,
         middleware=[
             Middleware(
                 CORSMiddleware,
-                allow_origins=[settings.cors_origin()],
+                allow_origins=origins,
+                allow_origin_regex=origin_pattern,
                 allow_methods=["GET", "POST", "PUT", "DELETE"],
                 allow_headers=["Content-Type", "X-Blendfarm-Password", "Authorization"],
             )
