@@ -67,11 +67,6 @@ class InsufficientStorage(BlendfarmError):
     code = "insufficient_storage"
 
 
-class ServerUnreachable(BlendfarmError):
-    status = 503
-    code = "unreachable"
-
-
 class BlenderFailed(BlendfarmError):
     """Blender exited with an error or produced no image; `log` holds its last lines."""
 

@@ -93,8 +93,3 @@ class BlenderShelf:
             return info
         finally:
             upload.unlink(missing_ok=True)
-
-    def forget(self) -> None:
-        for old in self.folder.iterdir():
-            old.unlink(missing_ok=True)
-        self.store.set_meta(META_KEY, "")

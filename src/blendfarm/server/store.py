@@ -481,10 +481,6 @@ class Store:
             rows = self._db.execute("SELECT frame FROM frames WHERE project_id = ?", (pid,))
             return {r[0] for r in rows}
 
-    def forget_frames(self, pid: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM frames WHERE project_id = ?", (pid,))
-
     # -- nodes ------------------------------------------------------------------------------
 
     def node_seen(self, name: str, info: dict[str, Any] | None = None) -> None:
