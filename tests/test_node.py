@@ -98,3 +98,19 @@ def test_names_are_kept_in_the_work_dir(tmp_path: Path) -> None:
     assert node_name(tmp_path, "render-01") == "render-01"
     assert node_name(tmp_path) == "render-01"
     assert (tmp_path / "node-name").read_text().strip() == "render-01"
+
+
+def test_the_project_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
+    import os
+
+    from blendfarm.node.node import trim_cache
+
+    for i in range(5):
+        folder = tmp_path / f"p{i}"
+        folder.mkdir()
+        (folder / ".complete").touch()
+        os.utime(folder / ".complete", (1000 + i, 1000 + i))
+    (tmp_path / ".p9.tmp").mkdir()  # an unpack in progress is left alone
+    gone = trim_cache(tmp_path, keep=2)
+    assert sorted(p.name for p in gone) == ["p0", "p1", "p2"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".p9.tmp", "p3", "p4"]

@@ -33,6 +33,7 @@ log = logging.getLogger("blendfarm.node")
 IDLE_WAIT = (0.5, 5.0)
 RETRY_WAIT = (0.5, 15.0)
 MAX_UNPACKED = 200 * 1024**3
+PROJECTS_KEPT = 8  # unpacked projects a node keeps; older ones are downloaded again if needed
 
 
 class Stopped(Exception):
@@ -239,6 +240,7 @@ class Node:
             raise BlendfarmError("the server sent a bad project hash")
         folder = self.work / "projects" / sha
         if (folder / ".complete").exists():
+            (folder / ".complete").touch()  # recently used: kept when the cache is trimmed
             return folder
         downloads = self.work / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
@@ -256,6 +258,7 @@ class Node:
             part.unlink(missing_ok=True)
             remove_tree(staging)
         self.say(f"project {task['project']} downloaded ({task.get('archive_size', 0)} bytes)")
+        trim_cache(self.work / "projects", keep=PROJECTS_KEPT)
         return folder
 
     # -- the work -----------------------------------------------------------------------------
@@ -398,6 +401,18 @@ class Node:
         self.stop_event.set()
         if self._renderer is not None:
             self._renderer.abort()
+
+
+def trim_cache(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the `keep` most recently used unpacked projects; returns those deleted."""
+    done = sorted(
+        (p for p in folder.iterdir() if (p / ".complete").exists()),
+        key=lambda p: (p / ".complete").stat().st_mtime,
+        reverse=True,
+    )
+    for old in done[keep:]:
+        remove_tree(old)
+    return done[keep:]
 
 
 def crop(path: Path, rendered: Rect, wanted: Rect) -> None:
