@@ -171,3 +171,39 @@ def test_a_node_with_a_wrong_token_says_so_in_one_line(quick_farm: FarmProcesses
     )
     assert proc.returncode == 1
     assert "refused this node's token" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_server_killed_while_compositing_finishes_after_a_restart(
+    tmp_path: Path, project_zip: Path
+) -> None:
+    import sqlite3
+
+    farm = FarmProcesses(tmp_path)
+    farm.start_server()
+    try:
+        pid = submit(farm, project_zip, "--frames", "1-4", "--tiles", "2")
+        folder = tmp_path / "data" / "projects" / pid
+        farm.start_node("n1")
+        # The result and the raw zip are written under temporary names, then renamed: kill
+        # the server the moment the first one appears, in the middle of compositing.
+        deadline = time.monotonic() + 180
+        while not any(p.name.startswith((".raw.zip.", ".result.mp4.")) for p in folder.iterdir()):
+            assert time.monotonic() < deadline and farm.project(pid)["state"] != "done", (
+                "compositing was never seen\n" + farm.logs()
+            )
+            time.sleep(0.0005)
+        farm.stop_server(signal.SIGKILL)
+        with sqlite3.connect(tmp_path / "data" / "blendfarm.db") as db:
+            (state,) = db.execute("SELECT state FROM projects WHERE id = ?", (pid,)).fetchone()
+        assert state == "compositing"
+        assert not (folder / "result.mp4").exists()
+        farm.start_server()
+        done = farm.wait_state(pid, {"done", "error"}, timeout=60)
+        assert done["state"] == "done" and done["chunks_done"] == 16, done
+        import imageio_ffmpeg
+
+        reader = imageio_ffmpeg.read_frames(str(folder / "result.mp4"))
+        next(reader)
+        assert len(list(reader)) == 4
+    finally:
+        farm.close()

@@ -6,7 +6,6 @@ Work is on numpy arrays so 16-bit depth and alpha survive.
 
 from __future__ import annotations
 
-import os
 import zipfile
 from collections.abc import Iterable, Sequence
 from fractions import Fraction
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .atomic import replacing
 from .pngio import read_png, to_uint8, write_png
 from .tiles import Rect
 
@@ -81,51 +81,48 @@ def encode_mp4(frames: Iterable[Path], out: Path, fps: float, fps_base: float = 
     import imageio_ffmpeg
 
     rate = Fraction(fps / fps_base).limit_denominator(1001)
-    tmp = out.with_name(f".{out.name}.tmp.mp4")
-    writer = None
-    try:
-        for path in frames:
-            img = video_frame(read_png(path))
-            if writer is None:
-                writer = imageio_ffmpeg.write_frames(
-                    str(tmp),
-                    (img.shape[1], img.shape[0]),
-                    fps=float(rate),
-                    codec="libx264",
-                    pix_fmt_in="rgb24",
-                    pix_fmt_out="yuv420p",
-                    macro_block_size=1,
-                    quality=None,
-                    output_params=[
-                        "-crf",
-                        "18",
-                        "-r",
-                        f"{rate.numerator}/{rate.denominator}",
-                        "-movflags",
-                        "+faststart",
-                    ],
-                    ffmpeg_log_level="error",
-                )
-                writer.send(None)
-            writer.send(img)
-        if writer is None:
-            raise ValueError("no frames to encode")
-        writer.close()
+    with replacing(out, ".mp4") as tmp:
         writer = None
-        os.replace(tmp, out)
-    finally:
-        if writer is not None:
-            writer.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            for path in frames:
+                img = video_frame(read_png(path))
+                if writer is None:
+                    writer = imageio_ffmpeg.write_frames(
+                        str(tmp),
+                        (img.shape[1], img.shape[0]),
+                        fps=float(rate),
+                        codec="libx264",
+                        pix_fmt_in="rgb24",
+                        pix_fmt_out="yuv420p",
+                        macro_block_size=1,
+                        quality=None,
+                        output_params=[
+                            "-crf",
+                            "18",
+                            "-r",
+                            f"{rate.numerator}/{rate.denominator}",
+                            "-movflags",
+                            "+faststart",
+                        ],
+                        ffmpeg_log_level="error",
+                    )
+                    writer.send(None)
+                writer.send(img)
+            if writer is None:
+                raise ValueError("no frames to encode")
+        finally:
+            if writer is not None:
+                writer.close()
 
 
 def write_raw_zip(entries: Iterable[tuple[str, Path]], out: Path) -> None:
     """The raw zip: every chunk under its seed name, stored (PNGs are compressed already)."""
-    tmp = out.with_name(f".{out.name}.tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+    with (
+        replacing(out) as tmp,
+        zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
+    ):
         for name, path in entries:
             zf.write(path, arcname=name)
-    os.replace(tmp, out)
 
 
 def write_thumbnail(frame: Path, out: Path) -> None:
@@ -135,6 +132,5 @@ def write_thumbnail(frame: Path, out: Path) -> None:
     pil = Image.fromarray(img if img.shape[2] > 1 else img[:, :, 0], mode)
     if pil.width > THUMBNAIL_WIDTH:
         pil = pil.resize((THUMBNAIL_WIDTH, max(1, pil.height * THUMBNAIL_WIDTH // pil.width)))
-    tmp = out.with_name(f".{out.name}.tmp")
-    pil.save(tmp, format="PNG")
-    os.replace(tmp, out)
+    with replacing(out) as tmp:
+        pil.save(tmp, format="PNG")

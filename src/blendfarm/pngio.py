@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import png
+
+from .atomic import replacing
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -49,10 +50,8 @@ def write_png(path: Path, image: np.ndarray) -> None:
     writer = png.Writer(
         width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=depth, compression=6
     )
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as fh:
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
         writer.write(fh, image.reshape(height, width * planes))
-    os.replace(tmp, path)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import threading
 from collections import defaultdict
 from typing import Any
 
+from ..atomic import replacing
 from ..compositor import (
     chunk_name,
     encode_mp4,
@@ -159,9 +160,8 @@ class Background:
                 (data.frame(pid, f) for f in frames), result, project["fps"], project["fps_base"]
             )
         else:
-            tmp = result.with_name(f".{result.name}.tmp")
-            shutil.copyfile(data.frame(pid, frames[0]), tmp)
-            tmp.replace(result)
+            with replacing(result) as tmp:
+                shutil.copyfile(data.frame(pid, frames[0]), tmp)
         store.add_size(pid, raw.stat().st_size + result.stat().st_size)
         store.update_project(pid, state=ProjectState.DONE.value, result=result.name)
         log.info("project %s done: %s", pid, result.name)
