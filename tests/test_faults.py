@@ -207,3 +207,39 @@ def test_a_server_killed_while_compositing_finishes_after_a_restart(
         assert len(list(reader)) == 4
     finally:
         farm.close()
+
+
+def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
+    tmp_path: Path, project_zip: Path
+) -> None:
+    import subprocess
+
+    farm = FarmProcesses(tmp_path, serve_args=("--node-timeout", "3"))
+    farm.env["BLENDFARM_DISK_RESERVE"] = "0"
+    farm.start_server()
+    spool = tmp_path / "data" / "tmp"  # where results land before they are kept
+    mounted = False
+    try:
+        pid = submit(farm, project_zip, "--frame", "1")
+        full = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(spool)],
+            capture_output=True,
+            text=True,
+        )
+        if full.returncode != 0:
+            if os.environ.get("CI"):
+                pytest.fail(f"cannot mount a small tmpfs (CI runs as root): {full.stderr}")
+            pytest.skip(f"needs root to mount a small tmpfs: {full.stderr.strip()}")
+        mounted = True
+        farm.start_node("n1")
+        p = farm.wait_state(pid, {"error", "done"}, timeout=120)
+        assert p["state"] == "error" and "disk is full" in p["error"], p
+        assert farm.client.get("/api/health").status_code == 200  # the server lives on
+        subprocess.run(["umount", str(spool)], check=True)
+        mounted = False
+        farm.cli("retry", pid)
+        assert farm.wait_state(pid, {"error", "done"}, timeout=120)["state"] == "done"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(spool)], check=False)
+        farm.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -89,7 +90,8 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _server_error(request: Request, exc: Exception) -> Response:
-    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+    full_db = isinstance(exc, sqlite3.OperationalError) and "disk is full" in str(exc)
+    if full_db or (isinstance(exc, OSError) and exc.errno == errno.ENOSPC):
         log.error("the data disk is full (%s %s)", request.method, request.url.path)
         return JSONResponse(
             error_body(507, "insufficient_storage", "the server's disk is full"), status_code=507
