@@ -348,3 +348,33 @@ def test_the_dashboard_is_told_where_the_api_is(tmp_path: Path) -> None:
     page = ui.get("/")
     assert page.status_code == 200 and "config.js" in page.text
     assert ui.get("/nope.html").status_code == 404
+
+
+def test_a_node_that_fails_three_chunks_is_barred_from_that_project(farm: InProcessFarm) -> None:
+    for n in ("flaky", "good"):
+        farm.register(n)
+    pid = farm.submit({"frame": "1", "tiles": "3"}).json()["id"]
+    other = farm.submit({"frame": "1"}).json()["id"]
+    farm.answer(farm.lease("good"))  # the first project's probe
+    failed = 0
+    while failed < 3:
+        task = farm.lease("flaky")
+        assert task is not None
+        if task["project"] != pid:
+            farm.answer(task)
+            continue
+        farm.client.post(
+            f"/api/tasks/{task['id']}/fail",
+            params={"lease": task["lease"]},
+            headers=NODE,
+            json={"node": "flaky", "message": "Error: GPU lost"},
+        )
+        failed += 1
+    p = farm.client.get(f"/api/projects/{pid}").json()
+    assert p["blocklist"] == ["flaky"] and p["state"] == "rendering"
+    while (task := farm.lease("flaky")) is not None:  # it still works for other projects
+        assert task["project"] == other
+        farm.answer(task)
+    assert farm.client.get(f"/api/projects/{other}").json()["chunks_done"] == 1
+    assert farm.run_all("good") == 9
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
