@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from ..errors import BadInput, TooLarge
 from .farm import Farm
 
 log = logging.getLogger("blendfarm.server")
-STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 MAX_CHUNK_UPLOAD = 4 * 1024**3
 MAX_LOG_BODY = 16 * 1024**2  # log lines past the kept amount are truncated, not refused
 EVENT_INTERVAL = 0.5
@@ -73,3 +73,13 @@ async def body_to_file(request: Request, farm: Farm, limit: int) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+async def check_room(request: Request, farm: Farm) -> None:
+    """Refuse an upload by its declared size before reading it: too large, or the disk would
+    be left with less than the reserve."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit():
+        if int(length) > farm.settings.max_upload:
+            raise TooLarge(f"the upload is larger than {farm.settings.max_upload} bytes")
+        await run_in_threadpool(farm.data.require_free, int(length), farm.settings.disk_reserve)

@@ -13,6 +13,7 @@ from .openapi import api
 from .requests import (
     admin_auth,
     body_to_file,
+    check_room,
     farm_of,
     json_body,
     node_auth,
@@ -64,9 +65,7 @@ async def blender_status(request: Request) -> Response:
 async def blender_upload(request: Request) -> Response:
     farm = admin_auth(request)
     filename = request.query_params.get("filename", "")
-    length = request.headers.get("content-length")
-    if length and length.isdigit():
-        await run_in_threadpool(farm.data.require_free, int(length), farm.settings.disk_reserve)
+    await check_room(request, farm)
     tmp = await body_to_file(request, farm, farm.settings.max_upload)
     info = await run_in_threadpool(farm.blender.accept, tmp, filename)
     log.info("new Blender for the farm: %s (%s)", info["filename"], info["sha256"][:12])

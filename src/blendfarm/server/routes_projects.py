@@ -14,11 +14,12 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 
 from .. import __version__
-from ..errors import BadInput, TooLarge
+from ..errors import BadInput
 from .openapi import api
 from .requests import (
     EVENT_INTERVAL,
     KEEPALIVE,
+    check_room,
     farm_of,
     node_auth,
 )
@@ -43,11 +44,7 @@ async def list_projects(request: Request) -> Response:
 async def submit_project(request: Request) -> Response:
     farm = farm_of(request)
     settings = farm.settings
-    length = request.headers.get("content-length")
-    if length and length.isdigit():
-        if int(length) > settings.max_upload:
-            raise TooLarge(f"the upload is larger than {settings.max_upload} bytes")
-        await run_in_threadpool(farm.data.require_free, int(length), settings.disk_reserve)
+    await check_room(request, farm)
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise BadInput("send the project as multipart/form-data with a 'file' field")
