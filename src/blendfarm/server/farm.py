@@ -100,7 +100,20 @@ class Farm:
         finally:
             upload.unlink(missing_ok=True)
             archive.unlink(missing_ok=True)
-        log.info("project %s (%s) submitted: %s", pid, blend, sub)
+        frames = (
+            "the scene's frames"
+            if sub.frame_start is None
+            else f"frames {sub.frame_start}-{sub.frame_end}"
+        )
+        log.info(
+            "project %s submitted: %s, %s, %dx%d chunks, overscan %d",
+            pid,
+            blend,
+            frames,
+            sub.tiles,
+            sub.tiles,
+            sub.overscan,
+        )
         return self.project_view(pid)
 
     def project_view(self, pid: str) -> dict[str, Any]:
