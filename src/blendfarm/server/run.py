@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+import tempfile
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -65,6 +66,9 @@ def serve(settings: Settings, console: Console | None = None) -> None:
     _check_port(settings.host, settings.api_port)
     _check_port(settings.host, settings.ui_port)
     app = create_app(settings)
+    # Multipart uploads are spooled to the temp dir past 1 MiB: keep them on the data disk
+    # (checked against the reserve, cleaned at start) rather than in a small /tmp.
+    tempfile.tempdir = str(app.state.farm.data.root / "tmp")
     farm = app.state.farm
     created = farm.guard.secrets.created
     if created:
