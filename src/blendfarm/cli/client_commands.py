@@ -8,6 +8,7 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -257,6 +258,16 @@ STATE_STYLE = {
 }
 
 
+def _when(iso: str | None) -> str:
+    """'2026-11-28T05:26:40Z' as a short local time: '05:26' today, else 'Nov 28'."""
+    if not iso:
+        return ""
+    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).astimezone()
+    if moment.date() == datetime.now().astimezone().date():
+        return moment.strftime("%H:%M")
+    return moment.strftime("%b %d")
+
+
 def status_table(status: dict[str, Any]) -> Table:
     """The farm at a glance: every project with a progress bar, and the disk use."""
     disk = status.get("disk", {})
@@ -266,8 +277,12 @@ def status_table(status: dict[str, Any]) -> Table:
         caption=f"disk: {_size(disk.get('used'))} used, {_size(disk.get('free'))} free of "
         f"{_size(disk.get('total'))}; projects use {_size(disk.get('data'))}",
     )
-    for col in ("ID", "Title", "State", "Progress", "Chunks", "Size", "Created"):
-        table.add_column(col, no_wrap=col != "Title")
+    table.add_column("ID", no_wrap=True, min_width=8)
+    table.add_column("Title", min_width=10, ratio=1, overflow="fold")
+    table.add_column("State", min_width=11)
+    table.add_column("Progress", no_wrap=True)
+    table.add_column("Size", no_wrap=True, justify="right")
+    table.add_column("Created", no_wrap=True)
     for p in status.get("projects", []):
         total, done = p["chunks_total"], p["chunks_done"]
         state = p["state"]
@@ -276,14 +291,15 @@ def status_table(status: dict[str, Any]) -> Table:
             label += f"\n[yellow]blocked: {', '.join(p['blocklist'])}[/yellow]"
         if state == "error" and p.get("error"):
             label += f"\n[red]{p['error'].splitlines()[0][:60]}[/red]"
-        table.add_row(
-            p["id"],
-            p["title"],
-            label,
-            ProgressBar(total=max(total, 1), completed=done, width=20),
+        if p.get("waiting"):
+            label += f"\n[dim]{p['waiting']}[/dim]"
+        progress = Table.grid(padding=(0, 1))
+        progress.add_row(
+            ProgressBar(total=max(total, 1), completed=done, width=8),
             f"{done}/{total}" if total else "-",
-            _size(p["size"]),
-            (p.get("created") or "").replace("T", " ").rstrip("Z"),
+        )
+        table.add_row(
+            p["id"], p["title"], label, progress, _size(p["size"]), _when(p.get("created"))
         )
     return table
 
