@@ -33,7 +33,7 @@ def farm(tmp_path: Path) -> Iterator[InProcessFarm]:
     f = InProcessFarm(tmp_path)
     yield f
     f.client.close()
-    f.farm.store.close()
+    f.farm.close()
 
 
 @pytest.fixture

@@ -378,3 +378,16 @@ def test_a_node_that_fails_three_chunks_is_barred_from_that_project(farm: InProc
     assert farm.client.get(f"/api/projects/{other}").json()["chunks_done"] == 1
     assert farm.run_all("good") == 9
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+
+
+def test_zips_made_by_other_tools_are_read_the_same(farm: InProcessFarm) -> None:
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("./shots/scene.blend", b"BLENDER-v304" + bytes(64))
+        zf.writestr("shots\\textures\\a.png", b"x")  # Windows tools write backslashes
+    resp = farm.submit({"frame": "1", "blend": "shots/scene.blend"}, content=buf.getvalue())
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["blend"] == "shots/scene.blend"

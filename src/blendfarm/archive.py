@@ -23,9 +23,10 @@ BACKUP_SUFFIXES = (".blend1", ".blend2")
 
 @dataclass(frozen=True)
 class ZipSummary:
-    names: list[str]
+    names: list[str]  # normalised: forward slashes, no "." parts
     blends: list[str]
     unpacked: int
+    entries: dict[str, str]  # normalised name -> the entry's name in the zip
 
 
 def is_blend_file(path: Path) -> bool:
@@ -59,6 +60,7 @@ def inspect_zip(path: Path, max_unpacked: int, max_ratio: float) -> ZipSummary:
         raise BadInput(f"the zip archive is damaged: {exc}") from None
     seen: set[str] = set()
     names: list[str] = []
+    entries: dict[str, str] = {}
     total = 0
     compressed = 0
     for info in infos:
@@ -73,6 +75,7 @@ def inspect_zip(path: Path, max_unpacked: int, max_ratio: float) -> ZipSummary:
             raise BadInput(f"the zip holds {info.filename!r} twice")
         seen.add(key)
         names.append(name)
+        entries[name] = info.filename
         total += info.file_size
         compressed += info.compress_size
     if total > max_unpacked:
@@ -82,7 +85,7 @@ def inspect_zip(path: Path, max_unpacked: int, max_ratio: float) -> ZipSummary:
     blends = sorted(n for n in names if n.lower().endswith(".blend"))
     if not blends:
         raise BadInput("the zip holds no .blend file")
-    return ZipSummary(names=names, blends=blends, unpacked=total)
+    return ZipSummary(names=names, blends=blends, unpacked=total, entries=entries)
 
 
 def choose_blend(summary: ZipSummary, requested: str | None) -> str:

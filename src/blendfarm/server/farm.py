@@ -62,6 +62,11 @@ class Farm:
         log.addHandler(self.logs)
         log.setLevel(logging.INFO)
 
+    def close(self) -> None:
+        """Stop collecting log lines and close the database."""
+        log.removeHandler(self.logs)
+        self.store.close()
+
     # -- projects ---------------------------------------------------------------------------
 
     def submit(self, upload: Path, filename: str, sub: Submission) -> dict[str, Any]:
@@ -76,7 +81,7 @@ class Farm:
                 wrap_blend(upload, archive, name)
             summary = inspect_zip(archive, self.settings.max_unpacked, self.settings.max_ratio)
             blend = choose_blend(summary, sub.blend)
-            with zipfile.ZipFile(archive) as zf, zf.open(blend) as member:
+            with zipfile.ZipFile(archive) as zf, zf.open(summary.entries[blend]) as member:
                 saved_by = read_version(member)
             if saved_by is None:
                 raise BadInput(f"{blend} is not a .blend file")

@@ -140,5 +140,5 @@ def serve(settings: Settings, console: Console | None = None) -> None:
                 proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        farm.store.close()
+        farm.close()
     console.print("blendfarm server stopped")
