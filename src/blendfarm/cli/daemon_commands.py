@@ -110,6 +110,7 @@ def node(
         console.print(_config_table(NODE_KNOBS, values, settings.sources))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     worker = Node(settings, say=lambda msg: err_console.print(msg, highlight=False))
 
     def stop(signum: int, frame: FrameType | None) -> None:

@@ -106,7 +106,7 @@ def serve(settings: Settings, console: Console | None = None) -> None:
     shown = "127.0.0.1" if settings.host in {"0.0.0.0", "::"} else settings.host
     console.print(
         f"blendfarm API on http://{shown}:{settings.api_port}, "
-        f"dashboard on http://{shown}:{settings.ui_port}, data in {settings.data}"
+        f"dashboard on http://{shown}:{settings.ui_port}, data in {app.state.farm.data.root}"
     )
     nodes: list[subprocess.Popen[bytes]] = []
 
