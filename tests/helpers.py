@@ -25,10 +25,14 @@ def require_blender() -> str:
     """Blender's path; a missing Blender fails in CI and skips elsewhere."""
     path = shutil.which("blender")
     if path is None:
-        if os.environ.get("CI"):
-            pytest.fail("Blender is not installed (apt-get install blender)")
-        pytest.skip("Blender is not installed")
+        missing("Blender is not installed (apt-get install blender)")
+    assert path is not None
     return path
+
+
+def missing(what: str) -> None:
+    """Something a test needs is not here: that fails the run in CI and skips it elsewhere."""
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(what)
 
 
 def make_scene(blender: str, kind: str, out: Path, **opts: object) -> Path:

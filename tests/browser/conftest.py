@@ -43,9 +43,7 @@ VIEWPORT = {"width": 1280, "height": 800}
 
 def missing(what: str) -> None:
     """A missing tool fails the run in CI and skips it elsewhere."""
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} (required in CI)")
-    pytest.skip(what)
+    (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{what} (required in CI)")
 
 
 def free_port() -> int:
