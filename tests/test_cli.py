@@ -171,3 +171,30 @@ def test_blender_uploads_are_checked(
     assert "no Blender uploaded" in res.stdout
     assert not list((farm.settings.data / "tmp").iterdir())
     assert not list((farm.settings.data / "blender").iterdir())
+
+
+def test_node_settings_come_from_flags_env_and_the_work_dir(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    (tmp_path / "blendfarm.toml").write_text('threads = 3\nname = "from-file"\n')
+    res = runner.invoke(
+        app,
+        ["node", "--work-dir", str(tmp_path), "--name", "from-flag", "--print-config"],
+        env={"BLENDFARM_SERVER": "http://10.0.0.9:2254", "COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if "│" in line}
+    assert "from-flag" in rows["name"] and "command line" in rows["name"]
+    assert "3" in rows["threads"] and "blendfarm.toml" in rows["threads"]
+    assert "http://10.0.0.9:2254" in rows["server"] and "env BLENDFARM_SERVER" in rows["server"]
+
+
+def test_a_bad_config_file_is_one_line(runner: CliRunner, tmp_path: Path) -> None:
+    (tmp_path / "blendfarm.toml").write_text("colour = 'blue'\n")
+    res = runner.invoke(app, ["serve", "--data", str(tmp_path), "--print-config"])
+    assert res.exit_code == 1 and "unknown setting 'colour'" in res.output
+
+
+def test_shell_completion_is_offered(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash"})
+    assert res.exit_code == 0 and "complete" in res.stdout and "blendfarm" in res.stdout

@@ -196,3 +196,24 @@ def test_serve_with_local_nodes_is_a_whole_farm(tmp_path: Path, project_zip: Pat
         assert leftovers == [], "the local node outlived the server"
     finally:
         farm.close()
+
+
+def test_a_tiled_scene_with_compositor_nodes_is_flagged(
+    live_farm: FarmProcesses, blender: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "glare"
+    make_project(blender, folder, compositor=1, width=61, height=47, start=1, end=1)
+    live_farm.start_node("solo")
+    pid = submit(
+        live_farm,
+        zip_folder(folder, tmp_path / "glare.zip"),
+        "--blend",
+        "scene.blend",
+        "--tiles",
+        "2",
+    )
+    done = live_farm.wait_state(pid, {"done", "error"})
+    assert done["state"] == "done", done
+    assert any("compositor" in w for w in done["warnings"])
+    status = live_farm.cli("status", pid)
+    assert "compositor" in status.stdout

@@ -94,7 +94,10 @@ def node(
     from ..node.node import Node
 
     server = ctx.obj.server if ctx.obj is not None else None
-    server_given = ctx.parent is not None and ctx.parent.params.get("server")
+    # Only a --server typed on the command line counts as such; BLENDFARM_SERVER is read by
+    # NodeSettings itself, so --print-config can say where the value came from.
+    source = ctx.parent.get_parameter_source("server") if ctx.parent is not None else None
+    server_given = source is not None and source.name == "COMMANDLINE"
     cli = {
         "server": server if server_given else None,
         "name": name,
