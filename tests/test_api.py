@@ -87,6 +87,12 @@ def test_bad_results_from_nodes_are_refused(farm: InProcessFarm) -> None:
         ),
         400,
     )
+    rect = task["rect"]
+    whole = png_bytes(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"])
+    cut = whole[: len(whole) - 20]  # a file cut off on the node's full disk
+    assert "damaged" in assert_error(
+        farm.client.put(url, params={"lease": task["lease"]}, headers=NODE, content=cut), 400
+    )
     assert_error(
         farm.client.put(url, params={"lease": "nope"}, headers=NODE, content=png_bytes(3, 3)), 409
     )

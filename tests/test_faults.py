@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -241,3 +242,45 @@ def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
         if mounted:
             subprocess.run(["umount", "-l", str(spool)], check=False)
         farm.close()
+
+
+def test_a_node_that_keeps_failing_is_blocklisted_and_the_others_finish(
+    tmp_path: Path, blender: str
+) -> None:
+    import subprocess
+
+    farm = FarmProcesses(tmp_path)
+    farm.start_server()
+    out = tmp_path / "work-broken" / "out"  # where the node's Blender writes its chunks
+    out.mkdir(parents=True)
+    mounted = False
+    try:
+        full = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        if full.returncode != 0:
+            missing(f"mounting a small tmpfs needs root (CI runs as root): {full.stderr.strip()}")
+        mounted = True
+        with contextlib.suppress(OSError):  # fill it up: Blender cannot write a single chunk
+            (out / "filler").write_bytes(bytes(64 * 1024))
+        folder = tmp_path / "heavy"  # chunks of about half a second each on one thread
+        make_project(blender, folder, samples=1000, width=121, height=91)
+        pid = submit(
+            farm, zip_folder(folder, tmp_path / "heavy.zip"), "--frame", "1", "--tiles", "4"
+        )
+        farm.start_node("broken", "--threads", "1")
+        farm.start_node("good", "--threads", "1")
+        done = farm.wait_state(pid, {"done", "error"}, timeout=180)
+        assert done["state"] == "done", done
+        assert done["blocklist"] == ["broken"]
+        nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+        assert nodes["broken"]["chunks_done"] == 0 and nodes["good"]["chunks_done"] == 16
+        log = farm.client.get("/api/logs").json()["lines"]
+        assert any("failed on broken: Blender wrote a damaged image" in line for line in log)
+        assert "blocked: broken" in farm.cli("status", pid).stdout
+    finally:
+        farm.close()
+        if mounted:
+            subprocess.run(["umount", "-l", str(out)], check=False)

@@ -21,7 +21,7 @@ import httpx
 from .. import __version__
 from ..archive import remove_tree, safe_extract
 from ..errors import BlenderFailed, BlendfarmError
-from ..pngio import read_png, write_png
+from ..pngio import NotAPng, read_png, write_png
 from ..settings import NodeSettings
 from ..tiles import Rect, crop_box
 from .blender import Renderer, SessionRenderer, blender_version, find_blender
@@ -309,7 +309,7 @@ class Node:
             if self._lost.is_set():
                 self.say(f"task {tid} went to another node meanwhile: result dropped")
                 return
-            crop(output, Rect(**task["render_rect"]), Rect(**task["rect"]))
+            finish_chunk(output, Rect(**task["render_rect"]), Rect(**task["rect"]))
             with open(output, "rb") as fh:
                 resp = self._call(
                     "PUT", f"/api/tasks/{tid}/result", params={"lease": lease}, content=fh.read()
@@ -415,15 +415,17 @@ def trim_cache(folder: Path, keep: int) -> list[Path]:
     return done[keep:]
 
 
-def crop(path: Path, rendered: Rect, wanted: Rect) -> None:
-    """Cut the overscan off a rendered chunk, in place."""
-    if rendered == wanted:
-        return
-    img = read_png(path)
+def finish_chunk(path: Path, rendered: Rect, wanted: Rect) -> None:
+    """Check what Blender wrote (whole, the expected size) and cut the overscan off, in place."""
+    try:
+        img = read_png(path)
+    except NotAPng as exc:
+        raise BlendfarmError(f"Blender wrote a damaged image ({exc}); is the disk full?") from None
     if img.shape[:2] != (rendered.height, rendered.width):
         raise BlendfarmError(
             f"Blender rendered {img.shape[1]}x{img.shape[0]}, expected "
             f"{rendered.width}x{rendered.height}"
         )
-    box = crop_box(rendered, wanted)
-    write_png(path, img[box.y0 : box.y1, box.x0 : box.x1])
+    if rendered != wanted:
+        box = crop_box(rendered, wanted)
+        write_png(path, img[box.y0 : box.y1, box.x0 : box.x1])

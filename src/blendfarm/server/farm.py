@@ -16,7 +16,7 @@ from .. import __version__
 from ..archive import choose_blend, inspect_zip, is_blend_file, wrap_blend
 from ..blendversion import can_open, read_version
 from ..errors import BadInput, Conflict, NotFound
-from ..pngio import NotAPng, png_header
+from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
 from ..states import Event, ProjectState, TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
@@ -369,6 +369,10 @@ class Farm:
                 raise BadInput(
                     f"the chunk image is {width}x{height}, expected {rect.width}x{rect.height}"
                 )
+            try:
+                read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
+            except NotAPng as exc:
+                raise BadInput(f"the chunk image is damaged: {exc}") from None
             dest = self.data.chunk(p["id"], task["frame"], task["row"], task["col"])
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
