@@ -123,14 +123,24 @@ def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
     if _project_folder(path):
         files = folder_files(path)
         out = tmp / f"{path.name or 'project'}.zip"
-        zip_files(((f, f.relative_to(path).as_posix()) for f in files), out)
+        with transfer_progress() as progress:
+            task = progress.add_task(
+                f"zipping {path.name}", total=sum(f.stat().st_size for f in files)
+            )
+            zip_files(
+                ((f, f.relative_to(path).as_posix()) for f in files),
+                out,
+                lambda n: progress.advance(task, n),
+            )
         return out, blend
     if path.suffix.lower() == ".blend":
         if not is_blend_file(path):
             raise BadInput(f"{path.name} is not a .blend file")
-        from ..packing import pack_blend
+        from ..packing import pack_blend, plan_blend
 
-        report = pack_blend(path, tmp / f"{path.stem}.zip")
+        with transfer_progress() as progress:
+            task = progress.add_task(f"packing {path.name}", total=plan_blend(path).size or None)
+            report = pack_blend(path, tmp / f"{path.stem}.zip", lambda n: progress.advance(task, n))
         err_console.print(f"packed {len(report.files)} file(s) with {path.name}:", highlight=False)
         for name in report.files:
             err_console.print(f"  {name}", highlight=False)
