@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 
 from blendfarm.pngio import read_png
-from helpers import FarmProcesses, make_project, render_direct, zip_folder
+from helpers import BLENDFARM, FarmProcesses, make_project, render_direct, zip_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -188,6 +191,18 @@ def test_serve_with_local_nodes_is_a_whole_farm(tmp_path: Path, project_zip: Pat
         assert farm.wait_state(pid, {"done", "error"}, timeout=120)["state"] == "done"
         nodes = farm.client.get("/api/nodes").json()
         assert len(nodes) == 1 and nodes[0]["chunks_done"] == 1
+        # `status --watch` follows the server's event stream until Ctrl-C.
+        watch = subprocess.Popen(
+            [*BLENDFARM, "status", "--watch"],
+            env=farm.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3)
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=20)
+        assert pid in out and "done" in out and "Traceback" not in err
         farm.stop_server()
         assert farm.server is not None and farm.server.returncode == 0
         assert "blendfarm server stopped" in farm.log("serve")
