@@ -1,137 +1,30 @@
-"""All farm state in one SQLite file (WAL): projects, tasks (probes and chunks), nodes.
+"""All farm state in one SQLite file: projects, tasks (probes and chunks), nodes.
 
-Every method runs under one lock in one transaction, so the server's threads see a
-consistent farm. A restart on the same file finds every project and finished chunk.
+A restart on the same file finds every project and finished chunk.
 """
 
 from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 from ..blendversion import can_open
 from ..errors import NotFound
 from ..scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
 from ..states import Event, ProjectState, TaskKind, TaskState, project_state, task_move
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS projects (
-  id TEXT PRIMARY KEY, title TEXT NOT NULL, blend TEXT NOT NULL,
-  sha256 TEXT NOT NULL, archive_size INTEGER NOT NULL,
-  animation INTEGER NOT NULL, frame_start INTEGER, frame_end INTEGER,
-  tiles INTEGER NOT NULL, overscan INTEGER NOT NULL,
-  state TEXT NOT NULL, error TEXT,
-  width INTEGER, height INTEGER, fps REAL, fps_base REAL, probe TEXT,
-  warnings TEXT NOT NULL DEFAULT '[]', size INTEGER NOT NULL DEFAULT 0,
-  result TEXT, thumbnail INTEGER NOT NULL DEFAULT 0, file_version TEXT,
-  created REAL NOT NULL, updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-  id INTEGER PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-  kind TEXT NOT NULL, frame INTEGER NOT NULL DEFAULT 0, row INTEGER NOT NULL DEFAULT 0,
-  col INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL, node TEXT, lease TEXT,
-  lease_expires REAL, started REAL, finished REAL, failed_on TEXT NOT NULL DEFAULT '[]',
-  last_error TEXT, leases TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, project_id);
-CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project_id, frame);
-CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(project_id, state, frame, row, col);
-CREATE TABLE IF NOT EXISTS frames (
-  project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, frame INTEGER NOT NULL,
-  PRIMARY KEY (project_id, frame)
-);
-CREATE TABLE IF NOT EXISTS node_failures (
-  project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, node TEXT NOT NULL,
-  failures INTEGER NOT NULL, PRIMARY KEY (project_id, node)
-);
-CREATE TABLE IF NOT EXISTS nodes (
-  name TEXT PRIMARY KEY, blender_version TEXT, started REAL NOT NULL, last_seen REAL NOT NULL,
-  chunks_done INTEGER NOT NULL DEFAULT 0, info TEXT NOT NULL DEFAULT '{}',
-  log TEXT NOT NULL DEFAULT '[]', offline INTEGER NOT NULL DEFAULT 0
-);
-"""
-
-LOG_LINES_KEPT = 200
+from .database import clock
+from .node_records import NodeRecords
 
 
-def _now() -> float:
-    return time.time()
-
-
-class Store:
-    """The farm's SQLite database. `version` grows on every change (for the event stream)."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._lock = threading.RLock()
-        self.version = 0
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            self._migrate()
-            if self._meta("server_id") is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('server_id', ?)", (secrets.token_hex(8),)
-                )
-
-    def _migrate(self) -> None:
-        """Columns added since the first release, for databases made before them."""
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(projects)")}
-        if "file_version" not in have:
-            self._db.execute("ALTER TABLE projects ADD COLUMN file_version TEXT")
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    @contextmanager
-    def _tx(self, changes: bool = True) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-            if changes:
-                self.version += 1
-
-    def _meta(self, key: str) -> str | None:
-        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        return None if row is None else str(row[0])
-
-    @property
-    def server_id(self) -> str:
-        with self._lock:
-            return self._meta("server_id") or ""
-
-    def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            return self._meta(key)
-
-    def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+class Store(NodeRecords):
+    """The farm's database: projects and their tasks, on top of the node records."""
 
     # -- projects ---------------------------------------------------------------------------
 
     def create_project(self, fields: dict[str, Any]) -> str:
         """Insert a project and its probe task; returns the new id."""
-        now = _now()
+        now = clock()
         with self._tx() as db:
             while True:
                 pid = secrets.token_hex(4)
@@ -215,7 +108,7 @@ class Store:
         return [r[0] for r in rows]
 
     def update_project(self, pid: str, **fields: Any) -> None:
-        fields["updated"] = _now()
+        fields["updated"] = clock()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE projects SET {cols} WHERE id = ?", (*fields.values(), pid))
@@ -258,7 +151,7 @@ class Store:
             db.execute("DELETE FROM node_failures WHERE project_id = ?", (pid,))
             db.execute(
                 "UPDATE projects SET state = ?, error = NULL, updated = ? WHERE id = ?",
-                (ProjectState.QUEUED.value, _now(), pid),
+                (ProjectState.QUEUED.value, clock(), pid),
             )
         self.sync_state(pid)
 
@@ -329,7 +222,7 @@ class Store:
             if pick is None:
                 return None
             task_move(TaskState.QUEUED, Event.LEASE)
-            now = _now()
+            now = clock()
             lease = secrets.token_hex(12)
             db.execute(
                 "UPDATE tasks SET state = ?, node = ?, lease = ?, lease_expires = ?, started = ?,"
@@ -362,7 +255,7 @@ class Store:
             for tid in task_ids:
                 cur = db.execute(
                     "UPDATE tasks SET lease_expires = ? WHERE id = ? AND node = ? AND state = ?",
-                    (_now() + lease_seconds, tid, node, TaskState.RENDERING.value),
+                    (clock() + lease_seconds, tid, node, TaskState.RENDERING.value),
                 )
                 if cur.rowcount == 0:
                     lost.append(tid)
@@ -380,7 +273,7 @@ class Store:
             db.execute(
                 "UPDATE tasks SET state = ?, lease = NULL, lease_expires = NULL, finished = ?"
                 " WHERE id = ?",
-                (TaskState.DONE.value, _now(), task_id),
+                (TaskState.DONE.value, clock(), task_id),
             )
             if row["node"] and row["kind"] == TaskKind.CHUNK.value:
                 db.execute(
@@ -390,7 +283,7 @@ class Store:
 
     def add_chunks(self, pid: str, frames: list[int], tiles: int, **fields: Any) -> None:
         """Store what the probe found and create every chunk task of the project."""
-        fields["updated"] = _now()
+        fields["updated"] = clock()
         cols = ", ".join(f"{k} = ?" for k in fields)
         with self._tx() as db:
             db.execute(f"UPDATE projects SET {cols} WHERE id = ?", (*fields.values(), pid))
@@ -455,7 +348,7 @@ class Store:
             if gives_up:
                 db.execute(
                     "UPDATE projects SET state = ?, error = ?, updated = ? WHERE id = ?",
-                    (ProjectState.ERROR.value, message, _now(), row["project_id"]),
+                    (ProjectState.ERROR.value, message, clock(), row["project_id"]),
                 )
                 return message
         return None
@@ -465,7 +358,7 @@ class Store:
         with self._lock:
             rows = self._db.execute(
                 "SELECT id FROM tasks WHERE state = ? AND lease_expires < ?",
-                (TaskState.RENDERING.value, _now()),
+                (TaskState.RENDERING.value, clock()),
             ).fetchall()
         for (tid,) in rows:
             self.release(tid, Event.EXPIRE)
@@ -480,69 +373,3 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT frame FROM frames WHERE project_id = ?", (pid,))
             return {r[0] for r in rows}
-
-    # -- nodes ------------------------------------------------------------------------------
-
-    def node_seen(self, name: str, info: dict[str, Any] | None = None) -> None:
-        now = _now()
-        with self._tx(changes=info is not None) as db:
-            cur = db.execute(
-                "UPDATE nodes SET last_seen = ?, offline = 0 WHERE name = ?", (now, name)
-            )
-            if cur.rowcount == 0:
-                db.execute(
-                    "INSERT INTO nodes (name, started, last_seen) VALUES (?, ?, ?)",
-                    (name, now, now),
-                )
-                self.version += 1
-            if info is not None:
-                db.execute(
-                    "UPDATE nodes SET info = ?, blender_version = ?, started = ? WHERE name = ?",
-                    (json.dumps(info), info.get("blender_version"), now, name),
-                )
-
-    def node_log(self, name: str, lines: list[str]) -> None:
-        if not lines:
-            return
-        with self._tx() as db:
-            row = db.execute("SELECT log FROM nodes WHERE name = ?", (name,)).fetchone()
-            if row is None:
-                return
-            log = (json.loads(row[0]) + lines)[-LOG_LINES_KEPT:]
-            db.execute("UPDATE nodes SET log = ? WHERE name = ?", (json.dumps(log), name))
-
-    def mark_offline(self, timeout: float) -> list[str]:
-        """Nodes silent for `timeout` seconds go offline; returns their names."""
-        with self._tx(changes=False) as db:
-            rows = db.execute(
-                "SELECT name FROM nodes WHERE offline = 0 AND last_seen < ?", (_now() - timeout,)
-            ).fetchall()
-            for (name,) in rows:
-                db.execute("UPDATE nodes SET offline = 1 WHERE name = ?", (name,))
-        if rows:
-            self.version += 1
-        return [r[0] for r in rows]
-
-    def node_left(self, name: str) -> None:
-        with self._tx() as db:
-            db.execute("UPDATE nodes SET offline = 1 WHERE name = ?", (name,))
-
-    def nodes(self) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT * FROM nodes ORDER BY name").fetchall()
-            current = {
-                r["node"]: dict(r)
-                for r in self._db.execute(
-                    "SELECT t.node, t.project_id, t.kind, t.frame, t.row, t.col, p.title"
-                    " FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.state = ?",
-                    (TaskState.RENDERING.value,),
-                )
-            }
-        out = []
-        for r in rows:
-            node = dict(r)
-            node["log"] = json.loads(node["log"])
-            node["info"] = json.loads(node["info"])
-            node["current"] = current.get(node["name"])
-            out.append(node)
-        return out
