@@ -4,9 +4,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from apphelpers import InProcessFarm
 from helpers import FarmProcesses, make_project, require_blender, zip_folder
+
+# Shared 2-core machines (CI, developers running several suites) make timings erratic:
+# property tests are judged on their results, never on how long an example took.
+settings.register_profile("blendfarm", deadline=None)
+settings.load_profile("blendfarm")
 
 
 @pytest.fixture(scope="session")

@@ -63,11 +63,12 @@ def test_overscan_grows_inner_edges_only_and_crops_back(
         assert big.x0 == max(0, rect.x0 - overscan)
     box = crop_box(big, rect)
     assert (box.width, box.height) == (rect.width, rect.height)
-    image = np.arange(w * h).reshape(h, w)
-    rendered = image[big.y0 : big.y1, big.x0 : big.x1]
-    assert np.array_equal(
-        rendered[box.y0 : box.y1, box.x0 : box.x1], image[rect.y0 : rect.y1, rect.x0 : rect.x1]
-    )
+
+    def pixels(r: Rect) -> np.ndarray:  # each pixel holds its own index in the frame
+        return np.add.outer(np.arange(r.y0, r.y1) * w, np.arange(r.x0, r.x1))
+
+    rendered = pixels(big)
+    assert np.array_equal(rendered[box.y0 : box.y1, box.x0 : box.x1], pixels(rect))
 
 
 @given(frames(), st.integers(min_value=0, max_value=50), st.data())
