@@ -376,6 +376,10 @@ class Node:
                     self.stop_event.wait(idle * random.uniform(0.8, 1.2))
                     idle = min(idle * 1.5, IDLE_WAIT[1])
                     continue
+                if resp.status_code == 507:  # the server's disk is full: wait, it may be freed
+                    self.say(f"the server cannot take work: {error_text(resp)}; waiting")
+                    self.stop_event.wait(IDLE_WAIT[1])
+                    continue
                 if resp.status_code != 200:
                     raise BlendfarmError(error_text(resp))
                 idle = IDLE_WAIT[0]
