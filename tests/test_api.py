@@ -114,10 +114,11 @@ def test_node_endpoints_need_the_token(farm: InProcessFarm) -> None:
     assert_error(
         farm.client.post("/api/nodes/n1/lease", headers={"Authorization": "Bearer x"}), 401
     )
-    pid = farm.submit().json()["id"]
+    archive = fake_project_zip()
+    pid = farm.submit(content=archive).json()["id"]
     assert_error(farm.client.get(f"/api/projects/{pid}/archive"), 401)
     ok = farm.client.get(f"/api/projects/{pid}/archive", headers=NODE)
-    assert ok.status_code == 200 and ok.content == fake_project_zip()
+    assert ok.status_code == 200 and ok.content == archive
 
 
 def test_purge_needs_the_password_and_limits_guesses(farm: InProcessFarm) -> None:
