@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 import zipfile
 
 import pytest
@@ -206,6 +207,37 @@ def test_a_failed_project_shows_why_and_can_be_retried(ui, farm, scenes) -> None
     expect(page.get_by_role("status").filter(has_text="Retrying “No camera”")).to_be_visible()
     expect(item).not_to_have_attribute("data-state", "error")
     expect(item).to_have_attribute("data-state", "error", timeout=RENDER_TIMEOUT)
+    ui.console.assert_clean()
+
+
+def test_a_worker_barred_from_a_project_is_named_on_it(ui, farm, scenes) -> None:
+    project = submit_via_api(farm, scenes["slow"], "Barred", tiles=3)
+    # A second worker that fails every task it takes (it talks to the API as a node does);
+    # the local node renders the project meanwhile.
+    token = {"Authorization": f"Bearer {farm.token}"}
+    failures = 0
+    with farm.client() as client:
+        client.post("/api/nodes/flaky/register", headers=token, json={"blender_version": "3.4.1"})
+        deadline = time.monotonic() + 60
+        while failures < 3 and time.monotonic() < deadline:
+            resp = client.post("/api/nodes/flaky/lease", headers=token)
+            if resp.status_code == 204:
+                time.sleep(0.2)
+                continue
+            task = resp.json()
+            client.post(
+                f"/api/tasks/{task['id']}/fail",
+                params={"lease": task["lease"]},
+                headers=token,
+                json={"node": "flaky", "message": "Error: GPU lost"},
+            )
+            failures += task["project"] == project["id"]
+        client.post("/api/nodes/flaky/leave", headers=token)
+    assert failures == 3
+    ui.goto()
+    item = card(ui, "Barred")
+    expect(item.locator(".project-warnings")).to_contain_text("Not given to flaky")
+    expect(item.get_by_role("link", name="Finished Result")).to_be_visible(timeout=RENDER_TIMEOUT)
     ui.console.assert_clean()
 
 

@@ -170,7 +170,11 @@ function updateCard(card, p, now) {
   show(parts.framesDoneRow, Boolean(p.animation));
   setText(parts.framesDone, frames ? `${p.frames_done ?? 0} / ${frames}` : `${p.frames_done ?? 0}`);
 
-  const warnings = Array.isArray(p.warnings) ? p.warnings : [];
+  const warnings = Array.isArray(p.warnings) ? [...p.warnings] : [];
+  const blocked = Array.isArray(p.blocklist) ? p.blocklist : [];
+  if (blocked.length) {
+    warnings.push(`Not given to ${blocked.join(", ")} any more: it failed too many chunks of this project.`);
+  }
   const warningKey = warnings.join("\n");
   if (parts.warningKey !== warningKey) {
     parts.warningKey = warningKey;
