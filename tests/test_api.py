@@ -164,6 +164,19 @@ def test_a_probe_that_cannot_be_tiled_puts_the_project_in_error(farm: InProcessF
     farm.answer(farm.lease())
     p = farm.client.get(f"/api/projects/{pid}").json()
     assert p["state"] == "error" and "cannot be cut" in p["error"]
+    assert farm.lease() is None
+    farm.client.post(f"/api/projects/{pid}/retry")  # retried, it is probed again, not stuck
+    again = farm.lease()
+    assert again is not None and again["kind"] == "probe" and again["project"] == pid
+
+
+def test_a_result_missing_from_disk_is_a_clear_404(farm: InProcessFarm) -> None:
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    farm.run_all()
+    (farm.settings.data / "projects" / pid / "result.png").unlink()
+    (farm.settings.data / "projects" / pid / "raw.zip").unlink()
+    assert "missing" in assert_error(farm.client.get(f"/api/projects/{pid}/result"), 404)
+    assert "missing" in assert_error(farm.client.get(f"/api/projects/{pid}/raw"), 404)
 
 
 def test_three_failures_error_the_project_and_retry_recovers(farm: InProcessFarm) -> None:

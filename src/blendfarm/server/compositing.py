@@ -63,8 +63,6 @@ class Background:
         expired = store.expire_leases()
         if expired:
             log.warning("leases ran out for tasks %s: back in the queue", expired)
-            for row in store.projects():
-                store.sync_state(row["id"])
         for name in store.mark_offline(self.farm.settings.node_timeout):
             log.warning(
                 "node %s is offline (no heartbeat for %gs)", name, self.farm.settings.node_timeout

@@ -193,11 +193,19 @@ class Farm:
             raise Conflict(f"project {pid} is not finished yet ({row['state']})")
         stem = _safe_stem(row["title"]) or pid
         if kind == "raw":
-            return self.data.raw(pid), "application/zip", f"{stem}-{pid}-raw.zip"
+            raw = self.data.raw(pid)
+            if not raw.exists():
+                raise NotFound(
+                    f"the raw chunks of project {pid} are missing from the server's disk"
+                )
+            return raw, "application/zip", f"{stem}-{pid}-raw.zip"
         animation = bool(row["animation"])
         media = "video/mp4" if animation else "image/png"
         ext = "mp4" if animation else "png"
-        return self.data.result(pid, animation), media, f"{stem}-{pid}.{ext}"
+        path = self.data.result(pid, animation)
+        if not path.exists():
+            raise NotFound(f"the result of project {pid} is missing from the server's disk")
+        return path, media, f"{stem}-{pid}.{ext}"
 
     def thumbnail(self, pid: str) -> Path:
         self.store.project(pid)
@@ -331,7 +339,7 @@ class Farm:
             w, h, n = p["width"], p["height"], p["tiles"]
             rect = chunk_rect(w, h, n, task["row"], task["col"])
             render = grow(rect, w, h, p["overscan"]) if n > 1 else rect
-            border = blender_border(render, w, h)
+            border = blender_border(render, w, h) if n > 1 else None
             out.update(
                 frame=task["frame"],
                 row=task["row"],
@@ -341,7 +349,7 @@ class Farm:
                 height=h,
                 rect=rect.as_dict(),
                 render_rect=render.as_dict(),
-                border=None if n == 1 else [border.min_x, border.max_x, border.min_y, border.max_y],
+                border=border and [border.min_x, border.max_x, border.min_y, border.max_y],
             )
         return out
 
@@ -394,7 +402,8 @@ class Farm:
         try:
             plan = plan_from_probe(p, probe)
         except BadInput as exc:
-            self.store.complete(task_id)
+            # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
+            self.store.release(task_id, Event.RESET)
             self.store.update_project(p["id"], state=ProjectState.ERROR.value, error=str(exc))
             return {"accepted": True}
         self.store.add_chunks(
@@ -430,7 +439,7 @@ class Farm:
         text = (message or "the render failed").strip()[:2000]
         tail = clean_log(lines)[-10:]
         full = text if not tail else text + "\n" + "\n".join(tail)
-        self.store.node_log(node, clean_log(lines))
+        # The lines themselves already reached the node's log through its heartbeats.
         gave_up = self.store.fail(task_id, node, full, self.settings.max_failures)
         log.warning("task %s of %s failed on %s: %s", task_id, task["project_id"], node, text)
         if gave_up:

@@ -357,11 +357,13 @@ class Store(NodeRecords):
         """Requeue every task whose lease ran out; returns their ids."""
         with self._lock:
             rows = self._db.execute(
-                "SELECT id FROM tasks WHERE state = ? AND lease_expires < ?",
+                "SELECT id, project_id FROM tasks WHERE state = ? AND lease_expires < ?",
                 (TaskState.RENDERING.value, clock()),
             ).fetchall()
-        for (tid,) in rows:
+        for tid, _pid in rows:
             self.release(tid, Event.EXPIRE)
+        for pid in {r[1] for r in rows}:
+            self.sync_state(pid)
         return [r[0] for r in rows]
 
     def mark_frame(self, pid: str, frame: int) -> None:
