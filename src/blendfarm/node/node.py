@@ -67,6 +67,7 @@ class Node:
         self._own_renderer = renderer is None
         self.blender_sha = ""
         self._new_blender = threading.Event()
+        self._server_changed = threading.Event()
         self.blender_version = ""
         self.stop_event = threading.Event()
         self.heartbeat_every = 10.0
@@ -118,21 +119,24 @@ class Node:
 
     @property
     def renderer(self) -> Renderer:
+        """The renderer, started on first use with the Blender `_choose_blender` picks."""
         if self._renderer is None:
-            executable = self._choose_blender()
-            self.blender_version = blender_version(executable)
-            self.say(f"rendering with Blender {self.blender_version} ({executable})")
-            self.log_line(
-                f"blendfarm: rendering with Blender {self.blender_version} ({executable})"
-            )
-            self._renderer = SessionRenderer(
-                executable,
-                self.log_line,
-                self.settings.threads,
-                self.settings.warm,
-                self.settings.chunk_timeout,
-            )
+            self._renderer = self._start_renderer()
         return self._renderer
+
+    def _start_renderer(self) -> Renderer:
+        executable = self._choose_blender()
+        self.blender_version = blender_version(executable)
+        using = f"rendering with Blender {self.blender_version} ({executable})"
+        self.say(using)
+        self.log_line(f"blendfarm: {using}")
+        return SessionRenderer(
+            executable,
+            self.log_line,
+            self.settings.threads,
+            self.settings.warm,
+            self.settings.chunk_timeout,
+        )
 
     def _choose_blender(self) -> str:
         """--blender when given; else the server's Blender; else `blender` on PATH; else wait."""
@@ -167,8 +171,9 @@ class Node:
         self.register()
 
     def register(self) -> None:
-        if self._renderer is None:
-            _ = self.renderer
+        """Say hello to the server with the Blender this node renders with (chosen first)."""
+        if self._renderer is None:  # choosing Blender is what makes its version known
+            self._renderer = self._start_renderer()
         body = {
             "blender_version": self.blender_version or "unknown",
             "blender_sha256": self.blender_sha,
@@ -229,7 +234,7 @@ class Node:
             if (answer.get("blender_sha256") or "") != self.blender_sha:
                 self._new_blender.set()
         if answer.get("server_id") and answer["server_id"] != self.server_id:
-            self._new_server(answer["server_id"])
+            self._server_changed.set()  # handled between tasks, not under a running render
 
     # -- projects -----------------------------------------------------------------------------
 
@@ -369,6 +374,9 @@ class Node:
                     break
                 if self._new_blender.is_set():
                     self._switch_blender()
+                if self._server_changed.is_set():
+                    self._server_changed.clear()
+                    self.register()  # learns the new identity and drops stale projects
                 resp = self._call("POST", f"/api/nodes/{self.name}/lease")
                 if resp.status_code == 204:
                     if burst:
