@@ -198,3 +198,15 @@ def test_a_bad_config_file_is_one_line(runner: CliRunner, tmp_path: Path) -> Non
 def test_shell_completion_is_offered(runner: CliRunner) -> None:
     res = runner.invoke(app, ["--show-completion", "bash"], env={"SHELL": "/bin/bash"})
     assert res.exit_code == 0 and "complete" in res.stdout and "blendfarm" in res.stdout
+
+
+def test_a_folder_that_cannot_be_written_is_one_line(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path
+) -> None:
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    farm.run_all()
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the output folder should be")
+    res = run(runner, farm, "fetch", pid, "-o", str(blocker))
+    assert res.exit_code == 1 and "not-a-folder" in res.output
+    assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1

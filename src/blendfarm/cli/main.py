@@ -98,6 +98,12 @@ def friendly(fn: F) -> F:
                 soft_wrap=True,
             )
             raise typer.Exit(1) from None
+        except OSError as exc:  # a file the person named cannot be read or written
+            where = f" ({exc.filename})" if exc.filename else ""
+            err_console.print(
+                f"[red]error:[/red] {exc.strerror or exc}{where}", highlight=False, soft_wrap=True
+            )
+            raise typer.Exit(1) from None
         except KeyboardInterrupt:
             err_console.print("interrupted")
             raise typer.Exit(130) from None
