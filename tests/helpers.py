@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -10,6 +11,8 @@ import subprocess
 import sys
 import time
 import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -250,3 +253,32 @@ class FarmProcesses:
             self._stop(proc)
         self.stop_server()
         self.client.close()
+
+
+@contextmanager
+def full_disk(folder: Path) -> Iterator[Callable[[], None]]:
+    """Mount a 4 KiB tmpfs on `folder` and fill it; yields a function that frees it early.
+
+    Needs root (CI runs as root); without it the test fails in CI and skips elsewhere.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    if mounted.returncode != 0:
+        missing(f"mounting a small tmpfs needs root: {mounted.stderr.strip()}")
+    with contextlib.suppress(OSError):
+        (folder / "filler").write_bytes(bytes(64 * 1024))
+    state = {"mounted": True}
+
+    def free() -> None:
+        if state["mounted"]:
+            subprocess.run(["umount", "-l", str(folder)], check=True)
+            state["mounted"] = False
+
+    try:
+        yield free
+    finally:
+        free()

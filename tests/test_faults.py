@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
@@ -13,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FarmProcesses, make_project, missing, zip_folder
+from helpers import FarmProcesses, full_disk, make_project, zip_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -213,74 +212,47 @@ def test_a_server_killed_while_compositing_finishes_after_a_restart(
 def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
     tmp_path: Path, project_zip: Path
 ) -> None:
-    import subprocess
-
     farm = FarmProcesses(tmp_path, serve_args=("--node-timeout", "3"))
     farm.env["BLENDFARM_DISK_RESERVE"] = "0"
     farm.start_server()
     spool = tmp_path / "data" / "tmp"  # where results land before they are kept
-    mounted = False
     try:
         pid = submit(farm, project_zip, "--frame", "1")
-        full = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(spool)],
-            capture_output=True,
-            text=True,
-        )
-        if full.returncode != 0:
-            missing(f"mounting a small tmpfs needs root (CI runs as root): {full.stderr.strip()}")
-        mounted = True
-        farm.start_node("n1")
-        p = farm.wait_state(pid, {"error", "done"}, timeout=120)
-        assert p["state"] == "error" and "disk is full" in p["error"], p
-        assert farm.client.get("/api/health").status_code == 200  # the server lives on
-        subprocess.run(["umount", str(spool)], check=True)
-        mounted = False
-        farm.cli("retry", pid)
-        assert farm.wait_state(pid, {"error", "done"}, timeout=120)["state"] == "done"
+        with full_disk(spool) as free:
+            farm.start_node("n1")
+            p = farm.wait_state(pid, {"error", "done"}, timeout=120)
+            assert p["state"] == "error" and "disk is full" in p["error"], p
+            assert farm.client.get("/api/health").status_code == 200  # the server lives on
+            free()
+            farm.cli("retry", pid)
+            assert farm.wait_state(pid, {"error", "done"}, timeout=120)["state"] == "done"
     finally:
-        if mounted:
-            subprocess.run(["umount", "-l", str(spool)], check=False)
         farm.close()
 
 
 def test_a_node_that_keeps_failing_is_blocklisted_and_the_others_finish(
     tmp_path: Path, blender: str
 ) -> None:
-    import subprocess
-
     farm = FarmProcesses(tmp_path)
     farm.start_server()
-    out = tmp_path / "work-broken" / "out"  # where the node's Blender writes its chunks
-    out.mkdir(parents=True)
-    mounted = False
     try:
-        full = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(out)],
-            capture_output=True,
-            text=True,
-        )
-        if full.returncode != 0:
-            missing(f"mounting a small tmpfs needs root (CI runs as root): {full.stderr.strip()}")
-        mounted = True
-        with contextlib.suppress(OSError):  # fill it up: Blender cannot write a single chunk
-            (out / "filler").write_bytes(bytes(64 * 1024))
-        folder = tmp_path / "heavy"  # chunks of about half a second each on one thread
-        make_project(blender, folder, samples=1000, width=121, height=91)
-        pid = submit(
-            farm, zip_folder(folder, tmp_path / "heavy.zip"), "--frame", "1", "--tiles", "4"
-        )
-        farm.start_node("broken", "--threads", "1")
-        farm.start_node("good", "--threads", "1")
-        done = farm.wait_state(pid, {"done", "error"}, timeout=180)
-        assert done["state"] == "done", done
-        assert done["blocklist"] == ["broken"]
-        nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
-        assert nodes["broken"]["chunks_done"] == 0 and nodes["good"]["chunks_done"] == 16
-        log = farm.client.get("/api/logs").json()["lines"]
-        assert any("failed on broken: Blender wrote a damaged image" in line for line in log)
-        assert "blocked: broken" in farm.cli("status", pid).stdout
+        # Where the node's Blender writes its chunks is full: it cannot deliver a single one.
+        with full_disk(tmp_path / "work-broken" / "out"):
+            folder = tmp_path / "heavy"  # chunks of about half a second each on one thread
+            make_project(blender, folder, samples=1000, width=121, height=91)
+            pid = submit(
+                farm, zip_folder(folder, tmp_path / "heavy.zip"), "--frame", "1", "--tiles", "4"
+            )
+            farm.start_node("broken", "--threads", "1")
+            farm.start_node("good", "--threads", "1")
+            done = farm.wait_state(pid, {"done", "error"}, timeout=180)
+            assert done["state"] == "done", done
+            assert done["blocklist"] == ["broken"]
+            nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
+            assert nodes["broken"]["chunks_done"] == 0 and nodes["good"]["chunks_done"] == 16
+            log = farm.client.get("/api/logs").json()["lines"]
+            assert any("failed on broken: Blender wrote a damaged image" in line for line in log)
+            assert "blocked: broken" in farm.cli("status", pid).stdout
+            farm.close()  # the node lets go of the full disk before it is unmounted
     finally:
         farm.close()
-        if mounted:
-            subprocess.run(["umount", "-l", str(out)], check=False)
