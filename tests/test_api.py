@@ -411,3 +411,13 @@ def test_zips_made_by_other_tools_are_read_the_same(farm: InProcessFarm) -> None
     resp = farm.submit({"frame": "1", "blend": "shots/scene.blend"}, content=buf.getvalue())
     assert resp.status_code == 201, resp.text
     assert resp.json()["blend"] == "shots/scene.blend"
+
+
+def test_the_event_stream_builds_each_snapshot_once_for_all_watchers(farm: InProcessFarm) -> None:
+    version = farm.farm.store.version
+    first = farm.farm.status_event(version)
+    assert first.startswith("event: status\ndata: {") and first.endswith("\n\n")
+    assert farm.farm.status_event(version) is first  # a second watcher gets the same text
+    farm.submit()
+    fresh = farm.farm.status_event(farm.farm.store.version)
+    assert fresh is not first and '"title": "scene"' in fresh

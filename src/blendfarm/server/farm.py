@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 import zipfile
 from collections import deque
@@ -59,6 +60,8 @@ class Farm:
         self.guard = guard
         self.blender = BlenderShelf(data, store)
         self.logs = LogBuffer()
+        self._event_lock = threading.Lock()
+        self._event_cache: tuple[int, str] = (-1, "")
         log.addHandler(self.logs)
         log.setLevel(logging.INFO)
 
@@ -271,6 +274,14 @@ class Farm:
         """Store a new admin password (scrypt hash) and use it from now on."""
         self.guard.secrets.password_hash = save_password(self.data.root, new)
         log.warning("the admin password was changed")
+
+    def status_event(self, version: int) -> str:
+        """The status as a server-sent event, made once per store version for every watcher."""
+        with self._event_lock:
+            if self._event_cache[0] != version:
+                text = json.dumps(self.status())
+                self._event_cache = (version, f"event: status\ndata: {text}\n\n")
+            return self._event_cache[1]
 
     # -- nodes ------------------------------------------------------------------------------
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
 
@@ -151,8 +150,8 @@ async def events(request: Request) -> Response:
             if version != seen:
                 seen = version
                 quiet = 0.0
-                payload = await run_in_threadpool(farm.status)
-                yield f"event: status\ndata: {json.dumps(payload)}\n\n"
+                payload = await run_in_threadpool(farm.status_event, version)
+                yield payload
             elif quiet >= KEEPALIVE:
                 quiet = 0.0
                 yield ": keep-alive\n\n"
