@@ -78,6 +78,36 @@ class BlenderFailed(BlendfarmError):
         self.log = log or []
 
 
+class Unreachable(BlendfarmError):
+    """The server did not answer at all (not running, wrong address, network down)."""
+
+    status = 503
+    code = "unreachable"
+
+
+_BY_STATUS: dict[int, type[BlendfarmError]] = {
+    cls.status: cls
+    for cls in (
+        BadInput,
+        Unauthorized,
+        Forbidden,
+        NotFound,
+        Conflict,
+        TooLarge,
+        TooManyRequests,
+        InsufficientStorage,
+    )
+}
+
+
+def from_status(status: int, code: str, message: str) -> BlendfarmError:
+    """The error type of an API answer's status, for clients."""
+    kind = _BY_STATUS.get(status)
+    if kind is None:
+        return BlendfarmError(message, status=status, code=code)
+    return kind(message, code=code)
+
+
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     """The one JSON shape of every API error."""
     return {"error": {"code": code, "message": message, "status": status}}

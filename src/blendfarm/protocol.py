@@ -1,0 +1,379 @@
+"""Every body that crosses the wire, as typed messages: the one source of the API's shapes.
+
+The server encodes these, the node and the CLI decode them, and `/api/openapi.json` is
+generated from them (`schemas`), so the document cannot drift from what is sent.
+
+Why msgspec rather than pydantic: the lease/heartbeat/result path runs hundreds of times a
+second on a busy farm, and msgspec's Structs decode and validate JSON several times faster
+with far less memory per object; they are plain typed classes (mypy-checked, no runtime
+magic on attribute access) and msgspec emits JSON Schema 2020-12, which OpenAPI 3.1 uses.
+
+Conventions: responses set every field (no defaults), so the schema marks them all required
+and the fuzz test checks each one; requests give defaults to what a sender may leave out.
+Unknown fields are ignored on decode, so an older node keeps working with a newer server.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from .errors import BadInput
+from .states import ProjectState, TaskKind
+from .tiles import Rect
+
+T = TypeVar("T")
+
+Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
+Short = Annotated[str, Meta(max_length=100)]
+TaskId = Annotated[int, Meta(ge=0, lt=2**62)]
+LogLine = Annotated[str, Meta(max_length=100_000)]
+Path_ = Annotated[str, Meta(max_length=4096)]
+Sentence = Annotated[str, Meta(max_length=500)]
+NodeState = Literal["idle", "rendering", "offline"]
+
+
+class Message(Struct, kw_only=True):
+    """Base of every message."""
+
+
+# -- errors -------------------------------------------------------------------------------
+
+
+class ErrorDetail(Message):
+    code: str
+    message: str
+    status: int
+
+
+class ErrorBody(Message):
+    """The one shape of every API error."""
+
+    error: ErrorDetail
+
+
+# -- projects -----------------------------------------------------------------------------
+
+
+class Project(Message):
+    """A project as people see it."""
+
+    id: str
+    title: str
+    blend: str
+    state: ProjectState
+    error: str | None
+    animation: bool
+    frame_start: int | None
+    frame_end: int | None
+    tiles: int
+    overscan: int
+    chunks_done: int
+    chunks_total: int
+    chunks_rendering: int
+    frames_done: int
+    width: int | None
+    height: int | None
+    fps: float | None
+    size: int
+    created: str
+    updated: str
+    result_url: str | None
+    raw_url: str | None
+    thumbnail_url: str | None
+    result_type: str | None
+    blocklist: list[str]
+    warnings: list[str]
+    file_version: str | None
+    waiting: str | None
+    """Why a project with work gets none right now (no node online, none new enough)."""
+
+
+class SubmissionForm(Message):
+    """The multipart form of a submission (every field but `file` is optional text)."""
+
+    file: Annotated[str, Meta(extra_json_schema={"format": "binary"})]
+    blend: str = ""
+    title: Annotated[str, Meta(max_length=200)] = ""
+    animation: Literal["true", "false", ""] = ""
+    frame: str = ""
+    frames: str = ""
+    frame_start: str = ""
+    frame_end: str = ""
+    tiles: str = ""
+    overscan: str = ""
+
+
+class Deleted(Message):
+    deleted: str
+    freed: int
+
+
+# -- nodes as people see them -----------------------------------------------------------
+
+
+class CurrentTask(Message):
+    """What a node is rendering."""
+
+    project: str
+    title: str
+    kind: TaskKind
+    frame: int
+    row: int
+    col: int
+
+
+class NodeInfo(Message):
+    """What a node says about itself when it registers."""
+
+    blender_version: Short = ""
+    blender_sha256: Short = ""
+    hostname: Short = ""
+    cores: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
+    version: Short = ""
+
+
+class Node(Message):
+    name: str
+    online: bool
+    state: NodeState
+    blender_version: str | None
+    started: str | None
+    last_seen: str | None
+    chunks_done: int
+    current: CurrentTask | None
+    log_tail: list[str]
+    info: NodeInfo
+
+
+class Disk(Message):
+    total: int
+    used: int
+    free: int
+    data: int
+
+
+class Status(Message):
+    """Projects, nodes and disk use at once (also the event stream's payload)."""
+
+    server_id: str
+    version: str
+    projects: list[Project]
+    nodes: list[Node]
+    disk: Disk
+
+
+class Health(Message):
+    ok: bool
+    version: str
+    server_id: str
+
+
+class Lines(Message):
+    lines: list[str]
+
+
+# -- the node protocol ------------------------------------------------------------------
+
+
+class Welcome(Message):
+    """The server's answer to a node's hello."""
+
+    server_id: str
+    blender_sha256: str | None
+    node_timeout: float
+    heartbeat: float
+    chunk_timeout: float
+
+
+class Heartbeat(Message):
+    tasks: Annotated[list[TaskId], Meta(max_length=100)] = []
+    log: list[LogLine] = []
+
+
+class HeartbeatAnswer(Message):
+    server_id: str
+    cancel: list[int]
+    """Tasks the node holds but must stop (their lease is gone)."""
+    blender_sha256: str | None
+
+
+class Task(Message):
+    """A leased task: a probe (read the scene) or a chunk (render one rectangle of a frame)."""
+
+    id: int
+    lease: str
+    kind: TaskKind
+    project: str
+    title: str
+    sha256: str
+    archive_size: int
+    archive_url: str
+    blend: str
+    timeout: float
+    frame: int | None = None
+    row: int | None = None
+    col: int | None = None
+    tiles: int | None = None
+    width: int | None = None
+    height: int | None = None
+    rect: Rect | None = None
+    render_rect: Rect | None = None
+    """The rectangle Blender renders: `rect` grown by the overscan."""
+    border: list[float] | None = None
+    """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
+
+
+class Probe(Message):
+    """What a node read from the scene with Blender."""
+
+    resolution_x: int
+    resolution_y: int
+    resolution_percentage: int
+    frame_start: int
+    frame_end: int
+    fps: float
+    fps_base: float
+    frame_current: int | None = None
+    engine: Short | None = None
+    film_transparent: bool | None = None
+    compositor: bool = False
+    denoising: bool = False
+    color_depth: Short | None = None
+    file_version: Short | None = None
+    blender_version: Short | None = None
+    missing: Annotated[list[Annotated[str, Meta(max_length=4096)]], Meta(max_length=10_000)] = []
+    scripts_blocked: Annotated[
+        list[Annotated[str, Meta(max_length=500)]], Meta(max_length=100)
+    ] = []
+    """What a node did not run because auto-run of Python is off (drivers, text blocks...)."""
+
+
+class Failure(Message):
+    node: Annotated[str, Meta(max_length=64)] = ""
+    message: Annotated[str, Meta(max_length=100_000)] = ""
+    log: list[LogLine] = []
+
+
+class FailureAnswer(Message):
+    recorded: bool
+    project_error: bool
+
+
+class Accepted(Message):
+    accepted: bool
+    reason: str | None = None
+
+
+class Ok(Message):
+    ok: bool
+
+
+# -- admin --------------------------------------------------------------------------------
+
+
+class Purged(Message):
+    purged: bool
+
+
+class NewPassword(Message):
+    password: Annotated[str, Meta(min_length=8, max_length=200)]
+
+
+class NodeBlender(Message):
+    version: str | None
+    sha256: str | None
+    online: bool
+
+
+class BlenderStatus(Message):
+    """The server's Blender (when it has one) and the Blender every node runs."""
+
+    available: bool
+    filename: str | None
+    sha256: str | None
+    size: int | None
+    uploaded: str | None
+    executable: str | None
+    nodes: dict[str, NodeBlender]
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Any) -> bytes:
+    """JSON bytes of a message (or a list of them)."""
+    return _encoder.encode(message)
+
+
+def decode(data: bytes | str, kind: type[T], what: str = "the request body") -> T:
+    """A message of `kind` from JSON; BadInput with msgspec's one-line reason when it is not."""
+    try:
+        return msgspec.json.decode(data or b"{}", type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadInput(f"{what} is not valid: {exc}") from None
+    except msgspec.DecodeError:
+        raise BadInput(f"{what} is not valid JSON") from None
+
+
+def convert(obj: Any, kind: type[T], what: str = "the message") -> T:
+    """A message of `kind` from already-parsed JSON values (dicts, lists)."""
+    try:
+        return msgspec.convert(obj, type=kind)
+    except msgspec.ValidationError as exc:
+        raise BadInput(f"{what} is not valid: {exc}") from None
+
+
+def to_builtins(message: Any) -> Any:
+    """Plain dicts and lists of a message, as JSON would give them."""
+    return msgspec.to_builtins(message)
+
+
+SCHEMA_TYPES: tuple[type, ...] = (
+    ErrorBody,
+    Project,
+    list[Project],
+    SubmissionForm,
+    Deleted,
+    Node,
+    list[Node],
+    Status,
+    Health,
+    Lines,
+    NodeInfo,
+    Welcome,
+    Heartbeat,
+    HeartbeatAnswer,
+    Task,
+    Probe,
+    Failure,
+    FailureAnswer,
+    Accepted,
+    Ok,
+    Purged,
+    NewPassword,
+    BlenderStatus,
+)
+
+
+def schemas(
+    ref_template: str = "#/components/schemas/{name}",
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(schema of each type in SCHEMA_TYPES by its name, the shared component schemas)."""
+    found, components = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=ref_template)
+    named: dict[str, Any] = {}
+    for kind, schema in zip(SCHEMA_TYPES, found, strict=True):
+        named[schema_name(kind)] = schema
+    return named, components
+
+
+def schema_name(kind: Any) -> str:
+    """'Project' for Project, 'ProjectList' for list[Project]."""
+    args = getattr(kind, "__args__", None)
+    if args:
+        return f"{args[0].__name__}List"
+    return str(kind.__name__)
