@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from blendfarm.pngio import write_png
 from blendfarm.server.app import create_app
-from blendfarm.server.compositing import Background
+from blendfarm.server.services import Background
 from blendfarm.settings import Settings
 
 TOKEN = "tok-123"

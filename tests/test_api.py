@@ -67,7 +67,7 @@ def test_results_are_idempotent_and_survive_an_expired_lease(farm: InProcessFarm
     assert task is not None
     farm.farm.store.release(task["id"], __import__("blendfarm.states").states.Event.EXPIRE)
     # The lease ran out, but the chunk is unfinished and the image good: accepted.
-    assert farm.answer(task).json() == {"accepted": True}
+    assert farm.answer(task).json() == {"accepted": True, "reason": None}
     assert farm.answer(task).json()["accepted"] is False  # already done: ignored
 
 
@@ -304,7 +304,7 @@ def test_a_full_disk_is_a_clear_507(farm: InProcessFarm, monkeypatch: pytest.Mon
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(farm.farm, "submit", full)
+    monkeypatch.setattr(farm.farm.submissions, "submit", full)
     assert "disk is full" in assert_error(farm.submit(), 507)
     assert not list((farm.settings.data / "tmp").iterdir())
 
@@ -415,9 +415,9 @@ def test_zips_made_by_other_tools_are_read_the_same(farm: InProcessFarm) -> None
 
 def test_the_event_stream_builds_each_snapshot_once_for_all_watchers(farm: InProcessFarm) -> None:
     version = farm.farm.store.version
-    first = farm.farm.status_event(version)
-    assert first.startswith("event: status\ndata: {") and first.endswith("\n\n")
-    assert farm.farm.status_event(version) is first  # a second watcher gets the same text
+    first = farm.farm.views.status_event(version)
+    assert first.startswith(b"event: status\ndata: {") and first.endswith(b"\n\n")
+    assert farm.farm.views.status_event(version) is first  # a second watcher gets the same text
     farm.submit()
-    fresh = farm.farm.status_event(farm.farm.store.version)
-    assert fresh is not first and '"title": "scene"' in fresh
+    fresh = farm.farm.views.status_event(farm.farm.store.version)
+    assert fresh is not first and b'"title":"scene"' in fresh

@@ -36,6 +36,12 @@ def is_blend_file(path: Path) -> bool:
     return head == BLEND_MAGIC or head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd"
 
 
+def is_zip_file(path: Path) -> bool:
+    """True when `path` starts like a zip archive (the one test of "is this a zip")."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _check_name(name: str) -> str:
     if not name or "\x00" in name:
         raise BadInput("the zip holds an entry with an empty or invalid name")

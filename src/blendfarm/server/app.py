@@ -26,11 +26,8 @@ from ..settings import Settings
 from . import routes_admin as admin
 from . import routes_nodes as nodes
 from . import routes_projects as projects
-from .auth import Guard, load_secrets
-from .compositing import Background
-from .farm import Farm
-from .files import DataDir
 from .openapi import api, openapi_document
+from .services import Background, build_farm
 from .store import Store
 
 log = logging.getLogger("blendfarm.server")
@@ -66,7 +63,7 @@ ROUTES = [
     Route("/api/tasks/{task_id}/probe", nodes.task_probe, methods=["POST"]),
     Route("/api/tasks/{task_id}/fail", nodes.task_fail, methods=["POST"]),
     Route("/api/tasks/{task_id}/release", nodes.task_release, methods=["POST"]),
-    Route("/api/logs", projects.server_log, methods=["GET"]),
+    Route("/api/logs", admin.server_log, methods=["GET"]),
     Route("/api/purge", admin.purge, methods=["POST"]),
     Route("/api/blender", admin.blender_status, methods=["GET"]),
     Route("/api/blender", admin.blender_upload, methods=["PUT"]),
@@ -101,14 +98,6 @@ async def _server_error(request: Request, exc: Exception) -> Response:
         error_body(500, "internal", "internal server error (see the server log)"),
         status_code=500,
     )
-
-
-def build_farm(settings: Settings, store: Store | None = None) -> Farm:
-    """The farm behind an app: data dir, database, secrets."""
-    data = DataDir(settings.data)
-    store = store or Store(data.db_path)
-    secrets = load_secrets(data.root, settings.token, settings.password)
-    return Farm(settings, store, data, Guard(secrets))
 
 
 def create_app(

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
+from .. import protocol
 from ..errors import BadInput, TooLarge
-from .farm import Farm
+from .services import Farm
 
 log = logging.getLogger("blendfarm.server")
+T = TypeVar("T")
 MAX_CHUNK_UPLOAD = 4 * 1024**3
 MAX_LOG_BODY = 16 * 1024**2  # log lines past the kept amount are truncated, not refused
 EVENT_INTERVAL = 0.5
@@ -38,22 +41,26 @@ def admin_auth(request: Request) -> Farm:
     return farm
 
 
-async def json_body(request: Request, limit: int = 1024 * 1024) -> dict[str, Any]:
+async def message_body(request: Request, kind: type[T], limit: int = 1024 * 1024) -> T:
+    """The request's JSON body as a `protocol` message; BadInput with the reason when not."""
     body = await request.body()
     if len(body) > limit:
         raise TooLarge("the request body is too large")
-    try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInput("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadInput("the request body must be a JSON object")
-    return data
+    return protocol.decode(body, kind)
+
+
+class MessageResponse(Response):
+    """A `protocol` message (or list of them) as JSON."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return protocol.encode(content)
 
 
 def task_id_of(request: Request) -> int:
     raw = request.path_params["task_id"]
-    if not str(raw).isdigit() or len(str(raw)) > 12:
+    if not re.fullmatch(r"[0-9]{1,12}", str(raw)):
         raise BadInput("the task id must be a number")
     return int(raw)
 
