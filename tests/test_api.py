@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
+from blendfarm.errors import Forbidden, TooManyRequests
 from blendfarm.server.app import ROUTES
 
 
@@ -235,20 +236,45 @@ def test_cors_allows_only_the_dashboard(farm: InProcessFarm, tmp_path: Path) -> 
     assert allowed(farm.client, "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert allowed(farm.client, "http://evil.example") is None
     assert allowed(farm.client, "http://127.0.0.1:9999") is None
-    # Bound to every address: the dashboard's port under any name the LAN uses for the server.
+    # Bound to every address: the dashboard's port under this machine's names and addresses,
+    # and under the names the admin adds; never under a name that is not the server's.
     from starlette.testclient import TestClient
 
     from blendfarm.server.app import create_app
+    from blendfarm.server.origins import local_addresses
     from blendfarm.settings import Settings
 
-    settings = Settings(data=tmp_path / "lan", host="0.0.0.0", ui_port=8080, token="t")
-    client = TestClient(create_app(settings, background=False))
-    assert allowed(client, "http://192.168.1.20:8080") == "http://192.168.1.20:8080"
-    assert allowed(client, "http://render-box.local:8080") == "http://render-box.local:8080"
-    assert allowed(client, "http://[fe80::1]:8080") == "http://[fe80::1]:8080"
-    assert allowed(client, "http://evil.example") is None
-    assert allowed(client, "http://evil.example:8081") is None
+    settings = Settings(
+        data=tmp_path / "lan", host="0.0.0.0", ui_port=8080, token="t", allowed_hosts="farm.lan"
+    )
+    client = TestClient(create_app(settings, background=False), base_url="http://127.0.0.1:2254")
+    address = sorted(a for a in local_addresses() if "." in a)[0]
+    assert allowed(client, f"http://{address}:8080") == f"http://{address}:8080"
+    assert allowed(client, "http://farm.lan:8080") == "http://farm.lan:8080"
+    assert allowed(client, "http://[::1]:8080") == "http://[::1]:8080"
+    assert allowed(client, "http://192.0.2.77:8080") is None  # not one of ours
+    assert allowed(client, "http://evil.example:8080") is None
     assert allowed(client, "http://evil.example:8080.attacker.net") is None
+
+
+def test_a_foreign_host_or_a_foreign_origin_changing_the_farm_is_refused(
+    farm: InProcessFarm,
+) -> None:
+    # DNS rebinding: the attacker's name points at the server, the Host header stays theirs.
+    rebound = farm.client.get("/api/status", headers={"Host": "evil.example:2254"})
+    assert assert_error(rebound, 400)
+    # A plain cross-site form POST (or fetch) from another site may not submit or delete.
+    other = {"Origin": "http://evil.example"}
+    resp = farm.client.post("/api/projects", headers=other, files={"file": ("p.zip", b"PK")})
+    assert "another site" in assert_error(resp, 403)
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    assert_error(farm.client.delete(f"/api/projects/{pid}", headers=other), 403)
+    assert farm.client.get(f"/api/projects/{pid}").status_code == 200
+    # The dashboard's own origin, and clients that send no Origin (CLI, nodes), may.
+    mine = {"Origin": "http://127.0.0.1:8080"}
+    assert farm.client.delete(f"/api/projects/{pid}", headers=mine).status_code == 200
+    # Reading stays open to any page (progress is public on the LAN).
+    assert farm.client.get("/api/status", headers=other).status_code == 200
 
 
 def test_leases_run_out_and_silent_nodes_go_offline(tmp_path: Path) -> None:
@@ -363,7 +389,9 @@ def test_the_dashboard_is_told_where_the_api_is(tmp_path: Path) -> None:
     from blendfarm.server.app import create_ui_app
     from blendfarm.settings import Settings
 
-    ui = TestClient(create_ui_app(Settings(data=tmp_path, api_port=3123)))
+    ui = TestClient(
+        create_ui_app(Settings(data=tmp_path, api_port=3123)), base_url="http://localhost:8080"
+    )
     assert ui.get("/config.js").text.strip() == "window.BLENDFARM_API_PORT = 3123;"
     page = ui.get("/")
     assert page.status_code == 200 and "config.js" in page.text
@@ -421,3 +449,43 @@ def test_the_event_stream_builds_each_snapshot_once_for_all_watchers(farm: InPro
     farm.submit()
     fresh = farm.farm.views.status_event(farm.farm.store.version)
     assert fresh is not first and b'"title":"scene"' in fresh
+
+
+def test_wrong_guesses_slow_an_address_down_but_never_lock_the_admin_out() -> None:
+    from blendfarm.server.auth import LONGEST_WAIT, Guard, Secrets, guess_wait, hash_password
+
+    guard = Guard(Secrets(token="t", password_hash=hash_password("right-one"), created={}))
+    t = 1000.0
+    for _ in range(5):  # a few free guesses...
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t)
+    with pytest.raises(TooManyRequests):  # ...then the waits begin, and during one...
+        guard.check_password("wrong", "10.0.0.9", now=t + 0.5)
+    with pytest.raises(TooManyRequests):  # ...nothing is checked, not even the right one
+        guard.check_password("right-one", "10.0.0.9", now=t + 0.5)
+    guard.check_password("right-one", "10.0.0.7", now=t)  # other addresses are not held up
+    for _ in range(40):  # a guesser keeps trying: the wait grows but stops at LONGEST_WAIT
+        t += guess_wait(100)
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t)
+    assert guess_wait(1000) == LONGEST_WAIT
+    guard.check_password("right-one", "10.0.0.9", now=t + LONGEST_WAIT)  # the admin gets in
+    for _ in range(5):  # and a success starts the count afresh
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t + LONGEST_WAIT)
+
+
+def test_node_logs_and_failures_never_show_the_node_token(farm: InProcessFarm) -> None:
+    farm.register()
+    beat = {"tasks": [], "log": [f"BLENDFARM_TOKEN={NODE['Authorization'][7:]} was in the env"]}
+    assert farm.client.post("/api/nodes/n1/heartbeat", headers=NODE, json=beat).status_code == 200
+    lines = farm.client.get("/api/nodes/n1/log").json()["lines"]
+    assert lines == ["BLENDFARM_TOKEN=**** was in the env"]
+    farm.submit({"frame": "1"})
+    task = farm.lease()
+    assert task is not None
+    failure = {"node": "n1", "message": f"token {NODE['Authorization'][7:]}", "log": []}
+    farm.client.post(
+        f"/api/tasks/{task['id']}/fail", params={"lease": task["lease"]}, headers=NODE, json=failure
+    )
+    assert NODE["Authorization"][7:] not in farm.client.get("/api/status").text

@@ -120,19 +120,31 @@ def test_help_explains_every_command(runner: CliRunner) -> None:
         assert command in res.stdout
 
 
-def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, farm: InProcessFarm) -> None:
+def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, tmp_path: Path) -> None:
+    farm = InProcessFarm(tmp_path, password="")  # the password made once in the data dir
+    first = farm.farm.guard.secrets.created["password"]
     farm.submit()
     res = run(runner, farm, "purge", "--yes", "--password", "wrong")
     assert res.exit_code == 1 and "wrong admin password" in res.output
-    res = run(runner, farm, "passwd", "--password", "pw-456", "--new-password", "a-new-secret")
+    res = run(runner, farm, "passwd", "--password", first, "--new-password", "a-new-secret")
     assert res.exit_code == 0, res.output
-    res = run(runner, farm, "purge", "--yes", "--password", "pw-456")
+    res = run(runner, farm, "purge", "--yes", "--password", first)
     assert res.exit_code == 1 and "wrong admin password" in res.output
     res = run(runner, farm, "purge", "--password", "a-new-secret", input="y\n")
     assert res.exit_code == 0, res.output
     assert farm.client.get("/api/projects").json() == []
     res = run(runner, farm, "passwd", "--password", "a-new-secret", "--new-password", "short")
     assert res.exit_code == 1 and "8 to 200" in res.output
+
+
+def test_passwd_is_refused_while_the_password_comes_from_the_environment(
+    runner: CliRunner, farm: InProcessFarm
+) -> None:
+    res = run(runner, farm, "passwd", "--password", "pw-456", "--new-password", "a-new-secret")
+    assert res.exit_code == 1 and "BLENDFARM_PASSWORD" in res.output
+    assert "Traceback" not in res.output
+    res = run(runner, farm, "purge", "--yes", "--password", "pw-456")  # still the same one
+    assert res.exit_code == 0, res.output
 
 
 def test_check_shows_the_plan_and_sends_nothing(

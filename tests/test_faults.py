@@ -256,3 +256,16 @@ def test_a_node_that_keeps_failing_is_blocklisted_and_the_others_finish(
             farm.close()  # the node lets go of the full disk before it is unmounted
     finally:
         farm.close()
+
+
+def test_a_forwarded_address_does_not_escape_the_guess_limit(quick_farm: FarmProcesses) -> None:
+    # A guesser on the server's own machine sends a new X-Forwarded-For with every guess;
+    # the server believes no proxy unless told, so every guess counts against 127.0.0.1.
+    answers = [
+        quick_farm.client.post(
+            "/api/purge",
+            headers={"X-Blendfarm-Password": "guess", "X-Forwarded-For": f"10.9.8.{i}"},
+        ).status_code
+        for i in range(8)
+    ]
+    assert answers[:5] == [403] * 5 and 429 in answers[5:], answers

@@ -79,6 +79,18 @@ SERVER_KNOBS: tuple[Knob, ...] = (
         "BLENDFARM_UI_ORIGIN",
         "CORS origin of the dashboard (default: http://<host>:<ui-port>).",
     ),
+    Knob(
+        "allowed_hosts",
+        "",
+        "BLENDFARM_ALLOWED_HOSTS",
+        "More names the server answers to (comma-separated), beyond its own names and addresses.",
+    ),
+    Knob(
+        "trusted_proxies",
+        "",
+        "BLENDFARM_TRUSTED_PROXIES",
+        "Addresses of reverse proxies whose X-Forwarded-For is believed (default: none).",
+    ),
     Knob("token", "", "BLENDFARM_TOKEN", "Node token (default: generated once in the data dir)."),
     Knob(
         "password",
@@ -198,6 +210,8 @@ class Settings:
     max_tiles: int = 64
     max_failures: int = 3
     ui_origin: str = ""
+    allowed_hosts: str = ""
+    trusted_proxies: str = ""
     token: str = ""
     password: str = ""
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -207,18 +221,6 @@ class Settings:
         values, sources = resolve(SERVER_KNOBS, cli, env, config_dir_knob="data")
         values["data"] = Path(values["data"])
         return cls(**values, sources=sources)
-
-    def cors_origins(self) -> tuple[list[str], str | None]:
-        """Origins the API allows cross-origin: (exact origins, a pattern).
-
-        `ui_origin` when set; otherwise the dashboard on its port under any name the server
-        is reached by (people open it as http://<server-ip>:8080 from their own machines).
-        """
-        if self.ui_origin:
-            return [self.ui_origin], None
-        if self.host not in {"0.0.0.0", "::", ""}:
-            return [f"http://{self.host}:{self.ui_port}"], None
-        return [], rf"https?://(?:[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):{self.ui_port}"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -54,6 +54,7 @@ class Admin:
 
     def change_password(self, new: str) -> p.Ok:
         """Store a new admin password (scrypt hash) and use it from now on."""
+        self.guard.may_change_password()
         self.guard.secrets.password_hash = save_password(self.data.root, new)
         log.warning("the admin password was changed")
         return p.Ok(ok=True)

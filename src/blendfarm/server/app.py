@@ -27,6 +27,7 @@ from . import routes_admin as admin
 from . import routes_nodes as nodes
 from . import routes_projects as projects
 from .openapi import api, openapi_document
+from .origins import HostAndOrigin, origins_on, server_names
 from .services import Background, build_farm
 from .store import Store
 
@@ -119,17 +120,19 @@ def create_app(
             if worker:
                 await run_in_threadpool(worker.stop)
 
-    origins, origin_pattern = settings.cors_origins()
+    names = server_names(settings.host, settings.allowed_hosts.split(","))
+    dashboard = origins_on(names, settings.ui_port, settings.ui_origin)
+    own = dashboard + origins_on(names, settings.api_port)
     app = Starlette(
         routes=ROUTES,
         middleware=[
+            Middleware(HostAndOrigin, names=names, origins=own),
             Middleware(
                 CORSMiddleware,
-                allow_origins=origins,
-                allow_origin_regex=origin_pattern,
+                allow_origins=dashboard,
                 allow_methods=["GET", "POST", "PUT", "DELETE"],
                 allow_headers=["Content-Type", "X-Blendfarm-Password", "Authorization"],
-            )
+            ),
         ],
         exception_handlers={
             BlendfarmError: _blendfarm_error,
@@ -153,8 +156,10 @@ def create_ui_app(settings: Settings, static_dir: Path = STATIC_DIR) -> Starlett
             headers={"Cache-Control": "no-cache"},
         )
 
+    names = server_names(settings.host, settings.allowed_hosts.split(","))
     app = Starlette(
         routes=[Route("/config.js", config_js, methods=["GET"])],
+        middleware=[Middleware(HostAndOrigin, names=names, origins=())],
         exception_handlers={HTTPException: _http_error},
     )
     app.mount("/", StaticFiles(directory=static_dir, html=True), name="static")

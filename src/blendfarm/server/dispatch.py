@@ -17,6 +17,7 @@ from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
 from ..states import Event, ProjectState, TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
+from .auth import Guard
 from .blender_shelf import BlenderShelf
 from .files import DataDir
 from .store import Store
@@ -28,11 +29,19 @@ log = logging.getLogger("blendfarm.server")
 class Dispatch:
     """Hands out work to nodes and takes their results."""
 
-    def __init__(self, settings: Settings, store: Store, data: DataDir, blender: BlenderShelf):
+    def __init__(
+        self, settings: Settings, store: Store, data: DataDir, blender: BlenderShelf, guard: Guard
+    ):
         self.settings = settings
         self.store = store
         self.data = data
         self.blender = blender
+        self.guard = guard
+
+    def _clean(self, lines: list[str]) -> list[str]:
+        """A node's log lines as anyone may see them: truncated, and never the node token."""
+        token = self.guard.secrets.token
+        return [line.replace(token, "****") if token else line for line in clean_log(lines)]
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -50,7 +59,7 @@ class Dispatch:
     def heartbeat(self, name: str, beat: p.Heartbeat) -> p.HeartbeatAnswer:
         self.store.node_seen(name)
         lost = self.store.renew(name, beat.tasks, self.settings.node_timeout)
-        self.store.node_log(name, clean_log(beat.log))
+        self.store.node_log(name, self._clean(beat.log))
         return p.HeartbeatAnswer(
             server_id=self.store.server_id, cancel=lost, blender_sha256=self._blender_sha()
         )
@@ -186,8 +195,8 @@ class Dispatch:
     def task_failed(self, task_id: int, lease: str, failure: p.Failure) -> p.FailureAnswer:
         task = self.check_lease(task_id, lease)
         node = failure.node or "unknown"
-        text = (failure.message or "the render failed").strip()[:2000]
-        tail = clean_log(failure.log)[-10:]
+        text = self._clean([(failure.message or "the render failed").strip()[:2000]])[0]
+        tail = self._clean(failure.log)[-10:]
         full = text if not tail else text + "\n" + "\n".join(tail)
         # The lines themselves already reached the node's log through its heartbeats.
         gave_up = self.store.fail(task_id, node, full, self.settings.max_failures)

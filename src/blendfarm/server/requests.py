@@ -34,10 +34,12 @@ def node_auth(request: Request) -> Farm:
     return farm
 
 
-def admin_auth(request: Request) -> Farm:
+async def admin_auth(request: Request) -> Farm:
+    """The farm, once the admin password checks out (scrypt runs off the event loop)."""
     farm = farm_of(request)
     client = request.client.host if request.client else "?"
-    farm.guard.check_password(request.headers.get("x-blendfarm-password"), client)
+    given = request.headers.get("x-blendfarm-password")
+    await run_in_threadpool(farm.guard.check_password, given, client)
     return farm
 
 

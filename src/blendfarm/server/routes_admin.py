@@ -22,7 +22,7 @@ from .requests import (
 
 @api("Delete every project, chunk and node (admin password).", response=p.Purged, auth="password")
 async def purge(request: Request) -> Response:
-    farm = admin_auth(request)
+    farm = await admin_auth(request)
     return MessageResponse(await run_in_threadpool(farm.admin.purge))
 
 
@@ -33,7 +33,7 @@ async def purge(request: Request) -> Response:
     auth="password",
 )
 async def change_password(request: Request) -> Response:
-    farm = admin_auth(request)
+    farm = await admin_auth(request)
     try:
         body = await message_body(request, p.NewPassword)
     except BadInput:
@@ -58,7 +58,7 @@ async def blender_status(request: Request) -> Response:
     body="application/octet-stream",
 )
 async def blender_upload(request: Request) -> Response:
-    farm = admin_auth(request)
+    farm = await admin_auth(request)
     filename = request.query_params.get("filename", "")
     await check_room(request, farm)
     tmp = await body_to_file(request, farm, farm.settings.max_upload)

@@ -50,7 +50,8 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
     """The farm of `settings`: data dir, database, secrets and the services over them."""
     data = DataDir(settings.data)
     store = store or Store(data.db_path)
-    guard = Guard(load_secrets(data.root, settings.token, settings.password))
+    secrets = load_secrets(data.root, settings.token, settings.password)
+    guard = Guard(secrets, fixed_password=bool(settings.password))
     blender = BlenderShelf(data, store)
     views = Views(settings, store, data, blender)
     admin = Admin(store, data, guard, blender, views)
@@ -63,7 +64,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         guard=guard,
         views=views,
         submissions=Submissions(settings, store, data, views),
-        dispatch=Dispatch(settings, store, data, blender),
+        dispatch=Dispatch(settings, store, data, blender, guard),
         admin=admin,
         compositor=Compositor(store, data),
     )
