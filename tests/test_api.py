@@ -6,6 +6,7 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from starlette import formparsers
 
 from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
 from blendfarm.errors import Forbidden, TooManyRequests
@@ -489,3 +490,54 @@ def test_node_logs_and_failures_never_show_the_node_token(farm: InProcessFarm) -
         f"/api/tasks/{task['id']}/fail", params={"lease": task["lease"]}, headers=NODE, json=failure
     )
     assert NODE["Authorization"][7:] not in farm.client.get("/api/status").text
+
+
+def _chunked_form(payload: bytes, boundary: str = "bf") -> tuple[dict[str, str], object]:
+    """A multipart submission sent without Content-Length (chunked), in 64 KiB pieces."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="frame"\r\n\r\n1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.zip"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    ).encode()
+    body = head + payload + f"\r\n--{boundary}--\r\n".encode()
+    pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, pieces
+
+
+def test_upload_limits_count_the_bytes_that_arrive_not_the_headers(tmp_path: Path) -> None:
+    farm = InProcessFarm(tmp_path, max_upload=100_000)
+    headers, pieces = _chunked_form(b"x" * 300_000)
+    assert "larger than 100000" in assert_error(
+        farm.client.post("/api/projects", headers=headers, content=pieces), 413
+    )
+    # The disk reserve is measured as the bytes land too (here: more than the disk has).
+    roomy = InProcessFarm(tmp_path / "r", disk_reserve=2**62)
+    headers, pieces = _chunked_form(fake_project_zip())
+    assert_error(roomy.client.post("/api/projects", headers=headers, content=pieces), 507)
+    for f in (farm, roomy):
+        assert not list((f.settings.data / "tmp").iterdir())
+        assert f.client.get("/api/projects").json() == []
+
+
+def test_a_submission_is_written_once_and_adopted_in_place(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    real = farm.farm.data.temp_file
+
+    def recording(suffix: str = "") -> Path:
+        made.append(real(suffix))
+        return made[-1]
+
+    def spool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the upload was spooled to a second temporary file")
+
+    monkeypatch.setattr(farm.farm.data, "temp_file", recording)
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", spool)  # starlette's form spool
+    headers, pieces = _chunked_form(fake_project_zip())
+    resp = farm.client.post("/api/projects", headers=headers, content=pieces)
+    assert resp.status_code == 201, resp.text
+    archive = farm.farm.data.archive(resp.json()["id"])
+    assert len(made) == 1  # one file on the data disk for the upload, no spool copy
+    assert archive.read_bytes() == fake_project_zip()
+    assert not made[0].exists()  # renamed into the project, not copied

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
@@ -65,30 +64,3 @@ def task_id_of(request: Request) -> int:
     if not re.fullmatch(r"[0-9]{1,12}", str(raw)):
         raise BadInput("the task id must be a number")
     return int(raw)
-
-
-async def body_to_file(request: Request, farm: Farm, limit: int) -> Path:
-    """Stream a raw request body to a temporary file in the data dir."""
-    tmp = farm.data.temp_file()
-    size = 0
-    try:
-        with open(tmp, "wb") as fh:
-            async for block in request.stream():
-                size += len(block)
-                if size > limit:
-                    raise TooLarge(f"the upload is larger than {limit} bytes")
-                fh.write(block)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-async def check_room(request: Request, farm: Farm) -> None:
-    """Refuse an upload by its declared size before reading it: too large, or the disk would
-    be left with less than the reserve."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit():
-        if int(length) > farm.settings.max_upload:
-            raise TooLarge(f"the upload is larger than {farm.settings.max_upload} bytes")
-        await run_in_threadpool(farm.data.require_free, int(length), farm.settings.disk_reserve)

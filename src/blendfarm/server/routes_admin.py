@@ -12,12 +12,11 @@ from .openapi import api
 from .requests import (
     MessageResponse,
     admin_auth,
-    body_to_file,
-    check_room,
     farm_of,
     message_body,
     node_auth,
 )
+from .uploads import check_declared, receive_body
 
 
 @api("Delete every project, chunk and node (admin password).", response=p.Purged, auth="password")
@@ -60,8 +59,9 @@ async def blender_status(request: Request) -> Response:
 async def blender_upload(request: Request) -> Response:
     farm = await admin_auth(request)
     filename = request.query_params.get("filename", "")
-    await check_room(request, farm)
-    tmp = await body_to_file(request, farm, farm.settings.max_upload)
+    limit, reserve = farm.settings.max_upload, farm.settings.disk_reserve
+    await check_declared(request, farm.data, limit, reserve)
+    tmp = await receive_body(request, farm.data, limit, reserve)
     return MessageResponse(await run_in_threadpool(farm.admin.accept_blender, tmp, filename))
 
 

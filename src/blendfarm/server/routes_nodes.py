@@ -13,11 +13,11 @@ from .requests import (
     MAX_CHUNK_UPLOAD,
     MAX_LOG_BODY,
     MessageResponse,
-    body_to_file,
     message_body,
     node_auth,
     task_id_of,
 )
+from .uploads import receive_body
 
 
 def _node_name(request: Request) -> str:
@@ -72,7 +72,8 @@ async def task_result(request: Request) -> Response:
     farm = node_auth(request)
     tid, lease = task_id_of(request), _lease(request)
     await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
-    tmp = await body_to_file(request, farm, MAX_CHUNK_UPLOAD)
+    # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
+    tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
     return MessageResponse(await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp))
 
 

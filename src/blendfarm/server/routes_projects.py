@@ -7,22 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from .. import protocol as p
-from ..errors import BadInput
 from .openapi import api
-from .requests import (
-    EVENT_INTERVAL,
-    KEEPALIVE,
-    MessageResponse,
-    check_room,
-    farm_of,
-    node_auth,
-)
+from .requests import EVENT_INTERVAL, KEEPALIVE, MessageResponse, farm_of, node_auth
+from .uploads import check_declared, discard, receive_form
 from .validate import parse_submission
 
 log = logging.getLogger("blendfarm.server")
@@ -43,35 +34,15 @@ async def list_projects(request: Request) -> Response:
 )
 async def submit_project(request: Request) -> Response:
     farm = farm_of(request)
-    settings = farm.settings
-    await check_room(request, farm)
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise BadInput("send the project as multipart/form-data with a 'file' field")
+    limit, reserve = farm.settings.max_upload, farm.settings.disk_reserve
+    await check_declared(request, farm.data, limit, reserve)
+    form = await receive_form(request, farm.data, limit, reserve)
     try:
-        form = await request.form(max_files=1, max_fields=20)
-    except (ValueError, KeyError, AssertionError) as exc:
-        raise BadInput(f"the form could not be read: {exc}") from None
-    except HTTPException as exc:
-        raise BadInput(f"the form could not be read: {exc.detail}") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadInput("the form has no 'file' with the project")
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        if any(isinstance(v, UploadFile) for k, v in form.multi_items() if k != "file"):
-            raise BadInput("only the 'file' field may hold a file")
-        sub = parse_submission(fields, settings.max_tiles)
-        tmp = farm.data.temp_file()
-        try:
-            with open(tmp, "wb") as fh:
-                while block := await upload.read(1024 * 1024):
-                    fh.write(block)
-            view = await run_in_threadpool(farm.submissions.submit, tmp, upload.filename or "", sub)
-        finally:
-            tmp.unlink(missing_ok=True)  # adopted into the project on success
+        sub = parse_submission(form.fields, farm.settings.max_tiles)
+        assert form.file is not None
+        view = await run_in_threadpool(farm.submissions.submit, form.file, form.filename, sub)
     finally:
-        await form.close()
+        discard(form.file)  # adopted into the project on success
     return MessageResponse(view, status_code=201)
 
 
