@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from .. import protocol as p
+from ..atomic import fsync_file
 from ..errors import BadInput, Conflict
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
@@ -144,6 +145,7 @@ class Dispatch:
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
+            fsync_file(dest)  # on the disk before the database says the chunk is done
             if self.store.complete(task_id):
                 self.store.add_size(proj["id"], size)
                 self.store.sync_state(proj["id"])
