@@ -27,7 +27,7 @@ PASSWORD_OPTION = typer.Option(
     "--password",
     envvar="BLENDFARM_PASSWORD",
     metavar="PASSWORD",
-    help="The admin password (also BLENDFARM_PASSWORD; asked for when missing).",
+    help="The admin password (asked for when missing).  [env: BLENDFARM_PASSWORD]",
 )
 
 

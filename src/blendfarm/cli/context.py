@@ -44,7 +44,7 @@ def server_option(envvar: str | None = None) -> Any:
         metavar="URL",
         envvar=envvar,
         show_default=False,
-        help=f"URL of the server's API (also {SERVER_ENV}; default {DEFAULT_SERVER}).",
+        help=f"URL of the server's API.  [env: {SERVER_ENV}; default: {DEFAULT_SERVER}]",
     )
 
 

@@ -17,11 +17,11 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from ..settings import NodeSettings, Settings, declared
+from ..settings import NodeSettings, Setting, Settings, declared
 from .context import console, err_console, friendly, target
 
 
-def _option(item: Any) -> inspect.Parameter:
+def _option(item: Setting) -> inspect.Parameter:
     """The typer option of one declared setting; None when not given, so the environment,
     the config file and the default can still be told apart."""
     default = item.shown_default()

@@ -29,7 +29,7 @@ def _default(param: Any) -> str:
     if isinstance(shown, str):
         return shown
     value = param.default
-    if not shown or callable(value) or value in (None, False, "", (), []):
+    if not shown or callable(value) or value is None or value is False or value in ("", ()):
         return ""
     return str(value)
 
