@@ -154,9 +154,10 @@ def zip_files(
                 progress(path.stat().st_size)
 
 
-def zip_folder(folder: Path, out: Path, progress: Callable[[int], None] | None = None) -> None:
-    """Zip a project folder as the seed's users do by hand (backups left out)."""
+def zip_folder(folder: Path, out: Path, progress: Callable[[int], None] | None = None) -> Path:
+    """Zip a project folder as the seed's users do by hand (backups left out); returns `out`."""
     zip_files(((p, p.relative_to(folder).as_posix()) for p in folder_files(folder)), out, progress)
+    return out
 
 
 def wrap_blend(blend: Path, out: Path, name: str) -> None:

@@ -17,13 +17,14 @@ import subprocess
 import sys
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 import pytest
+
+from blendfarm.archive import zip_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_SCENE = ROOT / "tests" / "make_scene.py"
@@ -82,14 +83,6 @@ def _wait_blender(proc: subprocess.Popen[bytes], what: str) -> None:
         pytest.fail(f"Blender could not make {what}:\n{out.decode(errors='replace')[-3000:]}")
 
 
-def _zip_folder(folder: Path, target: Path) -> Path:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return target
-
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Zipped project folders (scene.blend, lib/lib.blend, textures/checker.png).
@@ -116,7 +109,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     zips = {}
     for name, proc in procs.items():
         _wait_blender(proc, f"the {name} project")
-        zips[name] = _zip_folder(root / name, root / f"{name}.zip")
+        zips[name] = zip_folder(root / name, root / f"{name}.zip")
     return zips
 
 

@@ -1,4 +1,4 @@
-"""Client commands: submit, status, fetch, rm, retry."""
+"""Client commands: submit, status, fetch, rm, retry (main.py registers them)."""
 
 from __future__ import annotations
 
@@ -7,84 +7,30 @@ import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import httpx
 import typer
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ..archive import folder_files, inspect_zip, is_blend_file, zip_files
-from ..errors import BadInput, BlendfarmError, Conflict, NotFound
-from ..server.validate import parse_frames
-from .main import Api, app, console, err_console, friendly
-
-
-def api_error(resp: httpx.Response) -> BlendfarmError:
-    """The server's JSON error as an exception (one line for the person)."""
-    try:
-        body = resp.json()["error"]
-        message, status = str(body["message"]), int(body["status"])
-    except (ValueError, KeyError, TypeError):
-        message, status = f"the server answered HTTP {resp.status_code}", resp.status_code
-    kind = {404: NotFound, 409: Conflict}.get(status, BlendfarmError)
-    return kind(message, status=status) if kind is BlendfarmError else kind(message)
-
-
-def checked(resp: httpx.Response) -> httpx.Response:
-    if resp.status_code >= 400:
-        resp.read()
-        raise api_error(resp)
-    return resp
-
-
-def transfer_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
-class ProgressReader:
-    """A file wrapper that advances a progress bar as httpx reads it."""
-
-    def __init__(self, fh: BinaryIO, progress: Progress, task: Any):
-        self.fh, self.progress, self.task = fh, progress, task
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.progress.advance(self.task, len(data))
-        return data
-
-    def __iter__(self) -> Iterator[bytes]:
-        while block := self.read(1024 * 1024):
-            yield block
-
-    def fileno(self) -> int:
-        return self.fh.fileno()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.fh.tell()
+from ..archive import folder_files, inspect_zip, is_blend_file, zip_folder
+from ..errors import BadInput
+from ..parsing import parse_frames
+from .context import (
+    SERVER_OPTION,
+    Api,
+    ProgressReader,
+    api_for,
+    checked,
+    console,
+    err_console,
+    friendly,
+    transfer_progress,
+)
 
 
 def _project_folder(path: Path) -> bool:
@@ -121,17 +67,11 @@ def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
     """The file to upload for `path` (a zip as is, a folder zipped, a .blend packed with its
     dependencies) and the .blend to render."""
     if _project_folder(path):
-        files = folder_files(path)
+        total = sum(f.stat().st_size for f in folder_files(path))
         out = tmp / f"{path.name or 'project'}.zip"
         with transfer_progress() as progress:
-            task = progress.add_task(
-                f"zipping {path.name}", total=sum(f.stat().st_size for f in files)
-            )
-            zip_files(
-                ((f, f.relative_to(path).as_posix()) for f in files),
-                out,
-                lambda n: progress.advance(task, n),
-            )
+            task = progress.add_task(f"zipping {path.name}", total=total)
+            zip_folder(path, out, lambda n: progress.advance(task, n))
         return out, blend
     if path.suffix.lower() == ".blend":
         if not is_blend_file(path):
@@ -186,32 +126,48 @@ def _show_plan(path: Path, blend: str | None, fields: dict[str, str], as_json: b
         err_console.print(f"[yellow]warning:[/yellow] missing file: {m}", soft_wrap=True)
 
 
-@app.command()
 @friendly
 def submit(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="A project .zip, a project folder, or a .blend."),
-    blend: str = typer.Option(
-        None, "--blend", help="The .blend to render, as a path inside the zip."
+    path: Path = typer.Argument(
+        ..., metavar="PATH", help="A project .zip, a project folder, or a .blend."
     ),
-    title: str = typer.Option(None, "--title", help="A title (default: the .blend's name)."),
-    frame: int = typer.Option(None, "--frame", help="Render this one frame as a still."),
-    frames: str = typer.Option(None, "--frames", help="Render an animation, A-B both inclusive."),
-    tiles: int = typer.Option(1, "--tiles", min=1, help="Cut every frame into N×N chunks."),
+    blend: str = typer.Option(
+        None, "--blend", metavar="FILE", help="The .blend to render, as a path inside the zip."
+    ),
+    title: str = typer.Option(
+        None, "--title", metavar="TITLE", help="A title (default: the .blend's name)."
+    ),
+    frame: int = typer.Option(None, "--frame", metavar="N", help="Render frame N as a still."),
+    frames: str = typer.Option(
+        None,
+        "--frames",
+        metavar="A-B",
+        help="Render frames A to B (both included) as an animation.",
+    ),
+    tiles: int = typer.Option(
+        1, "--tiles", min=1, metavar="N", help="Cut every frame into N×N chunks."
+    ),
     overscan: int = typer.Option(
-        0, "--overscan", min=0, help="Pixels rendered beyond each inner chunk edge, then cropped."
+        0,
+        "--overscan",
+        min=0,
+        metavar="PX",
+        help="Render PX pixels beyond every inner chunk edge, then crop them (hides seams).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
     check: bool = typer.Option(
-        False, "--check", help="Only show what would be uploaded and rendered."
+        False, "--check", help="Only show what would be uploaded and rendered; send nothing."
     ),
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Upload a project and queue it for rendering (the scene's frame range unless told).
+    """Upload a project and queue it for rendering.
 
-    PATH is a .zip of the project folder, the folder itself (zipped on the way, *.blend1
-    backups left out), or a .blend, packed with every texture and library it uses.
+    It renders the scene's frame range unless --frame or --frames says otherwise. PATH is
+    a .zip of the project folder, the folder itself (zipped on the way, *.blend1 backups
+    left out), or a .blend, packed with every texture and library it uses.
     """
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
     fields: dict[str, str] = {"tiles": str(tiles), "overscan": str(overscan)}
@@ -327,16 +283,16 @@ def _events(api: Api) -> Any:
                 data = []
 
 
-@app.command()
 @friendly
 def status(
     ctx: typer.Context,
-    project_id: str = typer.Argument(None, metavar="[ID]", help="One project (default: all)."),
+    project_id: str = typer.Argument(None, metavar="ID", help="One project (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the table live until Ctrl-C."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Show projects, their progress and the server's disk use."""
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     if project_id:
         project = checked(api.client.get(f"/api/projects/{project_id}")).json()
         if as_json:
@@ -382,30 +338,30 @@ def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
     return dest
 
 
-@app.command()
 @friendly
 def fetch(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write into."),
+    out: Path = typer.Option(Path("."), "--out", "-o", metavar="DIR", help="Folder to write into."),
     raw: bool = typer.Option(False, "--raw", help="The zip of raw chunks instead of the result."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Download a finished project's result (PNG or mp4), or its raw chunks."""
-    api: Api = ctx.obj
+    """Download a finished project's result (PNG or mp4) or raw chunks."""
+    api = api_for(ctx, server)
     kind = "raw" if raw else "result"
     path = _download(api, f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}")
     console.print(str(path))
 
 
-@app.command()
 @friendly
 def rm(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Delete a project with everything it stored on the server."""
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     project = checked(api.client.get(f"/api/projects/{project_id}")).json()
     if not yes:
         lost = "" if project["state"] == "done" else " All progress on this render will be lost."
@@ -415,13 +371,13 @@ def rm(
     console.print(f"deleted {project_id}, freed {_size(answer['freed'])}")
 
 
-@app.command()
 @friendly
 def retry(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project in error."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Put a project that ended in error back in the queue."""
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     project = checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
     console.print(f"{project_id} is {project['state']} again")

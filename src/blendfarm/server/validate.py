@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
+from ..parsing import parse_bool as _bool
+from ..parsing import parse_frames
 from ..tiles import effective_size
 
 SUBMIT_FIELDS = frozenset(
@@ -52,25 +54,6 @@ def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -
     if high is not None and value > high:
         raise BadInput(f"{name} must be at most {high}")
     return value
-
-
-def _bool(name: str, raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"", "0", "false", "no", "off"}:
-        return False
-    raise BadInput(f"{name} must be true or false")
-
-
-def parse_frames(text: str) -> tuple[int, int]:
-    """'A-B' (both inclusive) or 'N' as a frame range."""
-    m = re.fullmatch(r"\s*(-?\d{1,9})\s*(?:(?:-|\.\.|:)\s*(-?\d{1,9})\s*)?", text)
-    if not m:
-        raise BadInput(f"frames must look like 1-250, not {text[:40]!r}")
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) is not None else start
-    return start, end
 
 
 def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
