@@ -4,23 +4,14 @@ main.py registers them (the last two as `blendfarm blender upload|status`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import httpx
 import typer
 from rich.table import Table
 
+from ..client import status_json
 from ..errors import BadInput
-from .context import (
-    SERVER_OPTION,
-    ProgressReader,
-    api_for,
-    checked,
-    console,
-    friendly,
-    transfer_progress,
-)
+from .context import SERVER_OPTION, api_for, console, friendly, uploading
 
 PASSWORD_OPTION = typer.Option(
     None,
@@ -49,7 +40,7 @@ def purge(
     ):
         raise typer.Exit(1)
     secret = admin_password(password)
-    checked(api.client.post("/api/purge", headers={"X-Blendfarm-Password": secret}))
+    api.purge(secret)
     console.print("the server's database was purged")
 
 
@@ -71,11 +62,7 @@ def passwd(
     new = new_password or typer.prompt(
         "New admin password", hide_input=True, confirmation_prompt=True
     )
-    checked(
-        api.client.post(
-            "/api/password", headers={"X-Blendfarm-Password": secret}, json={"password": new}
-        )
-    )
+    api.change_password(new, secret)
     console.print("the admin password was changed")
 
 
@@ -96,20 +83,10 @@ def blender_upload(
     if not tarball.is_file():
         raise BadInput(f"{tarball} does not exist")
     secret = admin_password(password)
-    with transfer_progress() as progress, open(tarball, "rb") as fh:
-        task = progress.add_task(f"uploading {tarball.name}", total=tarball.stat().st_size)
-        resp = api.client.put(
-            "/api/blender",
-            params={"filename": tarball.name},
-            headers={
-                "X-Blendfarm-Password": secret,
-                "Content-Length": str(tarball.stat().st_size),
-            },
-            content=iter(ProgressReader(fh, progress, task)),
-            timeout=httpx.Timeout(None, connect=5),
-        )
-    info = checked(resp).json()
-    console.print(f"the farm now renders with {info['filename']} (sha256 {info['sha256'][:12]}…)")
+    progress, advance = uploading(f"uploading {tarball.name}", tarball.stat().st_size)
+    with progress:
+        info = api.upload_blender(tarball, secret, advance)
+    console.print(f"the farm now renders with {info.filename} (sha256 {(info.sha256 or '')[:12]}…)")
 
 
 @friendly
@@ -120,23 +97,23 @@ def blender_status(
 ) -> None:
     """Show the server's Blender and which Blender every node runs."""
     api = api_for(ctx, server)
-    info = checked(api.client.get("/api/blender")).json()
+    info = api.blender_status()
     if as_json:
-        console.print_json(json.dumps(info))
+        console.print_json(status_json(info))
         return
-    if info["available"]:
+    if info.available:
         console.print(
-            f"server: {info['filename']}, {info['size'] // 2**20} MiB, "
-            f"sha256 {info['sha256'][:12]}…, uploaded {info['uploaded']}"
+            f"server: {info.filename}, {(info.size or 0) // 2**20} MiB, "
+            f"sha256 {(info.sha256 or '')[:12]}…, uploaded {info.uploaded}"
         )
     else:
         console.print("server: no Blender uploaded (nodes use `blender` on their PATH)")
     table = Table()
     for col in ("node", "online", "Blender", "the server's"):
         table.add_column(col)
-    for name, node in sorted(info["nodes"].items()):
-        same = info["available"] and node.get("sha256") == info.get("sha256")
+    for name, node in sorted(info.nodes.items()):
+        same = info.available and node.sha256 == info.sha256
         table.add_row(
-            name, "yes" if node["online"] else "no", str(node["version"]), "yes" if same else "no"
+            name, "yes" if node.online else "no", str(node.version), "yes" if same else "no"
         )
     console.print(table)

@@ -3,34 +3,30 @@
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 import zipfile
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import httpx
 import typer
 from rich.live import Live
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from ..archive import folder_files, inspect_zip, is_blend_file, zip_folder
-from ..errors import BadInput
+from ..client import status_json
+from ..errors import BadInput, Unreachable
 from ..parsing import parse_frames
 from .context import (
     SERVER_OPTION,
-    Api,
-    ProgressReader,
     api_for,
-    checked,
     console,
     err_console,
     friendly,
     transfer_progress,
+    uploading,
 )
+from .tables import size_text, status_table
 
 
 def _project_folder(path: Path) -> bool:
@@ -116,7 +112,7 @@ def _show_plan(path: Path, blend: str | None, fields: dict[str, str], as_json: b
     table.add_column("file")
     table.add_column("size", justify="right")
     for name, size in listing:
-        table.add_row(name, _size(size) if size else "")
+        table.add_row(name, size_text(size) if size else "")
     console.print(table)
     console.print(
         f"would render {chosen or '(choose one with --blend)'}: {frames}, "
@@ -187,100 +183,15 @@ def submit(
         upload, chosen = _pack(path, blend, Path(tmp))
         if chosen:
             fields["blend"] = chosen
-        size = upload.stat().st_size
-        with transfer_progress() as progress, open(upload, "rb") as fh:
-            task = progress.add_task(f"uploading {upload.name}", total=size)
-            reader = ProgressReader(fh, progress, task)
-            resp = api.client.post(
-                "/api/projects",
-                data=fields,
-                files={"file": (upload.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
-                timeout=httpx.Timeout(None, connect=5),
-            )
-    project = checked(resp).json()
+        progress, advance = uploading(f"uploading {upload.name}", upload.stat().st_size)
+        with progress:
+            project = api.submit(upload, fields, advance)
     if as_json:
-        console.print_json(json.dumps(project))
+        console.print_json(status_json(project))
         return
-    console.print(f"submitted [bold]{project['title']}[/bold] as [cyan]{project['id']}[/cyan]")
-    for warning in project.get("warnings", []):
+    console.print(f"submitted [bold]{project.title}[/bold] as [cyan]{project.id}[/cyan]")
+    for warning in project.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
-
-
-def _size(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-STATE_STYLE = {
-    "queued": "yellow",
-    "rendering": "cyan",
-    "compositing": "magenta",
-    "done": "green",
-    "error": "red",
-}
-
-
-def _when(iso: str | None) -> str:
-    """'2026-11-28T05:26:40Z' as a short local time: '05:26' today, else 'Nov 28'."""
-    if not iso:
-        return ""
-    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).astimezone()
-    if moment.date() == datetime.now().astimezone().date():
-        return moment.strftime("%H:%M")
-    return moment.strftime("%b %d")
-
-
-def status_table(status: dict[str, Any]) -> Table:
-    """The farm at a glance: every project with a progress bar, and the disk use."""
-    disk = status.get("disk", {})
-    online = sum(1 for n in status.get("nodes", []) if n.get("online"))
-    table = Table(
-        title=f"blendfarm — {online} node(s) online",
-        caption=f"disk: {_size(disk.get('used'))} used, {_size(disk.get('free'))} free of "
-        f"{_size(disk.get('total'))}; projects use {_size(disk.get('data'))}",
-    )
-    table.add_column("ID", no_wrap=True, min_width=8)
-    table.add_column("Title", min_width=10, ratio=1, overflow="fold")
-    table.add_column("State", min_width=11)
-    table.add_column("Progress", no_wrap=True)
-    table.add_column("Size", no_wrap=True, justify="right")
-    table.add_column("Created", no_wrap=True)
-    for p in status.get("projects", []):
-        total, done = p["chunks_total"], p["chunks_done"]
-        state = p["state"]
-        label = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
-        if p.get("blocklist"):
-            label += f"\n[yellow]blocked: {', '.join(p['blocklist'])}[/yellow]"
-        if state == "error" and p.get("error"):
-            label += f"\n[red]{p['error'].splitlines()[0][:60]}[/red]"
-        if p.get("waiting"):
-            label += f"\n[dim]{p['waiting']}[/dim]"
-        progress = Table.grid(padding=(0, 1))
-        progress.add_row(
-            ProgressBar(total=max(total, 1), completed=done, width=8),
-            f"{done}/{total}" if total else "-",
-        )
-        table.add_row(
-            p["id"], p["title"], label, progress, _size(p["size"]), _when(p.get("created"))
-        )
-    return table
-
-
-def _events(api: Api) -> Any:
-    """Status snapshots from the server's event stream."""
-    with api.client.stream("GET", "/api/events", timeout=httpx.Timeout(None, connect=5)) as resp:
-        checked(resp)
-        data: list[str] = []
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif not line and data:
-                yield json.loads("\n".join(data))
-                data = []
 
 
 @friendly
@@ -294,19 +205,19 @@ def status(
     """Show projects, their progress and the server's disk use."""
     api = api_for(ctx, server)
     if project_id:
-        project = checked(api.client.get(f"/api/projects/{project_id}")).json()
+        project = api.project(project_id)
         if as_json:
-            console.print_json(json.dumps(project))
+            console.print_json(status_json(project))
             return
-        snapshot = checked(api.client.get("/api/status")).json()
-        snapshot["projects"] = [project]
+        snapshot = api.status()
+        snapshot.projects = [project]
         console.print(status_table(snapshot))
-        for w in project.get("warnings", []):
+        for w in project.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         return
-    snapshot = checked(api.client.get("/api/status")).json()
+    snapshot = api.status()
     if as_json:
-        console.print_json(json.dumps(snapshot["projects"]))
+        console.print_json(status_json(snapshot.projects))
         return
     if not watch:
         console.print(status_table(snapshot))
@@ -314,28 +225,10 @@ def status(
     with Live(status_table(snapshot), console=console, refresh_per_second=4) as live:
         while True:
             try:
-                for snap in _events(api):
+                for snap in api.events():
                     live.update(status_table(snap))
-            except httpx.TransportError:
+            except Unreachable:
                 time.sleep(2)  # the server went away: wait for it to come back
-
-
-def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with api.client.stream("GET", url, timeout=httpx.Timeout(None, connect=5)) as resp:
-        checked(resp)
-        m = re.search(r'filename="?([^";]+)"?', resp.headers.get("content-disposition", ""))
-        name = Path(m.group(1)).name if m else fallback
-        dest = out_dir / name
-        part = dest.with_name(f".{dest.name}.part")
-        total = int(resp.headers.get("content-length", 0)) or None
-        with transfer_progress() as progress, open(part, "wb") as fh:
-            task = progress.add_task(f"downloading {name}", total=total)
-            for block in resp.iter_bytes(1024 * 1024):
-                fh.write(block)
-                progress.advance(task, len(block))
-    part.replace(dest)
-    return dest
 
 
 @friendly
@@ -349,7 +242,14 @@ def fetch(
     """Download a finished project's result (PNG or mp4) or raw chunks."""
     api = api_for(ctx, server)
     kind = "raw" if raw else "result"
-    path = _download(api, f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}")
+    progress = transfer_progress()
+
+    def bar(name: str, total: int | None) -> Callable[[int], None]:
+        task = progress.add_task(f"downloading {name}", total=total)
+        return lambda n: progress.advance(task, n)
+
+    with progress:
+        path = api.download(f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}", bar)
     console.print(str(path))
 
 
@@ -362,13 +262,13 @@ def rm(
 ) -> None:
     """Delete a project with everything it stored on the server."""
     api = api_for(ctx, server)
-    project = checked(api.client.get(f"/api/projects/{project_id}")).json()
+    project = api.project(project_id)
     if not yes:
-        lost = "" if project["state"] == "done" else " All progress on this render will be lost."
-        if not typer.confirm(f"Delete {project['title']} ({project_id})?{lost}", default=False):
+        lost = "" if project.state == "done" else " All progress on this render will be lost."
+        if not typer.confirm(f"Delete {project.title} ({project_id})?{lost}", default=False):
             raise typer.Exit(1)
-    answer = checked(api.client.delete(f"/api/projects/{project_id}")).json()
-    console.print(f"deleted {project_id}, freed {_size(answer['freed'])}")
+    answer = api.delete(project_id)
+    console.print(f"deleted {project_id}, freed {size_text(answer.freed)}")
 
 
 @friendly
@@ -379,5 +279,5 @@ def retry(
 ) -> None:
     """Put a project that ended in error back in the queue."""
     api = api_for(ctx, server)
-    project = checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
-    console.print(f"{project_id} is {project['state']} again")
+    project = api.retry_project(project_id)
+    console.print(f"{project_id} is {project.state} again")
