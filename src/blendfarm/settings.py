@@ -66,6 +66,12 @@ SERVER_KNOBS: tuple[Knob, ...] = (
         "BLENDFARM_MAX_RATIO",
         "Largest compression ratio of a project zip (zip bombs).",
     ),
+    Knob(
+        "max_entries",
+        100_000,
+        "BLENDFARM_MAX_ENTRIES",
+        "Most files and folders in a project zip.",
+    ),
     Knob("max_tiles", 64, "BLENDFARM_MAX_TILES", "Most chunks per side of a frame."),
     Knob(
         "max_failures",
@@ -112,6 +118,13 @@ NODE_KNOBS: tuple[Knob, ...] = (
         "Seconds one chunk may render before Blender is killed.",
     ),
     Knob("warm", True, "BLENDFARM_WARM", "Keep Blender running between chunks of the same file."),
+    Knob(
+        "trust_scripts",
+        False,
+        "BLENDFARM_TRUST_SCRIPTS",
+        "Run the Python inside submitted .blend files (drivers, registered text blocks, "
+        "Freestyle style modules) with this node's rights.",
+    ),
 )
 
 
@@ -195,6 +208,7 @@ class Settings:
     max_upload: int = 20 * 1024**3
     max_unpacked: int = 50 * 1024**3
     max_ratio: float = 200.0
+    max_entries: int = 100_000
     max_tiles: int = 64
     max_failures: int = 3
     ui_origin: str = ""
@@ -236,6 +250,7 @@ class NodeSettings:
     token: str = ""
     chunk_timeout: float = 3600.0
     warm: bool = True
+    trust_scripts: bool = False
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod

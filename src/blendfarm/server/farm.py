@@ -82,7 +82,12 @@ class Farm:
                 archive = self.data.temp_file(".zip")
                 name = Path(filename).name if filename.lower().endswith(".blend") else "scene.blend"
                 wrap_blend(upload, archive, name)
-            summary = inspect_zip(archive, self.settings.max_unpacked, self.settings.max_ratio)
+            summary = inspect_zip(
+                archive,
+                self.settings.max_unpacked,
+                self.settings.max_ratio,
+                self.settings.max_entries,
+            )
             blend = choose_blend(summary, sub.blend)
             with zipfile.ZipFile(archive) as zf, zf.open(summary.entries[blend]) as member:
                 saved_by = read_version(member)
