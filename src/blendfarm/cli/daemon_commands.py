@@ -87,6 +87,12 @@ def node(
     cold: bool = typer.Option(
         False, "--cold", help="Start Blender for every chunk instead of keeping it warm."
     ),
+    trust_scripts: bool = typer.Option(
+        False,
+        "--trust-scripts",
+        help="Run the Python inside submitted .blend files (drivers, text blocks, Freestyle "
+        "style modules) with this node's rights; only for files you trust.",
+    ),
     burst: bool = typer.Option(False, "--burst", help="Exit when the queue is empty."),
     print_config: bool = typer.Option(False, "--print-config", help="Show the settings in effect."),
 ) -> None:
@@ -106,6 +112,7 @@ def node(
         "threads": threads,
         "token": token,
         "warm": False if cold else None,
+        "trust_scripts": True if trust_scripts else None,
     }
     settings = NodeSettings.build(cli)
     if print_config:
