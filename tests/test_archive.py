@@ -187,6 +187,7 @@ def test_an_undamaged_stored_zip_is_accepted(tmp_path: Path) -> None:
         (["caf\u00e9.png", "cafe\u0301.png"], "twice"),
         (["x" * 256 + ".png"], "has a name part over 255 bytes"),
         (["textures/" + "\u00e9" * 128], "has a name part over 255 bytes"),
+        (["/".join(["d" * 200] * 16)], "has a path over 3072 bytes"),
     ],
 )
 def test_names_a_file_system_cannot_hold_are_refused(

@@ -85,7 +85,8 @@ def _check_entry(info: zipfile.ZipInfo) -> str:
     if not name and not info.is_dir():
         raise BadInput(f"the zip entry {label} has no file name")
     if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
-        raise BadInput(f"the zip entry {label[:60]}... has a path over {MAX_NAME_BYTES} bytes")
+        shown = repr(info.filename[:60] + "...")
+        raise BadInput(f"the zip entry {shown} has a path over {MAX_NAME_BYTES} bytes")
     for part in name.split("/"):
         if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
             raise BadInput(
