@@ -208,6 +208,7 @@ class Settings:
         50 * 1024**3, "Largest total uncompressed size of a project zip.", metavar="BYTES"
     )
     max_ratio: float = setting(200.0, "Largest compression ratio of a project zip (zip bombs).")
+    max_entries: int = setting(100_000, "Most files and folders in a project zip.")
     max_tiles: int = setting(64, "Most chunks per side of a frame.")
     max_failures: int = setting(
         3, "Failures before a node is blocklisted for a project, or a chunk errors the project."
@@ -268,6 +269,12 @@ class NodeSettings:
         True,
         "Keep Blender running between chunks of the same file (--cold: start it for every chunk).",
         flags=("--warm/--cold",),
+    )
+    trust_scripts: bool = setting(
+        False,
+        "Run the Python inside submitted .blend files (drivers, registered text blocks, "
+        "Freestyle style modules) with this node's rights: only on a farm whose files you trust.",
+        flags=("--trust-scripts",),
     )
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

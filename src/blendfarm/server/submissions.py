@@ -39,7 +39,12 @@ class Submissions:
                 archive = self.data.temp_file(".zip")
                 name = Path(filename).name if filename.lower().endswith(".blend") else "scene.blend"
                 wrap_blend(upload, archive, name)
-            summary = inspect_zip(archive, self.settings.max_unpacked, self.settings.max_ratio)
+            summary = inspect_zip(
+                archive,
+                self.settings.max_unpacked,
+                self.settings.max_ratio,
+                self.settings.max_entries,
+            )
             blend = choose_blend(summary, sub.blend)
             with zipfile.ZipFile(archive) as zf, zf.open(summary.entries[blend]) as member:
                 saved_by = read_version(member)

@@ -31,6 +31,8 @@ MAX_FRAMES = 100_000
 MAX_OVERSCAN = 4096
 MAX_LOG_LINE = 2000
 MAX_LOG_LINES = 500
+MAX_BLOCKED = 5  # notes a probe may give on the Python it did not run
+MAX_NOTE = 200
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,10 @@ def plan_from_probe(project: Mapping[str, Any], probe: Mapping[str, Any]) -> Pla
     missing = list(probe.get("missing") or [])
     if missing:
         warnings.append("files the scene needs are missing: " + ", ".join(map(str, missing[:10])))
+    blocked = probe.get("scripts_blocked")
+    if isinstance(blocked, list):
+        for note in blocked[:MAX_BLOCKED]:
+            warnings.append(f"{str(note)[:MAX_NOTE]} (nodes run no Python from submitted files)")
     return Plan(width, height, list(range(start, end + 1)), animation, fps, fps_base, warnings)
 
 
