@@ -136,6 +136,15 @@ def test_purge_needs_the_password_and_limits_guesses(farm: InProcessFarm) -> Non
     assert_error(farm.client.post("/api/purge", headers=ADMIN), 429)
 
 
+def test_the_server_log_is_shown_only_with_the_admin_password(farm: InProcessFarm) -> None:
+    farm.submit({"title": "Logged"})
+    assert_error(farm.client.get("/api/logs"), 403)
+    assert_error(farm.client.get("/api/logs", headers={"X-Blendfarm-Password": "no"}), 403)
+    resp = farm.client.get("/api/logs", headers=ADMIN)
+    assert resp.status_code == 200, resp.text
+    assert any("submitted" in line for line in resp.json()["lines"]), resp.json()
+
+
 @pytest.mark.parametrize(
     ("data", "content", "status", "message"),
     [

@@ -15,10 +15,12 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -127,8 +129,8 @@ class Farm:
     missing_routes: list[str] = field(default_factory=list)
 
     def url(self, route: str = "") -> str:
-        """The dashboard, pointed at this farm's API, on a hash route ("", "upload", ...)."""
-        return f"{self.ui}/?api={self.api}#/{route}"
+        """The dashboard on a hash route ("", "upload", ...); it finds the API by /config.js."""
+        return f"{self.ui}/#/{route}"
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, timeout=30)
@@ -216,6 +218,55 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         yield farm
     finally:
         _stop(proc)
+
+
+# -- a stranger's server --------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Another server on this machine that notes every request it gets (and says yes to all)."""
+
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            seen.append(f"{self.command} {self.path} {dict(self.headers)}")
+            body = b'{"lines": ["from the recorder"], "available": false, "nodes": {}}'
+            self.send_response(200)
+            # answers a browser would accept from anywhere, so only the dashboard's own choice
+            # of server keeps it away from here
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "*")
+            self.send_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Recorder(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 # -- the browser -----------------------------------------------------------------------------

@@ -40,9 +40,10 @@ async def change_password(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.admin.change_password, body.password))
 
 
-@api("The server's recent log.", response=p.Lines)
+@api("The server's recent log (admin password).", response=p.Lines, auth="password")
 async def server_log(request: Request) -> Response:
-    return MessageResponse(farm_of(request).admin.server_log())
+    farm = await admin_auth(request)
+    return MessageResponse(farm.admin.server_log())
 
 
 @api("The server's Blender and the one every node runs.", response=p.BlenderStatus)
