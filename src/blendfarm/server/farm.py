@@ -13,17 +13,20 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from .. import __version__
 from ..archive import choose_blend, inspect_zip, is_blend_file, wrap_blend
 from ..blendversion import can_open, read_version
 from ..errors import BadInput, Conflict, NotFound
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
-from ..states import Event, ProjectState, TaskKind, TaskState
+from ..states import ProjectEvent, ProjectState, TaskKind, TaskState, can_move
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard, save_password
 from .blender_shelf import BlenderShelf
 from .files import DataDir, sha256_file
+from .rows import NewProject, ProjectCounts, ProjectRow, TaskRow
 from .store import Store
 from .validate import Submission, clean_log, plan_from_probe
 
@@ -90,19 +93,19 @@ class Farm:
                 raise BadInput(f"{blend} is not a .blend file")
             sha = sha256_file(archive)
             size = archive.stat().st_size
-            pid = self.store.create_project(
-                {
-                    "title": sub.title or Path(blend).stem,
-                    "blend": blend,
-                    "sha256": sha,
-                    "archive_size": size,
-                    "animation": sub.animation,
-                    "frame_start": sub.frame_start,
-                    "frame_end": sub.frame_end,
-                    "tiles": sub.tiles,
-                    "overscan": sub.overscan,
-                    "file_version": f"{saved_by[0]}.{saved_by[1]}",
-                }
+            pid = self.store.projects.create(
+                NewProject(
+                    title=sub.title or Path(blend).stem,
+                    blend=blend,
+                    sha256=sha,
+                    archive_size=size,
+                    animation=sub.animation,
+                    frame_start=sub.frame_start,
+                    frame_end=sub.frame_end,
+                    tiles=sub.tiles,
+                    overscan=sub.overscan,
+                    file_version=f"{saved_by[0]}.{saved_by[1]}",
+                )
             )
             self.data.adopt_upload(archive, pid)
         finally:
@@ -125,76 +128,76 @@ class Farm:
         return self.project_view(pid)
 
     def project_view(self, pid: str) -> dict[str, Any]:
-        view = self._view(self.store.project(pid), self.store.counts(pid))
+        view = self._view(self.store.projects.get(pid), self.store.projects.counts(pid))
         online = [n for n in self.nodes() if n["online"]]
         view["waiting"] = waiting_reason(view, online)
         return view
 
-    def _view(self, row: dict[str, Any], counts: dict[str, dict[str, int]]) -> dict[str, Any]:
-        pid = row["id"]
-        c = counts.get(pid, {})
-        done = row["state"] == ProjectState.DONE.value
-        animation = bool(row["animation"])
+    def _view(self, row: ProjectRow, counts: dict[str, ProjectCounts]) -> dict[str, Any]:
+        pid = row.id
+        c = counts.get(pid, ProjectCounts())
+        done = row.state is ProjectState.DONE
+        animation = row.animation
         base = f"/api/projects/{pid}"
         return {
             "id": pid,
-            "title": row["title"],
-            "blend": row["blend"],
-            "state": row["state"],
-            "error": row["error"],
+            "title": row.title,
+            "blend": row.blend,
+            "state": row.state.value,
+            "error": row.error,
             "animation": animation,
-            "frame_start": row["frame_start"],
-            "frame_end": row["frame_end"],
-            "tiles": row["tiles"],
-            "overscan": row["overscan"],
-            "chunks_done": c.get("done", 0),
-            "chunks_total": c.get("total", 0),
-            "chunks_rendering": c.get("rendering", 0),
-            "frames_done": c.get("frames", 0),
-            "width": row["width"],
-            "height": row["height"],
-            "fps": (row["fps"] / row["fps_base"]) if row["fps"] else None,
-            "size": row["size"],
-            "created": iso(row["created"]),
-            "updated": iso(row["updated"]),
+            "frame_start": row.frame_start,
+            "frame_end": row.frame_end,
+            "tiles": row.tiles,
+            "overscan": row.overscan,
+            "chunks_done": c.done,
+            "chunks_total": c.total,
+            "chunks_rendering": c.rendering,
+            "frames_done": c.frames,
+            "width": row.width,
+            "height": row.height,
+            "fps": (row.fps / row.fps_base) if row.fps and row.fps_base else None,
+            "size": row.size,
+            "created": iso(row.created),
+            "updated": iso(row.updated),
             "result_url": f"{base}/result" if done else None,
             "raw_url": f"{base}/raw" if done else None,
-            "thumbnail_url": f"{base}/thumbnail" if row["thumbnail"] else None,
+            "thumbnail_url": f"{base}/thumbnail" if row.thumbnail else None,
             "result_type": ("video/mp4" if animation else "image/png") if done else None,
-            "blocklist": self.store.blocklist(pid, self.settings.max_failures),
-            "warnings": json.loads(row["warnings"]),
-            "file_version": row["file_version"],
+            "blocklist": self.store.projects.blocklist(pid, self.settings.max_failures),
+            "warnings": list(row.warnings),
+            "file_version": row.file_version,
             "waiting": None,
         }
 
     def projects(self, nodes: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
-        counts = self.store.counts()
-        views = [self._view(row, counts) for row in self.store.projects()]
+        counts = self.store.projects.counts()
+        views = [self._view(row, counts) for row in self.store.projects.all()]
         online = [n for n in (self.nodes() if nodes is None else nodes) if n["online"]]
         for view in views:
             view["waiting"] = waiting_reason(view, online)
         return views
 
     def delete(self, pid: str) -> dict[str, Any]:
-        self.store.delete_project(pid)
+        self.store.projects.delete(pid)
         freed = self.data.delete_project(pid)
         log.info("project %s deleted, %d bytes freed", pid, freed)
         return {"deleted": pid, "freed": freed}
 
     def retry(self, pid: str) -> dict[str, Any]:
-        row = self.store.project(pid)
-        if row["state"] != ProjectState.ERROR.value:
-            raise Conflict(f"project {pid} is {row['state']}, not in error")
-        self.store.retry(pid)
+        row = self.store.projects.get(pid)
+        if not can_move(row.state, ProjectEvent.RETRY):
+            raise Conflict(f"project {pid} is {row.state.value}, not in error")
+        self.store.projects.retry(pid)
         log.info("project %s put back in the queue", pid)
         return self.project_view(pid)
 
     def finished_file(self, pid: str, kind: str) -> tuple[Path, str, str]:
         """(path, media type, download name) of a finished project's result or raw zip."""
-        row = self.store.project(pid)
-        if row["state"] != ProjectState.DONE.value:
-            raise Conflict(f"project {pid} is not finished yet ({row['state']})")
-        stem = _safe_stem(row["title"]) or pid
+        row = self.store.projects.get(pid)
+        if row.state is not ProjectState.DONE:
+            raise Conflict(f"project {pid} is not finished yet ({row.state.value})")
+        stem = _safe_stem(row.title) or pid
         if kind == "raw":
             raw = self.data.raw(pid)
             if not raw.exists():
@@ -202,7 +205,7 @@ class Farm:
                     f"the raw chunks of project {pid} are missing from the server's disk"
                 )
             return raw, "application/zip", f"{stem}-{pid}-raw.zip"
-        animation = bool(row["animation"])
+        animation = row.animation
         media = "video/mp4" if animation else "image/png"
         ext = "mp4" if animation else "png"
         path = self.data.result(pid, animation)
@@ -211,7 +214,7 @@ class Farm:
         return path, media, f"{stem}-{pid}.{ext}"
 
     def thumbnail(self, pid: str) -> Path:
-        self.store.project(pid)
+        self.store.projects.get(pid)
         path = self.data.thumbnail(pid)
         if not path.exists():
             raise NotFound(f"project {pid} has no stitched frame yet")
@@ -222,40 +225,37 @@ class Farm:
     def nodes(self) -> list[dict[str, Any]]:
         now = time.time()
         out = []
-        for n in self.store.nodes():
-            if n["offline"] and now - n["last_seen"] > OFFLINE_SHOWN:
+        for n in self.store.nodes.all():
+            if n.offline and now - n.last_seen > OFFLINE_SHOWN:
                 continue
-            cur = n["current"]
+            cur = n.current
             out.append(
                 {
-                    "name": n["name"],
-                    "online": not n["offline"],
-                    "state": "offline" if n["offline"] else ("rendering" if cur else "idle"),
-                    "blender_version": n["blender_version"],
-                    "started": iso(n["started"]),
-                    "last_seen": iso(n["last_seen"]),
-                    "chunks_done": n["chunks_done"],
+                    "name": n.name,
+                    "online": not n.offline,
+                    "state": "offline" if n.offline else ("rendering" if cur else "idle"),
+                    "blender_version": n.blender_version,
+                    "started": iso(n.started),
+                    "last_seen": iso(n.last_seen),
+                    "chunks_done": n.chunks_done,
                     "current": None
                     if cur is None
                     else {
-                        "project": cur["project_id"],
-                        "title": cur["title"],
-                        "kind": cur["kind"],
-                        "frame": cur["frame"],
-                        "row": cur["row"],
-                        "col": cur["col"],
+                        "project": cur.project_id,
+                        "title": cur.title,
+                        "kind": cur.kind.value,
+                        "frame": cur.frame,
+                        "row": cur.row,
+                        "col": cur.col,
                     },
-                    "log_tail": n["log"][-LOG_TAIL:],
-                    "info": n["info"],
+                    "log_tail": n.log[-LOG_TAIL:],
+                    "info": n.info,
                 }
             )
         return out
 
     def node_log(self, name: str) -> list[str]:
-        for n in self.store.nodes():
-            if n["name"] == name:
-                return list(n["log"])
-        raise NotFound(f"no node {name!r}")
+        return list(self.store.nodes.get(name).log)
 
     def status(self) -> dict[str, Any]:
         nodes = self.nodes()
@@ -263,7 +263,7 @@ class Farm:
         disk = self.data.disk_usage()
         disk["data"] = sum(p["size"] for p in projects)
         return {
-            "server_id": self.store.server_id,
+            "server_id": self.store.db.server_id,
             "version": __version__,
             "projects": projects,
             "nodes": nodes,
@@ -286,10 +286,10 @@ class Farm:
     # -- nodes ------------------------------------------------------------------------------
 
     def register(self, name: str, info: dict[str, Any]) -> dict[str, Any]:
-        self.store.node_seen(name, info)
+        self.store.nodes.seen(name, info)
         log.info("node %s online (Blender %s)", name, info.get("blender_version"))
         return {
-            "server_id": self.store.server_id,
+            "server_id": self.store.db.server_id,
             "blender_sha256": self._blender_sha(),
             "node_timeout": self.settings.node_timeout,
             "heartbeat": max(1.0, self.settings.node_timeout / 3),
@@ -297,11 +297,11 @@ class Farm:
         }
 
     def heartbeat(self, name: str, task_ids: list[int], lines: list[str]) -> dict[str, Any]:
-        self.store.node_seen(name)
-        lost = self.store.renew(name, task_ids, self.settings.node_timeout)
-        self.store.node_log(name, clean_log(lines))
+        self.store.nodes.seen(name)
+        lost = self.store.tasks.renew(name, task_ids, self.settings.node_timeout)
+        self.store.nodes.append_log(name, clean_log(lines))
         return {
-            "server_id": self.store.server_id,
+            "server_id": self.store.db.server_id,
             "cancel": lost,
             "blender_sha256": self._blender_sha(),
         }
@@ -326,35 +326,35 @@ class Farm:
         return {"available": True, **info, "uploaded": iso(info["uploaded"]), "nodes": nodes}
 
     def lease(self, name: str) -> dict[str, Any] | None:
-        self.store.node_seen(name)
-        task = self.store.lease(name, self.settings.node_timeout, self.settings.max_failures)
+        self.store.nodes.seen(name)
+        task = self.store.tasks.lease(name, self.settings.node_timeout, self.settings.max_failures)
         if task is None:
             return None
         return self._describe(task)
 
-    def _describe(self, task: dict[str, Any]) -> dict[str, Any]:
-        p = self.store.project(task["project_id"])
+    def _describe(self, task: TaskRow) -> dict[str, Any]:
+        p = self.store.projects.get(task.project_id)
         out: dict[str, Any] = {
-            "id": task["id"],
-            "lease": task["lease"],
-            "kind": task["kind"],
-            "project": p["id"],
-            "title": p["title"],
-            "sha256": p["sha256"],
-            "archive_size": p["archive_size"],
-            "archive_url": f"/api/projects/{p['id']}/archive",
-            "blend": p["blend"],
+            "id": task.id,
+            "lease": task.lease,
+            "kind": task.kind.value,
+            "project": p.id,
+            "title": p.title,
+            "sha256": p.sha256,
+            "archive_size": p.archive_size,
+            "archive_url": f"/api/projects/{p.id}/archive",
+            "blend": p.blend,
             "timeout": self.settings.chunk_timeout,
         }
-        if task["kind"] == TaskKind.CHUNK.value:
-            w, h, n = p["width"], p["height"], p["tiles"]
-            rect = chunk_rect(w, h, n, task["row"], task["col"])
-            render = grow(rect, w, h, p["overscan"]) if n > 1 else rect
+        if task.kind is TaskKind.CHUNK:
+            (w, h), n = _size(p), p.tiles
+            rect = chunk_rect(w, h, n, task.row, task.col)
+            render = grow(rect, w, h, p.overscan) if n > 1 else rect
             border = blender_border(render, w, h) if n > 1 else None
             out.update(
-                frame=task["frame"],
-                row=task["row"],
-                col=task["col"],
+                frame=task.frame,
+                row=task.row,
+                col=task.col,
                 tiles=n,
                 width=w,
                 height=h,
@@ -364,9 +364,9 @@ class Farm:
             )
         return out
 
-    def _leased_task(self, task_id: int, lease: str) -> dict[str, Any]:
-        task = self.store.task(task_id)
-        if not lease or lease not in self.store.leases_of(task_id):
+    def _leased_task(self, task_id: int, lease: str) -> TaskRow:
+        task = self.store.tasks.get(task_id)
+        if not lease or lease not in task.leases:
             raise Conflict(f"task {task_id} was not leased with that lease")
         return task
 
@@ -374,12 +374,12 @@ class Farm:
         """Take a chunk's PNG (from a node); idempotent, and valid after the lease expired."""
         try:
             task = self._leased_task(task_id, lease)
-            if task["kind"] != TaskKind.CHUNK.value:
-                raise BadInput(f"task {task_id} is a {task['kind']}, not a chunk")
-            if task["state"] == TaskState.DONE.value:
+            if task.kind is not TaskKind.CHUNK:
+                raise BadInput(f"task {task_id} is a {task.kind.value}, not a chunk")
+            if task.state is TaskState.DONE:
                 return {"accepted": False, "reason": "the chunk is already done"}
-            p = self.store.project(task["project_id"])
-            rect = chunk_rect(p["width"], p["height"], p["tiles"], task["row"], task["col"])
+            p = self.store.projects.get(task.project_id)
+            rect = chunk_rect(*_size(p), p.tiles, task.row, task.col)
             try:
                 width, height, _depth, _colour = png_header(upload)
             except NotAPng:
@@ -392,50 +392,33 @@ class Farm:
                 read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
             except NotAPng as exc:
                 raise BadInput(f"the chunk image is damaged: {exc}") from None
-            dest = self.data.chunk(p["id"], task["frame"], task["row"], task["col"])
+            dest = self.data.chunk(p.id, task.frame, task.row, task.col)
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
-            if self.store.complete(task_id):
-                self.store.add_size(p["id"], size)
-                self.store.sync_state(p["id"])
+            if self.store.tasks.complete(task_id):
+                self.store.projects.add_size(p.id, size)
             return {"accepted": True}
         finally:
             upload.unlink(missing_ok=True)
 
     def probe_result(self, task_id: int, lease: str, probe: dict[str, Any]) -> dict[str, Any]:
         task = self._leased_task(task_id, lease)
-        if task["kind"] != TaskKind.PROBE.value:
-            raise BadInput(f"task {task_id} is a {task['kind']}, not a probe")
-        if task["state"] == TaskState.DONE.value:
+        if task.kind is not TaskKind.PROBE:
+            raise BadInput(f"task {task_id} is a {task.kind.value}, not a probe")
+        if task.state is TaskState.DONE:
             return {"accepted": False, "reason": "the probe is already done"}
-        p = self.store.project(task["project_id"])
+        p = self.store.projects.get(task.project_id)
         try:
-            plan = plan_from_probe(p, probe)
+            plan = plan_from_probe(msgspec.structs.asdict(p), probe)
         except BadInput as exc:
             # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
-            self.store.release(task_id, Event.RESET)
-            self.store.update_project(p["id"], state=ProjectState.ERROR.value, error=str(exc))
+            self.store.tasks.reject_probe(task_id, str(exc))
             return {"accepted": True}
-        self.store.add_chunks(
-            p["id"],
-            plan.frames,
-            p["tiles"],
-            width=plan.width,
-            height=plan.height,
-            fps=plan.fps,
-            fps_base=plan.fps_base,
-            frame_start=plan.frames[0],
-            frame_end=plan.frames[-1],
-            animation=int(plan.animation),
-            warnings=json.dumps(plan.warnings),
-            probe=json.dumps(probe),
-        )
-        self.store.complete(task_id)
-        self.store.sync_state(p["id"])
+        self.store.tasks.finish_probe(task_id, plan, probe)
         log.info(
             "project %s probed: %dx%d, frames %d-%d",
-            p["id"],
+            p.id,
             plan.width,
             plan.height,
             plan.frames[0],
@@ -451,20 +434,20 @@ class Farm:
         tail = clean_log(lines)[-10:]
         full = text if not tail else text + "\n" + "\n".join(tail)
         # The lines themselves already reached the node's log through its heartbeats.
-        gave_up = self.store.fail(task_id, node, full, self.settings.max_failures)
-        log.warning("task %s of %s failed on %s: %s", task_id, task["project_id"], node, text)
+        gave_up = self.store.tasks.fail(task_id, lease, node, full, self.settings.max_failures)
+        log.warning("task %s of %s failed on %s: %s", task_id, task.project_id, node, text)
         if gave_up:
-            log.error("project %s in error: %s", task["project_id"], text)
+            log.error("project %s in error: %s", task.project_id, text)
         return {"recorded": True, "project_error": bool(gave_up)}
 
     def release(self, task_id: int, lease: str) -> dict[str, Any]:
         self._leased_task(task_id, lease)
-        self.store.release(task_id, Event.RESET)
+        self.store.tasks.release(task_id, lease)
         return {"released": True}
 
     def archive(self, pid: str) -> tuple[Path, str]:
-        row = self.store.project(pid)
-        return self.data.archive(pid), row["sha256"]
+        row = self.store.projects.get(pid)
+        return self.data.archive(pid), row.sha256
 
 
 def waiting_reason(project: dict[str, Any], online: list[dict[str, Any]]) -> str | None:
@@ -478,6 +461,13 @@ def waiting_reason(project: dict[str, Any], online: list[dict[str, Any]]) -> str
         have = ", ".join(sorted({str(n["blender_version"]) for n in online}))
         return f"waiting for a node with Blender {needed} or newer (online nodes run {have})"
     return None
+
+
+def _size(p: ProjectRow) -> tuple[int, int]:
+    """The frame size of a probed project."""
+    if p.width is None or p.height is None:
+        raise Conflict(f"project {p.id} has not been probed yet")
+    return p.width, p.height
 
 
 def _is_zip(path: Path) -> bool:

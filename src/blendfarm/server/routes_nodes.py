@@ -85,7 +85,7 @@ async def node_lease(request: Request) -> Response:
 @api("A node leaves (token).", response="Ok", auth="token")
 async def node_leave(request: Request) -> Response:
     farm = node_auth(request)
-    await run_in_threadpool(farm.store.node_left, _node_name(request))
+    await run_in_threadpool(farm.store.nodes.left, _node_name(request))
     return JSONResponse({"ok": True})
 
 

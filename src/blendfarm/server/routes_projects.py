@@ -127,7 +127,7 @@ async def project_archive(request: Request) -> Response:
 @api("Is the server up?", response="Health")
 async def health(request: Request) -> Response:
     farm = farm_of(request)
-    return JSONResponse({"ok": True, "version": __version__, "server_id": farm.store.server_id})
+    return JSONResponse({"ok": True, "version": __version__, "server_id": farm.store.db.server_id})
 
 
 @api("Projects, nodes and disk use at once.", response="Status")
@@ -146,7 +146,7 @@ async def events(request: Request) -> Response:
         while not stopping.is_set():
             if await request.is_disconnected():
                 return
-            version = farm.store.version
+            version = farm.store.db.version
             if version != seen:
                 seen = version
                 quiet = 0.0
