@@ -185,10 +185,11 @@ class Farm:
         return {"deleted": pid, "freed": freed}
 
     def retry(self, pid: str) -> dict[str, Any]:
-        row = self.store.projects.get(pid)
-        if not can_move(row.state, ProjectEvent.RETRY):
-            raise Conflict(f"project {pid} is {row.state.value}, not in error")
-        self.store.projects.retry(pid)
+        with self.store.db.transaction():  # checked and retried at once: two retries race
+            row = self.store.projects.get(pid)
+            if not can_move(row.state, ProjectEvent.RETRY):
+                raise Conflict(f"project {pid} is {row.state.value}, not in error")
+            self.store.projects.retry(pid)
         log.info("project %s put back in the queue", pid)
         return self.project_view(pid)
 
@@ -413,9 +414,11 @@ class Farm:
             plan = plan_from_probe(msgspec.structs.asdict(p), probe)
         except BadInput as exc:
             # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
-            self.store.tasks.reject_probe(task_id, str(exc))
+            if not self.store.tasks.reject_probe(task_id, str(exc)):
+                return {"accepted": False, "reason": "the probe is already done"}
             return {"accepted": True}
-        self.store.tasks.finish_probe(task_id, plan, probe)
+        if not self.store.tasks.finish_probe(task_id, plan, probe):  # another result was first
+            return {"accepted": False, "reason": "the probe is already done"}
         log.info(
             "project %s probed: %dx%d, frames %d-%d",
             p.id,
