@@ -67,7 +67,9 @@ def test_results_are_idempotent_and_survive_an_expired_lease(farm: InProcessFarm
     farm.answer(farm.lease())
     task = farm.lease()
     assert task is not None
-    farm.farm.store.release(task["id"], __import__("blendfarm.states").states.Event.EXPIRE)
+    store = farm.farm.store
+    store.db.clock = lambda: time.time() + 3600  # an hour later...
+    assert store.tasks.expire_leases() == [task["id"]]  # ...the lease has run out
     # The lease ran out, but the chunk is unfinished and the image good: accepted.
     assert farm.answer(task).json() == {"accepted": True, "reason": None}
     assert farm.answer(task).json()["accepted"] is False  # already done: ignored
@@ -452,12 +454,12 @@ def test_zips_made_by_other_tools_are_read_the_same(farm: InProcessFarm) -> None
 
 
 def test_the_event_stream_builds_each_snapshot_once_for_all_watchers(farm: InProcessFarm) -> None:
-    version = farm.farm.store.version
+    version = farm.farm.store.db.version
     first = farm.farm.views.status_event(version)
     assert first.startswith(b"event: status\ndata: {") and first.endswith(b"\n\n")
     assert farm.farm.views.status_event(version) is first  # a second watcher gets the same text
     farm.submit()
-    fresh = farm.farm.views.status_event(farm.farm.store.version)
+    fresh = farm.farm.views.status_event(farm.farm.store.db.version)
     assert fresh is not first and b'"title":"scene"' in fresh
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from apphelpers import PROBE, InProcessFarm
+from apphelpers import NODE, PROBE, InProcessFarm
 from test_node import FakeRenderer, make_node
 
 
@@ -14,7 +14,7 @@ def test_a_probe_landing_during_a_compositing_pass_does_not_error_the_project(
     pid = farm.submit({"frames": "1-2"}).json()["id"]
     probe = farm.lease()
     assert probe is not None
-    stale_rows = farm.farm.store.projects()  # the pass lists projects (width still None)...
+    stale_rows = farm.farm.store.projects.all()  # the pass lists projects (width still None)...
     farm.answer(probe, PROBE)  # ...a probe lands...
     chunk = farm.lease()
     assert chunk is not None
@@ -75,3 +75,56 @@ def test_a_cancel_arriving_while_the_result_uploads_keeps_the_warm_blender(
     node.client.request = request  # type: ignore[method-assign]
     node.run_task(task)
     assert aborted == []  # Blender had finished: nothing to stop, the session stays warm
+
+
+def expire_every_lease(farm: InProcessFarm) -> None:
+    store = farm.farm.store
+    real_clock = store.db.clock
+    store.db.clock = lambda: real_clock() + 3600
+    try:
+        assert store.tasks.expire_leases()
+    finally:
+        store.db.clock = real_clock
+
+
+def test_a_late_failure_does_not_take_the_task_from_the_node_that_has_it_now(
+    farm: InProcessFarm,
+) -> None:
+    for n in ("slow", "fast"):
+        farm.register(n)
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    farm.answer(farm.lease("fast"))
+    stale = farm.lease("slow")
+    assert stale is not None
+    expire_every_lease(farm)  # slow's lease runs out...
+    current = farm.lease("fast")  # ...and the chunk goes to fast
+    assert current is not None and current["id"] == stale["id"]
+    answer = farm.client.post(  # ...when slow's failure report arrives
+        f"/api/tasks/{stale['id']}/fail",
+        params={"lease": stale["lease"]},
+        headers=NODE,
+        json={"node": "slow", "message": "Error: out of memory"},
+    )
+    assert answer.json() == {"recorded": True, "project_error": False}
+    task = farm.farm.store.tasks.get(current["id"])
+    assert (task.state, task.node, task.lease) == ("rendering", "fast", current["lease"])
+    assert farm.answer(current).json()["accepted"] is True
+    assert farm.client.get(f"/api/projects/{pid}").json()["chunks_done"] == 1
+
+
+def test_a_late_hand_back_does_not_take_the_task_from_the_node_that_has_it_now(
+    farm: InProcessFarm,
+) -> None:
+    farm.submit({"frame": "1"})
+    farm.answer(farm.lease("fast"))
+    stale = farm.lease("slow")
+    assert stale is not None
+    expire_every_lease(farm)
+    current = farm.lease("fast")
+    assert current is not None and current["id"] == stale["id"]
+    farm.client.post(
+        f"/api/tasks/{stale['id']}/release", params={"lease": stale["lease"]}, headers=NODE
+    )
+    task = farm.farm.store.tasks.get(current["id"])
+    assert (task.state, task.node) == ("rendering", "fast")
+    assert farm.lease("slow") is None  # nothing else to hand out: the chunk stays with fast

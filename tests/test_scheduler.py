@@ -1,12 +1,9 @@
 from __future__ import annotations
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from blendfarm.errors import Conflict
 from blendfarm.scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
-from blendfarm.states import Event, ProjectState, TaskState, project_state, task_move
 
 
 def test_least_busy_project_goes_first_and_older_wins_a_tie() -> None:
@@ -59,22 +56,3 @@ def test_a_task_gives_up_after_three_nodes_or_every_node() -> None:
     assert task_gives_up(frozenset({"a", "b", "c"}), frozenset({"a", "b", "c", "d"}), 3)
     assert task_gives_up(frozenset({"a"}), frozenset({"a"}), 3)
     assert not task_gives_up(frozenset({"a"}), frozenset({"a", "b"}), 3)
-
-
-def test_task_moves() -> None:
-    assert task_move(TaskState.QUEUED, Event.LEASE) is TaskState.RENDERING
-    assert task_move(TaskState.RENDERING, Event.EXPIRE) is TaskState.QUEUED
-    assert task_move(TaskState.QUEUED, Event.COMPLETE) is TaskState.DONE  # late result
-    assert task_move(TaskState.DONE, Event.COMPLETE) is TaskState.DONE  # idempotent
-    with pytest.raises(Conflict):
-        task_move(TaskState.DONE, Event.LEASE)
-    with pytest.raises(Conflict):
-        task_move(TaskState.QUEUED, Event.FAIL)
-
-
-def test_project_state_follows_its_tasks() -> None:
-    assert project_state(ProjectState.QUEUED, 0, 0, 1) is ProjectState.RENDERING
-    assert project_state(ProjectState.QUEUED, 4, 0, 0) is ProjectState.QUEUED
-    assert project_state(ProjectState.RENDERING, 4, 4, 0) is ProjectState.COMPOSITING
-    assert project_state(ProjectState.ERROR, 4, 4, 0) is ProjectState.ERROR
-    assert project_state(ProjectState.DONE, 4, 4, 0) is ProjectState.DONE

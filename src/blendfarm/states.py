@@ -1,10 +1,22 @@
-"""The project and task state machines, as plain functions over plain values."""
+"""The project and task state machines, as tables over plain values.
+
+A state changes only through `task_move` or `project_move`: the store reads the current state
+inside its transaction, asks this module for the next one and writes what it answers. A move
+that is not in a table is a bug in the caller, raised as `IllegalTransition`; code that serves
+a person's request (retry a project that is not in error, ...) checks first and answers with a
+`Conflict` itself.
+
+New states (say `paused`, `cancelled`) are new rows in these tables and new members of the
+sets below, not new code paths in the store.
+"""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-from .errors import Conflict
+
+class IllegalTransition(RuntimeError):
+    """A state machine was asked for a move its table does not have (a bug, never user input)."""
 
 
 class ProjectState(StrEnum):
@@ -26,43 +38,99 @@ class TaskKind(StrEnum):
     CHUNK = "chunk"  # render one chunk of one frame
 
 
-class Event(StrEnum):
-    LEASE = "lease"
-    COMPLETE = "complete"
-    FAIL = "fail"
-    EXPIRE = "expire"
-    RESET = "reset"
+class TaskEvent(StrEnum):
+    LEASE = "lease"  # a node takes the task
+    COMPLETE = "complete"  # its result arrived (possibly late, possibly twice)
+    FAIL = "fail"  # its node reports a failure
+    EXPIRE = "expire"  # its lease ran out
+    RELEASE = "release"  # its node hands it back unfinished
+    REJECT = "reject"  # its (probe) result was refused: back to the queue for a later retry
+    RETRY = "retry"  # its project is retried
 
 
-_TASK_MOVES: dict[tuple[TaskState, Event], TaskState] = {
-    (TaskState.QUEUED, Event.LEASE): TaskState.RENDERING,
-    (TaskState.RENDERING, Event.COMPLETE): TaskState.DONE,
+class ProjectEvent(StrEnum):
+    START = "start"  # work on it has begun: a task is rendering or a chunk is done
+    RENDERED = "rendered"  # every chunk is done
+    REQUEUED = "requeued"  # nothing is rendering or done any more
+    FINISHED = "finished"  # compositing wrote the result
+    FAILED = "failed"  # it cannot go on: a task gave up, the probe or compositing failed
+    RETRY = "retry"  # a person puts it back to work
+
+
+_TASK_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
+    (TaskState.QUEUED, TaskEvent.LEASE): TaskState.RENDERING,
+    (TaskState.RENDERING, TaskEvent.COMPLETE): TaskState.DONE,
     # A result that arrives after its lease expired is still good if the task is unfinished.
-    (TaskState.QUEUED, Event.COMPLETE): TaskState.DONE,
-    (TaskState.DONE, Event.COMPLETE): TaskState.DONE,
-    (TaskState.RENDERING, Event.FAIL): TaskState.QUEUED,
-    (TaskState.RENDERING, Event.EXPIRE): TaskState.QUEUED,
-    (TaskState.QUEUED, Event.RESET): TaskState.QUEUED,
-    (TaskState.RENDERING, Event.RESET): TaskState.QUEUED,
+    (TaskState.QUEUED, TaskEvent.COMPLETE): TaskState.DONE,
+    (TaskState.DONE, TaskEvent.COMPLETE): TaskState.DONE,  # completion is idempotent
+    (TaskState.RENDERING, TaskEvent.FAIL): TaskState.QUEUED,
+    (TaskState.RENDERING, TaskEvent.EXPIRE): TaskState.QUEUED,
+    (TaskState.RENDERING, TaskEvent.RELEASE): TaskState.QUEUED,
+    (TaskState.RENDERING, TaskEvent.REJECT): TaskState.QUEUED,
+    (TaskState.QUEUED, TaskEvent.REJECT): TaskState.QUEUED,  # a late result, refused
+    # Retrying a project requeues what is unfinished; done tasks have no row: they are kept.
+    (TaskState.QUEUED, TaskEvent.RETRY): TaskState.QUEUED,
+    (TaskState.RENDERING, TaskEvent.RETRY): TaskState.QUEUED,
 }
 
+_PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {
+    (ProjectState.QUEUED, ProjectEvent.START): ProjectState.RENDERING,
+    (ProjectState.QUEUED, ProjectEvent.REQUEUED): ProjectState.QUEUED,
+    (ProjectState.QUEUED, ProjectEvent.RENDERED): ProjectState.COMPOSITING,  # late results
+    (ProjectState.QUEUED, ProjectEvent.FAILED): ProjectState.ERROR,
+    (ProjectState.RENDERING, ProjectEvent.START): ProjectState.RENDERING,
+    (ProjectState.RENDERING, ProjectEvent.REQUEUED): ProjectState.QUEUED,
+    (ProjectState.RENDERING, ProjectEvent.RENDERED): ProjectState.COMPOSITING,
+    (ProjectState.RENDERING, ProjectEvent.FAILED): ProjectState.ERROR,
+    (ProjectState.COMPOSITING, ProjectEvent.RENDERED): ProjectState.COMPOSITING,
+    (ProjectState.COMPOSITING, ProjectEvent.FINISHED): ProjectState.DONE,
+    (ProjectState.COMPOSITING, ProjectEvent.FAILED): ProjectState.ERROR,
+    (ProjectState.DONE, ProjectEvent.RENDERED): ProjectState.DONE,  # done is sticky
+    # Error is sticky: tasks still rendering may finish, fail or expire meanwhile.
+    (ProjectState.ERROR, ProjectEvent.START): ProjectState.ERROR,
+    (ProjectState.ERROR, ProjectEvent.REQUEUED): ProjectState.ERROR,
+    (ProjectState.ERROR, ProjectEvent.RENDERED): ProjectState.ERROR,
+    (ProjectState.ERROR, ProjectEvent.FAILED): ProjectState.ERROR,
+    (ProjectState.ERROR, ProjectEvent.RETRY): ProjectState.QUEUED,
+}
 
-def task_move(state: TaskState, event: Event) -> TaskState:
-    """The state a task reaches from `state` on `event`; Conflict when the move is not allowed."""
+# Projects a node may take a task from.
+LEASABLE: frozenset[ProjectState] = frozenset({ProjectState.QUEUED, ProjectState.RENDERING})
+# Projects whose finished frames the compositor stitches.
+STITCHABLE: frozenset[ProjectState] = frozenset({ProjectState.RENDERING, ProjectState.COMPOSITING})
+
+
+def task_move(state: TaskState, event: TaskEvent) -> TaskState:
+    """The state a task reaches from `state` on `event`; IllegalTransition when there is none."""
     try:
         return _TASK_MOVES[(state, event)]
     except KeyError:
-        raise Conflict(f"a {state.value} task cannot {event.value}") from None
+        raise IllegalTransition(f"a {state.value} task cannot {event.value}") from None
 
 
-def project_state(
-    current: ProjectState, tasks_total: int, tasks_done: int, tasks_rendering: int
-) -> ProjectState:
-    """The state a project is in given its task counts (error and done are sticky)."""
-    if current in (ProjectState.ERROR, ProjectState.DONE):
-        return current
-    if tasks_total and tasks_done == tasks_total:
-        return ProjectState.COMPOSITING
-    if tasks_rendering or tasks_done:
-        return ProjectState.RENDERING
-    return ProjectState.QUEUED
+def task_moves(event: TaskEvent) -> dict[TaskState, TaskState]:
+    """Every move `event` makes: the states it applies to and where each one goes."""
+    return {old: new for (old, ev), new in _TASK_MOVES.items() if ev is event}
+
+
+def project_move(state: ProjectState, event: ProjectEvent) -> ProjectState:
+    """The state a project reaches from `state` on `event`; IllegalTransition when there is
+    none."""
+    try:
+        return _PROJECT_MOVES[(state, event)]
+    except KeyError:
+        raise IllegalTransition(f"a {state.value} project cannot take {event.value}") from None
+
+
+def can_move(state: ProjectState, event: ProjectEvent) -> bool:
+    """Whether `event` applies to a project in `state` (for callers that check first)."""
+    return (state, event) in _PROJECT_MOVES
+
+
+def progress_event(chunks_total: int, chunks_done: int, tasks_rendering: int) -> ProjectEvent:
+    """What a project's task counts say happened: every chunk done, work begun, or none left."""
+    if chunks_total and chunks_done == chunks_total:
+        return ProjectEvent.RENDERED
+    if tasks_rendering or chunks_done:
+        return ProjectEvent.START
+    return ProjectEvent.REQUEUED

@@ -119,7 +119,7 @@ class BlenderShelf:
         self.store = store
 
     def info(self) -> dict[str, Any] | None:
-        raw = self.store.get_meta(META_KEY)
+        raw = self.store.db.get_meta(META_KEY)
         if not raw:
             return None
         info: dict[str, Any] = json.loads(raw)
@@ -154,7 +154,7 @@ class BlenderShelf:
             for old in self.folder.iterdir():
                 if old.name != name:
                     old.unlink(missing_ok=True)
-            self.store.set_meta(META_KEY, json.dumps(info))
+            self.store.db.set_meta(META_KEY, json.dumps(info))
             return info
         finally:
             upload.unlink(missing_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import defaultdict
-from typing import Any
+from contextlib import suppress
 
 from ..atomic import replacing
 from ..compositor import (
@@ -22,9 +22,10 @@ from ..compositor import (
     write_thumbnail,
 )
 from ..errors import NotFound
-from ..states import ProjectState, TaskState
+from ..states import STITCHABLE, ProjectState, TaskState
 from ..tiles import chunk_rect
 from .files import DataDir
+from .rows import ProjectRow, TaskRow
 from .store import Store
 
 log = logging.getLogger("blendfarm.server")
@@ -39,43 +40,42 @@ class Compositor:
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
-        for row in self.store.projects():
-            if row["state"] not in (ProjectState.RENDERING.value, ProjectState.COMPOSITING.value):
+        for row in self.store.projects.all():
+            if row.state not in STITCHABLE:
                 continue
             try:
                 self.composite(row)
             except NotFound:
                 continue  # deleted meanwhile
             except Exception as exc:
-                log.exception("compositing project %s failed", row["id"])
-                self.store.update_project(
-                    row["id"], state=ProjectState.ERROR.value, error=f"compositing failed: {exc}"
-                )
+                log.exception("compositing project %s failed", row.id)
+                with suppress(NotFound):
+                    self.store.projects.set_error(row.id, f"compositing failed: {exc}")
 
-    def composite(self, project: dict[str, Any]) -> None:
+    def composite(self, project: ProjectRow) -> None:
         store, data = self.store, self.data
-        pid = project["id"]
+        pid = project.id
         # Read the row again: a probe may have landed since the pass listed the projects.
-        project = store.project(pid)
-        tasks = store.tasks(pid)
-        if not tasks or project["width"] is None:
+        project = store.projects.get(pid)
+        tasks = store.tasks.of_project(pid)
+        if not tasks or project.width is None or project.height is None:
             return
-        by_frame: dict[int, list[dict[str, Any]]] = defaultdict(list)
+        by_frame: dict[int, list[TaskRow]] = defaultdict(list)
         for t in tasks:
-            by_frame[t["frame"]].append(t)
-        stitched = store.stitched_frames(pid)
-        w, h, n = project["width"], project["height"], project["tiles"]
+            by_frame[t.frame].append(t)
+        stitched = store.projects.stitched_frames(pid)
+        w, h, n = project.width, project.height, project.tiles
         for frame, chunks in sorted(by_frame.items()):
             if frame in stitched and data.frame(pid, frame).exists():
                 continue
-            if any(t["state"] != TaskState.DONE.value for t in chunks):
+            if any(t.state is not TaskState.DONE for t in chunks):
                 continue
             out = data.frame(pid, frame)
             stitch_files(
                 [
                     (
-                        chunk_rect(w, h, n, t["row"], t["col"]),
-                        data.chunk(pid, frame, t["row"], t["col"]),
+                        chunk_rect(w, h, n, t.row, t.col),
+                        data.chunk(pid, frame, t.row, t.col),
                     )
                     for t in chunks
                 ],
@@ -84,27 +84,25 @@ class Compositor:
                 out,
             )
             write_thumbnail(out, data.thumbnail(pid))
-            store.add_size(pid, out.stat().st_size)
-            store.mark_frame(pid, frame)
+            store.projects.add_size(pid, out.stat().st_size)
+            store.projects.mark_frame(pid, frame)
             stitched.add(frame)
-        if store.sync_state(pid) is not ProjectState.COMPOSITING:
+        if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
             return
         if set(by_frame) - stitched:
             return
         self.finish(project, sorted(by_frame), tasks)
 
-    def finish(
-        self, project: dict[str, Any], frames: list[int], tasks: list[dict[str, Any]]
-    ) -> None:
+    def finish(self, project: ProjectRow, frames: list[int], tasks: list[TaskRow]) -> None:
         store, data = self.store, self.data
-        pid = project["id"]
-        animation = bool(project["animation"])
+        pid = project.id
+        animation = project.animation
         raw = data.raw(pid)
         write_raw_zip(
             (
                 (
-                    chunk_name(pid, t["frame"], t["row"], t["col"]),
-                    data.chunk(pid, t["frame"], t["row"], t["col"]),
+                    chunk_name(pid, t.frame, t.row, t.col),
+                    data.chunk(pid, t.frame, t.row, t.col),
                 )
                 for t in tasks
             ),
@@ -112,12 +110,12 @@ class Compositor:
         )
         result = data.result(pid, animation)
         if animation:
-            encode_mp4(
-                (data.frame(pid, f) for f in frames), result, project["fps"], project["fps_base"]
-            )
+            if project.fps is None or project.fps_base is None:
+                raise RuntimeError(f"project {pid} has no frame rate (it was never probed)")
+            encode_mp4((data.frame(pid, f) for f in frames), result, project.fps, project.fps_base)
         else:
             with replacing(result) as tmp:
                 shutil.copyfile(data.frame(pid, frames[0]), tmp)
-        store.add_size(pid, raw.stat().st_size + result.stat().st_size)
-        store.update_project(pid, state=ProjectState.DONE.value, result=result.name)
+        store.projects.add_size(pid, raw.stat().st_size + result.stat().st_size)
+        store.projects.set_result(pid, result.name)
         log.info("project %s done: %s", pid, result.name)

@@ -1,7 +1,9 @@
-"""The farm's SQLite file (WAL): schema, one connection, transactions, key-value meta.
+"""The farm's SQLite file (WAL): one connection, one lock, transactions, key-value meta.
 
-Every method of the store runs under one lock in one transaction, so the server's threads see
-a consistent farm; `version` grows on every change (the event stream watches it).
+The stores (projects, tasks, nodes) share one `Database`: every change runs in
+`transaction()` under the one lock, so the server's threads see a consistent farm, and
+`version` grows on every committed change (the event stream watches it). Transactions nest:
+an inner one is a savepoint of the outer, so an operation can span several stores atomically.
 """
 
 from __future__ import annotations
@@ -10,96 +12,84 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS projects (
-  id TEXT PRIMARY KEY, title TEXT NOT NULL, blend TEXT NOT NULL,
-  sha256 TEXT NOT NULL, archive_size INTEGER NOT NULL,
-  animation INTEGER NOT NULL, frame_start INTEGER, frame_end INTEGER,
-  tiles INTEGER NOT NULL, overscan INTEGER NOT NULL,
-  state TEXT NOT NULL, error TEXT,
-  width INTEGER, height INTEGER, fps REAL, fps_base REAL, probe TEXT,
-  warnings TEXT NOT NULL DEFAULT '[]', size INTEGER NOT NULL DEFAULT 0,
-  result TEXT, thumbnail INTEGER NOT NULL DEFAULT 0, file_version TEXT,
-  created REAL NOT NULL, updated REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS tasks (
-  id INTEGER PRIMARY KEY, project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
-  kind TEXT NOT NULL, frame INTEGER NOT NULL DEFAULT 0, row INTEGER NOT NULL DEFAULT 0,
-  col INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL, node TEXT, lease TEXT,
-  lease_expires REAL, started REAL, finished REAL, failed_on TEXT NOT NULL DEFAULT '[]',
-  last_error TEXT, leases TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, project_id);
-CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project_id, frame);
-CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(project_id, state, frame, row, col);
-CREATE TABLE IF NOT EXISTS frames (
-  project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, frame INTEGER NOT NULL,
-  PRIMARY KEY (project_id, frame)
-);
-CREATE TABLE IF NOT EXISTS node_failures (
-  project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, node TEXT NOT NULL,
-  failures INTEGER NOT NULL, PRIMARY KEY (project_id, node)
-);
-CREATE TABLE IF NOT EXISTS nodes (
-  name TEXT PRIMARY KEY, blender_version TEXT, started REAL NOT NULL, last_seen REAL NOT NULL,
-  chunks_done INTEGER NOT NULL DEFAULT 0, info TEXT NOT NULL DEFAULT '{}',
-  log TEXT NOT NULL DEFAULT '[]', offline INTEGER NOT NULL DEFAULT 0
-);
-"""
+from .migrations import migrate
 
-
-def clock() -> float:
-    return time.time()
+Clock = Callable[[], float]
 
 
 class Database:
-    """One SQLite connection behind one lock."""
+    """One SQLite connection behind one lock; `clock` is the time every store uses."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, clock: Clock = time.time):
         self.path = path
+        self.clock = clock
+        self.version = 0
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
-        self.version = 0
+        self._depth = 0
+        self._changed = False
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
-            self._migrate()
+            try:
+                migrate(self._db)
+            except BaseException:
+                self._db.close()
+                raise
             if self._meta("server_id") is None:
-                self._db.execute(
-                    "INSERT INTO meta VALUES ('server_id', ?)", (secrets.token_hex(8),)
-                )
-
-    def _migrate(self) -> None:
-        """Columns added since the first release, for databases made before them."""
-        have = {r[1] for r in self._db.execute("PRAGMA table_info(projects)")}
-        if "file_version" not in have:
-            self._db.execute("ALTER TABLE projects ADD COLUMN file_version TEXT")
+                self.new_server_id()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
 
     @contextmanager
-    def _tx(self, changes: bool = True) -> Iterator[sqlite3.Connection]:
+    def transaction(self, changes: bool = True) -> Iterator[sqlite3.Connection]:
+        """One atomic unit of work. `changes=False` for writes nobody watches (lease renewals,
+        sizes); call `changed()` inside when such a transaction turns out to change the farm."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            outer = self._depth == 0
+            savepoint = f"sp{self._depth}"
+            self._db.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
+            if outer:
+                self._changed = False
+            self._depth += 1
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._depth -= 1
+                if outer:
+                    self._db.execute("ROLLBACK")
+                else:
+                    self._db.execute(f"ROLLBACK TO {savepoint}")
+                    self._db.execute(f"RELEASE {savepoint}")
                 raise
-            self._db.execute("COMMIT")
+            self._depth -= 1
             if changes:
+                self._changed = True
+            if not outer:
+                self._db.execute(f"RELEASE {savepoint}")
+                return
+            self._db.execute("COMMIT")
+            if self._changed:
                 self.version += 1
+
+    def changed(self) -> None:
+        """Count the running transaction as a change (bumps `version` when it commits)."""
+        self._changed = True
+
+    @contextmanager
+    def read(self) -> Iterator[sqlite3.Connection]:
+        """The connection, for reads, under the lock (consistent with every writer)."""
+        with self._lock:
+            yield self._db
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -110,10 +100,14 @@ class Database:
         with self._lock:
             return self._meta("server_id") or ""
 
+    def new_server_id(self) -> None:
+        """Take a new identity (after a purge: nodes drop what they cached from the old one)."""
+        self.set_meta("server_id", secrets.token_hex(8))
+
     def get_meta(self, key: str) -> str | None:
         with self._lock:
             return self._meta(key)
 
     def set_meta(self, key: str, value: str) -> None:
-        with self._tx() as db:
+        with self.transaction() as db:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))

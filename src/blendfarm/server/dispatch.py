@@ -6,21 +6,23 @@ unfinished chunk is still accepted; anything under a lease never issued for the 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
+
+import msgspec
 
 from .. import protocol as p
 from ..atomic import fsync_file
 from ..errors import BadInput, Conflict
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
-from ..states import Event, ProjectState, TaskKind, TaskState
+from ..states import TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard
 from .blender_shelf import BlenderShelf
 from .files import DataDir
+from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import clean_log, plan_from_probe
 
@@ -47,10 +49,10 @@ class Dispatch:
     # -- nodes ------------------------------------------------------------------------------
 
     def register(self, name: str, info: p.NodeInfo) -> p.Welcome:
-        self.store.node_seen(name, p.to_builtins(info))
+        self.store.nodes.seen(name, p.to_builtins(info))
         log.info("node %s online (Blender %s)", name, info.blender_version or "unknown")
         return p.Welcome(
-            server_id=self.store.server_id,
+            server_id=self.store.db.server_id,
             blender_sha256=self._blender_sha(),
             node_timeout=self.settings.node_timeout,
             heartbeat=max(1.0, self.settings.node_timeout / 3),
@@ -58,15 +60,15 @@ class Dispatch:
         )
 
     def heartbeat(self, name: str, beat: p.Heartbeat) -> p.HeartbeatAnswer:
-        self.store.node_seen(name)
-        lost = self.store.renew(name, beat.tasks, self.settings.node_timeout)
-        self.store.node_log(name, self._clean(beat.log))
+        self.store.nodes.seen(name)
+        lost = self.store.tasks.renew(name, beat.tasks, self.settings.node_timeout)
+        self.store.nodes.append_log(name, self._clean(beat.log))
         return p.HeartbeatAnswer(
-            server_id=self.store.server_id, cancel=lost, blender_sha256=self._blender_sha()
+            server_id=self.store.db.server_id, cancel=lost, blender_sha256=self._blender_sha()
         )
 
     def leave(self, name: str) -> p.Ok:
-        self.store.node_left(name)
+        self.store.nodes.left(name)
         return p.Ok(ok=True)
 
     def _blender_sha(self) -> str | None:
@@ -76,43 +78,43 @@ class Dispatch:
     # -- leases -----------------------------------------------------------------------------
 
     def lease(self, name: str) -> p.Task | None:
-        self.store.node_seen(name)
-        task = self.store.lease(name, self.settings.node_timeout, self.settings.max_failures)
+        self.store.nodes.seen(name)
+        task = self.store.tasks.lease(name, self.settings.node_timeout, self.settings.max_failures)
         if task is None:
             return None
         return self._describe(task)
 
-    def _describe(self, task: dict[str, object]) -> p.Task:
-        proj = self.store.project(str(task["project_id"]))
+    def _describe(self, task: TaskRow) -> p.Task:
+        proj = self.store.projects.get(task.project_id)
+        assert task.lease is not None  # a leased task has its lease
         out = p.Task(
-            id=int(str(task["id"])),
-            lease=str(task["lease"]),
-            kind=TaskKind(str(task["kind"])),
-            project=proj["id"],
-            title=proj["title"],
-            sha256=proj["sha256"],
-            archive_size=proj["archive_size"],
-            archive_url=f"/api/projects/{proj['id']}/archive",
-            blend=proj["blend"],
+            id=task.id,
+            lease=task.lease,
+            kind=task.kind,
+            project=proj.id,
+            title=proj.title,
+            sha256=proj.sha256,
+            archive_size=proj.archive_size,
+            archive_url=f"/api/projects/{proj.id}/archive",
+            blend=proj.blend,
             timeout=self.settings.chunk_timeout,
         )
-        if out.kind is TaskKind.CHUNK:
-            w, h, n = proj["width"], proj["height"], proj["tiles"]
-            row, col = int(str(task["row"])), int(str(task["col"]))
-            rect = chunk_rect(w, h, n, row, col)
-            render = grow(rect, w, h, proj["overscan"]) if n > 1 else rect
+        if task.kind is TaskKind.CHUNK:
+            (w, h), n = frame_size(proj), proj.tiles
+            rect = chunk_rect(w, h, n, task.row, task.col)
+            render = grow(rect, w, h, proj.overscan) if n > 1 else rect
             border = blender_border(render, w, h) if n > 1 else None
-            out.frame, out.row, out.col = int(str(task["frame"])), row, col
+            out.frame, out.row, out.col = task.frame, task.row, task.col
             out.tiles, out.width, out.height = n, w, h
             out.rect, out.render_rect = rect, render
             if border is not None:
                 out.border = [border.min_x, border.max_x, border.min_y, border.max_y]
         return out
 
-    def check_lease(self, task_id: int, lease: str) -> dict[str, object]:
+    def check_lease(self, task_id: int, lease: str) -> TaskRow:
         """The task, when `lease` was ever issued for it; Conflict otherwise."""
-        task = self.store.task(task_id)
-        if not lease or lease not in self.store.leases_of(task_id):
+        task = self.store.tasks.get(task_id)
+        if not lease or lease not in task.leases:
             raise Conflict(f"task {task_id} was not leased with that lease")
         return task
 
@@ -122,13 +124,12 @@ class Dispatch:
         """Take a chunk's PNG (from a node); idempotent, and valid after the lease expired."""
         try:
             task = self.check_lease(task_id, lease)
-            if task["kind"] != TaskKind.CHUNK.value:
-                raise BadInput(f"task {task_id} is a {task['kind']}, not a chunk")
-            if task["state"] == TaskState.DONE.value:
+            if task.kind is not TaskKind.CHUNK:
+                raise BadInput(f"task {task_id} is a {task.kind.value}, not a chunk")
+            if task.state is TaskState.DONE:
                 return p.Accepted(accepted=False, reason="the chunk is already done")
-            proj = self.store.project(str(task["project_id"]))
-            frame, row, col = (int(str(task[k])) for k in ("frame", "row", "col"))
-            rect = chunk_rect(proj["width"], proj["height"], proj["tiles"], row, col)
+            proj = self.store.projects.get(task.project_id)
+            rect = chunk_rect(*frame_size(proj), proj.tiles, task.row, task.col)
             try:
                 width, height, _depth, _colour = png_header(upload)
             except NotAPng:
@@ -141,52 +142,38 @@ class Dispatch:
                 read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
             except NotAPng as exc:
                 raise BadInput(f"the chunk image is damaged: {exc}") from None
-            dest = self.data.chunk(proj["id"], frame, row, col)
+            dest = self.data.chunk(proj.id, task.frame, task.row, task.col)
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
             fsync_file(dest)  # on the disk before the database says the chunk is done
-            if self.store.complete(task_id):
-                self.store.add_size(proj["id"], size)
-                self.store.sync_state(proj["id"])
+            if self.store.tasks.complete(task_id):
+                self.store.projects.add_size(proj.id, size)
             return p.Accepted(accepted=True)
         finally:
             upload.unlink(missing_ok=True)
 
     def probe_result(self, task_id: int, lease: str, probe: p.Probe) -> p.Accepted:
         task = self.check_lease(task_id, lease)
-        if task["kind"] != TaskKind.PROBE.value:
-            raise BadInput(f"task {task_id} is a {task['kind']}, not a probe")
-        if task["state"] == TaskState.DONE.value:
-            return p.Accepted(accepted=False, reason="the probe is already done")
-        proj = self.store.project(str(task["project_id"]))
+        already = p.Accepted(accepted=False, reason="the probe is already done")
+        if task.kind is not TaskKind.PROBE:
+            raise BadInput(f"task {task_id} is a {task.kind.value}, not a probe")
+        if task.state is TaskState.DONE:
+            return already
+        proj = self.store.projects.get(task.project_id)
         raw = p.to_builtins(probe)
         try:
-            plan = plan_from_probe(proj, raw)
+            plan = plan_from_probe(msgspec.structs.asdict(proj), raw)
         except BadInput as exc:
             # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
-            self.store.release(task_id, Event.RESET)
-            self.store.update_project(proj["id"], state=ProjectState.ERROR.value, error=str(exc))
+            if not self.store.tasks.reject_probe(task_id, str(exc)):
+                return already
             return p.Accepted(accepted=True)
-        self.store.add_chunks(
-            proj["id"],
-            plan.frames,
-            proj["tiles"],
-            width=plan.width,
-            height=plan.height,
-            fps=plan.fps,
-            fps_base=plan.fps_base,
-            frame_start=plan.frames[0],
-            frame_end=plan.frames[-1],
-            animation=int(plan.animation),
-            warnings=json.dumps(plan.warnings),
-            probe=json.dumps(raw),
-        )
-        self.store.complete(task_id)
-        self.store.sync_state(proj["id"])
+        if not self.store.tasks.finish_probe(task_id, plan, raw):  # another result was first
+            return already
         log.info(
             "project %s probed: %dx%d, frames %d-%d",
-            proj["id"],
+            proj.id,
             plan.width,
             plan.height,
             plan.frames[0],
@@ -201,17 +188,24 @@ class Dispatch:
         tail = self._clean(failure.log)[-10:]
         full = text if not tail else text + "\n" + "\n".join(tail)
         # The lines themselves already reached the node's log through its heartbeats.
-        gave_up = self.store.fail(task_id, node, full, self.settings.max_failures)
-        log.warning("task %s of %s failed on %s: %s", task_id, task["project_id"], node, text)
+        gave_up = self.store.tasks.fail(task_id, lease, node, full, self.settings.max_failures)
+        log.warning("task %s of %s failed on %s: %s", task_id, task.project_id, node, text)
         if gave_up:
-            log.error("project %s in error: %s", task["project_id"], text)
+            log.error("project %s in error: %s", task.project_id, text)
         return p.FailureAnswer(recorded=True, project_error=bool(gave_up))
 
     def release(self, task_id: int, lease: str) -> p.Ok:
         self.check_lease(task_id, lease)
-        self.store.release(task_id, Event.RESET)
+        self.store.tasks.release(task_id, lease)
         return p.Ok(ok=True)
 
     def archive(self, pid: str) -> tuple[Path, str]:
-        row = self.store.project(pid)
-        return self.data.archive(pid), row["sha256"]
+        row = self.store.projects.get(pid)
+        return self.data.archive(pid), row.sha256
+
+
+def frame_size(project: ProjectRow) -> tuple[int, int]:
+    """The frame size of a probed project; Conflict before the probe is in."""
+    if project.width is None or project.height is None:
+        raise Conflict(f"project {project.id} has not been probed yet")
+    return project.width, project.height

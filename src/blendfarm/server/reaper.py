@@ -12,8 +12,8 @@ log = logging.getLogger("blendfarm.server")
 
 def reap(store: Store, settings: Settings) -> None:
     """Requeue every task whose lease expired; mark silent nodes offline."""
-    expired = store.expire_leases()
+    expired = store.tasks.expire_leases()
     if expired:
         log.warning("leases ran out for tasks %s: back in the queue", expired)
-    for name in store.mark_offline(settings.node_timeout):
+    for name in store.nodes.mark_offline(settings.node_timeout):
         log.warning("node %s is offline (no heartbeat for %gs)", name, settings.node_timeout)

@@ -107,7 +107,7 @@ class Background:
         """Run `work` every interval (or only when the store changed) until stopped."""
         while not self._stop.wait(self.interval):
             if not always:
-                version = self.farm.store.version
+                version = self.farm.store.db.version
                 if version == self._seen_version:
                     continue
                 self._seen_version = version

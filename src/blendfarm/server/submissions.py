@@ -11,8 +11,9 @@ from ..archive import choose_blend, inspect_zip, is_blend_file, is_zip_file, wra
 from ..blendversion import read_version
 from ..errors import BadInput, Conflict
 from ..settings import Settings
-from ..states import ProjectState
+from ..states import ProjectEvent, can_move
 from .files import DataDir, sha256_file
+from .rows import NewProject
 from .store import Store
 from .validate import Submission
 from .views import Views
@@ -52,19 +53,19 @@ class Submissions:
                 raise BadInput(f"{blend} is not a .blend file")
             sha = sha256_file(archive)
             size = archive.stat().st_size
-            pid = self.store.create_project(
-                {
-                    "title": sub.title or Path(blend).stem,
-                    "blend": blend,
-                    "sha256": sha,
-                    "archive_size": size,
-                    "animation": sub.animation,
-                    "frame_start": sub.frame_start,
-                    "frame_end": sub.frame_end,
-                    "tiles": sub.tiles,
-                    "overscan": sub.overscan,
-                    "file_version": f"{saved_by[0]}.{saved_by[1]}",
-                }
+            pid = self.store.projects.create(
+                NewProject(
+                    title=sub.title or Path(blend).stem,
+                    blend=blend,
+                    sha256=sha,
+                    archive_size=size,
+                    animation=sub.animation,
+                    frame_start=sub.frame_start,
+                    frame_end=sub.frame_end,
+                    tiles=sub.tiles,
+                    overscan=sub.overscan,
+                    file_version=f"{saved_by[0]}.{saved_by[1]}",
+                )
             )
             self.data.adopt_upload(archive, pid)
         finally:
@@ -87,15 +88,16 @@ class Submissions:
         return self.views.project(pid)
 
     def delete(self, pid: str) -> p.Deleted:
-        self.store.delete_project(pid)
+        self.store.projects.delete(pid)
         freed = self.data.delete_project(pid)
         log.info("project %s deleted, %d bytes freed", pid, freed)
         return p.Deleted(deleted=pid, freed=freed)
 
     def retry(self, pid: str) -> p.Project:
-        row = self.store.project(pid)
-        if row["state"] != ProjectState.ERROR.value:
-            raise Conflict(f"project {pid} is {row['state']}, not in error")
-        self.store.retry(pid)
+        with self.store.db.transaction():  # checked and retried at once: two retries race
+            row = self.store.projects.get(pid)
+            if not can_move(row.state, ProjectEvent.RETRY):
+                raise Conflict(f"project {pid} is {row.state.value}, not in error")
+            self.store.projects.retry(pid)
         log.info("project %s put back in the queue", pid)
         return self.views.project(pid)

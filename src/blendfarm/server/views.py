@@ -5,21 +5,20 @@ Views only read the store and the data dir; they never change anything.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from .. import __version__
 from .. import protocol as p
 from ..blendversion import can_open
 from ..errors import Conflict, NotFound
 from ..settings import Settings
-from ..states import ProjectState, TaskKind
+from ..states import ProjectState
 from .blender_shelf import BlenderShelf
 from .files import DataDir
+from .rows import ProjectCounts, ProjectRow
 from .store import Store
 
 OFFLINE_SHOWN = 3600.0  # offline nodes stay listed this long
@@ -66,68 +65,67 @@ class Views:
     @property
     def version(self) -> int:
         """Grows on every change of the farm (the event stream watches it)."""
-        return self.store.version
+        return self.store.db.version
 
     # -- projects ---------------------------------------------------------------------------
 
     def project(self, pid: str) -> p.Project:
-        view = self._project(self.store.project(pid), self.store.counts(pid))
+        view = self._project(self.store.projects.get(pid), self.store.projects.counts(pid))
         return self._with_waiting(view, self.nodes())
 
     def projects(self, nodes: list[p.Node] | None = None) -> list[p.Project]:
-        counts = self.store.counts()
+        counts = self.store.projects.counts()
         nodes = self.nodes() if nodes is None else nodes
-        return [self._with_waiting(self._project(r, counts), nodes) for r in self.store.projects()]
+        rows = self.store.projects.all()
+        return [self._with_waiting(self._project(r, counts), nodes) for r in rows]
 
     def _with_waiting(self, view: p.Project, nodes: list[p.Node]) -> p.Project:
         online = [n.blender_version for n in nodes if n.online]
         view.waiting = waiting_reason(view.state, view.file_version, online)
         return view
 
-    def _project(self, row: dict[str, Any], counts: dict[str, dict[str, int]]) -> p.Project:
-        pid = row["id"]
-        c = counts.get(pid, {})
-        state = ProjectState(row["state"])
-        done = state is ProjectState.DONE
-        animation = bool(row["animation"])
+    def _project(self, row: ProjectRow, counts: dict[str, ProjectCounts]) -> p.Project:
+        pid = row.id
+        c = counts.get(pid, ProjectCounts())
+        done = row.state is ProjectState.DONE
         base = f"/api/projects/{pid}"
         return p.Project(
             id=pid,
-            title=row["title"],
-            blend=row["blend"],
-            state=state,
-            error=row["error"],
-            animation=animation,
-            frame_start=row["frame_start"],
-            frame_end=row["frame_end"],
-            tiles=row["tiles"],
-            overscan=row["overscan"],
-            chunks_done=c.get("done", 0),
-            chunks_total=c.get("total", 0),
-            chunks_rendering=c.get("rendering", 0),
-            frames_done=c.get("frames", 0),
-            width=row["width"],
-            height=row["height"],
-            fps=(row["fps"] / row["fps_base"]) if row["fps"] else None,
-            size=row["size"],
-            created=iso(row["created"]) or "",
-            updated=iso(row["updated"]) or "",
+            title=row.title,
+            blend=row.blend,
+            state=row.state,
+            error=row.error,
+            animation=row.animation,
+            frame_start=row.frame_start,
+            frame_end=row.frame_end,
+            tiles=row.tiles,
+            overscan=row.overscan,
+            chunks_done=c.done,
+            chunks_total=c.total,
+            chunks_rendering=c.rendering,
+            frames_done=c.frames,
+            width=row.width,
+            height=row.height,
+            fps=(row.fps / row.fps_base) if row.fps and row.fps_base else None,
+            size=row.size,
+            created=iso(row.created) or "",
+            updated=iso(row.updated) or "",
             result_url=f"{base}/result" if done else None,
             raw_url=f"{base}/raw" if done else None,
-            thumbnail_url=f"{base}/thumbnail" if row["thumbnail"] else None,
-            result_type=("video/mp4" if animation else "image/png") if done else None,
-            blocklist=self.store.blocklist(pid, self.settings.max_failures),
-            warnings=json.loads(row["warnings"]),
-            file_version=row["file_version"],
+            thumbnail_url=f"{base}/thumbnail" if row.thumbnail else None,
+            result_type=("video/mp4" if row.animation else "image/png") if done else None,
+            blocklist=self.store.projects.blocklist(pid, self.settings.max_failures),
+            warnings=list(row.warnings),
+            file_version=row.file_version,
             waiting=None,
         )
 
     def finished_file(self, pid: str, kind: str) -> tuple[Path, str, str]:
         """(path, media type, download name) of a finished project's result or raw zip."""
-        row = self.store.project(pid)
-        if row["state"] != ProjectState.DONE.value:
-            raise Conflict(f"project {pid} is not finished yet ({row['state']})")
-        stem = safe_stem(row["title"]) or pid
+        row = self.store.projects.get(pid)
+        if row.state is not ProjectState.DONE:
+            raise Conflict(f"project {pid} is not finished yet ({row.state.value})")
+        stem = safe_stem(row.title) or pid
         if kind == "raw":
             raw = self.data.raw(pid)
             if not raw.exists():
@@ -135,15 +133,14 @@ class Views:
                     f"the raw chunks of project {pid} are missing from the server's disk"
                 )
             return raw, "application/zip", f"{stem}-{pid}-raw.zip"
-        animation = bool(row["animation"])
-        media, ext = ("video/mp4", "mp4") if animation else ("image/png", "png")
-        path = self.data.result(pid, animation)
+        media, ext = ("video/mp4", "mp4") if row.animation else ("image/png", "png")
+        path = self.data.result(pid, row.animation)
         if not path.exists():
             raise NotFound(f"the result of project {pid} is missing from the server's disk")
         return path, media, f"{stem}-{pid}.{ext}"
 
     def thumbnail(self, pid: str) -> Path:
-        self.store.project(pid)
+        self.store.projects.get(pid)
         path = self.data.thumbnail(pid)
         if not path.exists():
             raise NotFound(f"project {pid} has no stitched frame yet")
@@ -154,40 +151,37 @@ class Views:
     def nodes(self) -> list[p.Node]:
         now = time.time()
         out = []
-        for n in self.store.nodes():
-            if n["offline"] and now - n["last_seen"] > OFFLINE_SHOWN:
+        for n in self.store.nodes.all():
+            if n.offline and now - n.last_seen > OFFLINE_SHOWN:
                 continue
-            cur = n["current"]
+            cur = n.current
             out.append(
                 p.Node(
-                    name=n["name"],
-                    online=not n["offline"],
-                    state="offline" if n["offline"] else ("rendering" if cur else "idle"),
-                    blender_version=n["blender_version"],
-                    started=iso(n["started"]),
-                    last_seen=iso(n["last_seen"]),
-                    chunks_done=n["chunks_done"],
+                    name=n.name,
+                    online=not n.offline,
+                    state="offline" if n.offline else ("rendering" if cur else "idle"),
+                    blender_version=n.blender_version,
+                    started=iso(n.started),
+                    last_seen=iso(n.last_seen),
+                    chunks_done=n.chunks_done,
                     current=None
                     if cur is None
                     else p.CurrentTask(
-                        project=cur["project_id"],
-                        title=cur["title"],
-                        kind=TaskKind(cur["kind"]),
-                        frame=cur["frame"],
-                        row=cur["row"],
-                        col=cur["col"],
+                        project=cur.project_id,
+                        title=cur.title,
+                        kind=cur.kind,
+                        frame=cur.frame,
+                        row=cur.row,
+                        col=cur.col,
                     ),
-                    log_tail=n["log"][-LOG_TAIL:],
-                    info=p.convert(n["info"], p.NodeInfo, "a node's stored info"),
+                    log_tail=list(n.log[-LOG_TAIL:]),
+                    info=p.convert(n.info, p.NodeInfo, "a node's stored info"),
                 )
             )
         return out
 
     def node_log(self, name: str) -> p.Lines:
-        for n in self.store.nodes():
-            if n["name"] == name:
-                return p.Lines(lines=list(n["log"]))
-        raise NotFound(f"no node {name!r}")
+        return p.Lines(lines=list(self.store.nodes.get(name).log))
 
     def blender_status(self) -> p.BlenderStatus:
         """The server's Blender and the Blender every node runs."""
@@ -221,14 +215,14 @@ class Views:
     # -- the farm at a glance ---------------------------------------------------------------
 
     def health(self) -> p.Health:
-        return p.Health(ok=True, version=__version__, server_id=self.store.server_id)
+        return p.Health(ok=True, version=__version__, server_id=self.store.db.server_id)
 
     def status(self) -> p.Status:
         nodes = self.nodes()
         projects = self.projects(nodes)
         usage = self.data.disk_usage()
         return p.Status(
-            server_id=self.store.server_id,
+            server_id=self.store.db.server_id,
             version=__version__,
             projects=projects,
             nodes=nodes,

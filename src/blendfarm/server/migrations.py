@@ -1,0 +1,102 @@
+"""The database's schema as an ordered list of steps, tracked by `PRAGMA user_version`.
+
+Step N takes a database from version N-1 to N, in one transaction. A file made before
+versions were tracked has user_version 0 and may already hold the tables (without the
+columns added since): step 1 brings it, like a fresh file, to the first tracked schema.
+Add a step at the end for every change; never edit a step that has shipped.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+from ..errors import BlendfarmError
+
+# The schema of step 1. Every statement may run on a file that already has the table.
+V1_TABLES = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS projects (
+      id TEXT PRIMARY KEY, title TEXT NOT NULL, blend TEXT NOT NULL,
+      sha256 TEXT NOT NULL, archive_size INTEGER NOT NULL,
+      animation INTEGER NOT NULL, frame_start INTEGER, frame_end INTEGER,
+      tiles INTEGER NOT NULL, overscan INTEGER NOT NULL,
+      state TEXT NOT NULL, error TEXT,
+      width INTEGER, height INTEGER, fps REAL, fps_base REAL, probe TEXT,
+      warnings TEXT NOT NULL DEFAULT '[]', size INTEGER NOT NULL DEFAULT 0,
+      result TEXT, thumbnail INTEGER NOT NULL DEFAULT 0, file_version TEXT,
+      created REAL NOT NULL, updated REAL NOT NULL
+    )""",
+    """CREATE TABLE IF NOT EXISTS tasks (
+      id INTEGER PRIMARY KEY,
+      project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+      kind TEXT NOT NULL, frame INTEGER NOT NULL DEFAULT 0, row INTEGER NOT NULL DEFAULT 0,
+      col INTEGER NOT NULL DEFAULT 0, state TEXT NOT NULL, node TEXT, lease TEXT,
+      lease_expires REAL, started REAL, finished REAL, failed_on TEXT NOT NULL DEFAULT '[]',
+      last_error TEXT, leases TEXT NOT NULL DEFAULT '[]'
+    )""",
+    "CREATE INDEX IF NOT EXISTS tasks_by_state ON tasks(state, project_id)",
+    "CREATE INDEX IF NOT EXISTS tasks_by_project ON tasks(project_id, frame)",
+    "CREATE INDEX IF NOT EXISTS tasks_queue ON tasks(project_id, state, frame, row, col)",
+    """CREATE TABLE IF NOT EXISTS frames (
+      project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE,
+      frame INTEGER NOT NULL, PRIMARY KEY (project_id, frame)
+    )""",
+    """CREATE TABLE IF NOT EXISTS node_failures (
+      project_id TEXT NOT NULL REFERENCES projects(id) ON DELETE CASCADE, node TEXT NOT NULL,
+      failures INTEGER NOT NULL, PRIMARY KEY (project_id, node)
+    )""",
+    """CREATE TABLE IF NOT EXISTS nodes (
+      name TEXT PRIMARY KEY, blender_version TEXT, started REAL NOT NULL,
+      last_seen REAL NOT NULL, chunks_done INTEGER NOT NULL DEFAULT 0,
+      info TEXT NOT NULL DEFAULT '{}', log TEXT NOT NULL DEFAULT '[]',
+      offline INTEGER NOT NULL DEFAULT 0
+    )""",
+)
+
+
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {str(r[1]) for r in db.execute(f"PRAGMA table_info({table})")}
+
+
+def _step_1_tables(db: sqlite3.Connection) -> None:
+    """Every table, on a fresh file or on one made before versions were tracked."""
+    for statement in V1_TABLES:
+        db.execute(statement)
+    if "file_version" not in _columns(db, "projects"):  # added after the first release
+        db.execute("ALTER TABLE projects ADD COLUMN file_version TEXT")
+
+
+Step = Callable[[sqlite3.Connection], None]
+STEPS: tuple[Step, ...] = (_step_1_tables,)
+SCHEMA_VERSION = len(STEPS)
+
+
+class DatabaseTooNew(BlendfarmError):
+    status = 500
+    code = "database_too_new"
+
+
+def schema_version(db: sqlite3.Connection) -> int:
+    return int(db.execute("PRAGMA user_version").fetchone()[0])
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Run every step the database has not had yet (each in its own transaction); returns
+    the version it had before. `db` must be in autocommit mode (isolation_level=None)."""
+    before = schema_version(db)
+    if before > SCHEMA_VERSION:
+        raise DatabaseTooNew(
+            f"the database has schema version {before}, made by a newer blendfarm "
+            f"(this one knows up to {SCHEMA_VERSION})"
+        )
+    for version in range(before + 1, SCHEMA_VERSION + 1):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            STEPS[version - 1](db)
+            db.execute(f"PRAGMA user_version = {version:d}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return before

@@ -1,0 +1,229 @@
+"""Projects: what was submitted, what the probe found, and the project state machine.
+
+A project's state changes only in `move`, which reads the stored state inside the
+transaction and writes what `states.project_move` answers.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from typing import Any
+
+from ..errors import NotFound
+from ..states import (
+    ProjectEvent,
+    ProjectState,
+    TaskEvent,
+    TaskKind,
+    TaskState,
+    progress_event,
+    project_move,
+    task_moves,
+)
+from .database import Database
+from .rows import NewProject, ProjectCounts, ProjectRow, project_row
+from .validate import Plan
+
+
+class ProjectStore:
+    """Project rows of the farm's database (and the frames stitched for them)."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, pid: str) -> ProjectRow:
+        """The stored row of a project; NotFound when there is none."""
+        with self.db.read() as db:
+            row = db.execute("SELECT * FROM projects WHERE id = ?", (pid,)).fetchone()
+        if row is None:
+            raise NotFound(f"no project {pid!r}")
+        return project_row(row)
+
+    def all(self) -> list[ProjectRow]:
+        """Every project, oldest first."""
+        with self.db.read() as db:
+            rows = db.execute("SELECT * FROM projects ORDER BY created, id").fetchall()
+        return [project_row(r) for r in rows]
+
+    def counts(self, pid: str | None = None) -> dict[str, ProjectCounts]:
+        """Per project (or for `pid` only) that has tasks: chunks total/done/rendering, tasks
+        rendering, frames stitched."""
+        out: dict[str, ProjectCounts] = {}
+        where, args = ("WHERE project_id = ?", (pid,)) if pid else ("", ())
+        with self.db.read() as db:
+            for p, kind, state, n in db.execute(
+                f"SELECT project_id, kind, state, COUNT(*) FROM tasks {where} GROUP BY 1, 2, 3",
+                args,
+            ):
+                c = out.setdefault(p, ProjectCounts())
+                if state == TaskState.RENDERING.value:
+                    c.busy += n
+                if kind == TaskKind.CHUNK.value:
+                    c.total += n
+                    c.done += n if state == TaskState.DONE.value else 0
+                    c.rendering += n if state == TaskState.RENDERING.value else 0
+            for p, n in db.execute(
+                f"SELECT project_id, COUNT(*) FROM frames {where} GROUP BY 1", args
+            ):
+                out.setdefault(p, ProjectCounts()).frames = n
+        return out
+
+    def blocklist(self, pid: str, limit: int) -> list[str]:
+        """Nodes that failed `limit` tasks of the project (it is not offered to them)."""
+        with self.db.read() as db:
+            rows = db.execute(
+                "SELECT node FROM node_failures WHERE project_id = ? AND failures >= ?"
+                " ORDER BY node",
+                (pid, limit),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def stitched_frames(self, pid: str) -> set[int]:
+        with self.db.read() as db:
+            rows = db.execute("SELECT frame FROM frames WHERE project_id = ?", (pid,))
+            return {r[0] for r in rows}
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def create(self, new: NewProject) -> str:
+        """Insert a project and its probe task; returns the new id."""
+        now = self.db.clock()
+        with self.db.transaction() as db:
+            while True:
+                pid = secrets.token_hex(4)
+                if not db.execute("SELECT 1 FROM projects WHERE id = ?", (pid,)).fetchone():
+                    break
+            db.execute(
+                "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
+                " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
+                " file_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    pid,
+                    new.title,
+                    new.blend,
+                    new.sha256,
+                    new.archive_size,
+                    int(new.animation),
+                    new.frame_start,
+                    new.frame_end,
+                    new.tiles,
+                    new.overscan,
+                    ProjectState.QUEUED.value,
+                    new.archive_size,
+                    now,
+                    now,
+                    new.file_version,
+                ),
+            )
+            db.execute(
+                "INSERT INTO tasks (project_id, kind, state) VALUES (?, ?, ?)",
+                (pid, TaskKind.PROBE.value, TaskState.QUEUED.value),
+            )
+        return pid
+
+    def set_plan(self, pid: str, plan: Plan, probe: dict[str, Any]) -> None:
+        """Store what the probe found: size, frames, rate, warnings and the probe itself."""
+        with self.db.transaction() as db:
+            cur = db.execute(
+                "UPDATE projects SET width = ?, height = ?, fps = ?, fps_base = ?,"
+                " frame_start = ?, frame_end = ?, animation = ?, warnings = ?, probe = ?,"
+                " updated = ? WHERE id = ?",
+                (
+                    plan.width,
+                    plan.height,
+                    plan.fps,
+                    plan.fps_base,
+                    plan.frames[0],
+                    plan.frames[-1],
+                    int(plan.animation),
+                    json.dumps(plan.warnings),
+                    json.dumps(probe),
+                    self.db.clock(),
+                    pid,
+                ),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no project {pid!r}")
+
+    def add_size(self, pid: str, nbytes: int) -> None:
+        """Count `nbytes` more stored for the project."""
+        with self.db.transaction(changes=False) as db:
+            db.execute("UPDATE projects SET size = size + ? WHERE id = ?", (nbytes, pid))
+
+    def mark_frame(self, pid: str, frame: int) -> None:
+        """A frame is stitched (and the project has a thumbnail)."""
+        with self.db.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO frames VALUES (?, ?)", (pid, frame))
+            db.execute("UPDATE projects SET thumbnail = 1 WHERE id = ?", (pid,))
+
+    def delete(self, pid: str) -> ProjectRow:
+        """Forget a project, its tasks, frames and failures; returns the row it had."""
+        with self.db.transaction() as db:
+            row = self.get(pid)
+            db.execute("DELETE FROM projects WHERE id = ?", (pid,))
+        return row
+
+    # -- the state machine --------------------------------------------------------------------
+
+    def move(
+        self, pid: str, event: ProjectEvent, *, error: str | None = None, result: str | None = None
+    ) -> ProjectState:
+        """Apply `event` to the project's stored state; returns the new state.
+
+        Entering `error` stores `error` (staying in error keeps the first message unless a new
+        one is given); leaving it clears the message. `result` is stored when given.
+        """
+        with self.db.transaction(changes=False) as db:
+            row = db.execute("SELECT state, error FROM projects WHERE id = ?", (pid,)).fetchone()
+            if row is None:
+                raise NotFound(f"no project {pid!r}")
+            old, old_error = ProjectState(row[0]), row[1]
+            new = project_move(old, event)
+            message = (error or old_error) if new is ProjectState.ERROR else None
+            if new is old and message == old_error and result is None:
+                return new
+            db.execute(
+                "UPDATE projects SET state = ?, error = ?, result = COALESCE(?, result),"
+                " updated = ? WHERE id = ?",
+                (new.value, message, result, self.db.clock(), pid),
+            )
+            self.db.changed()
+        return new
+
+    def sync_state(self, pid: str) -> ProjectState:
+        """Move a project the way its task counts say (started, rendered, or requeued)."""
+        with self.db.transaction(changes=False):
+            c = self.counts(pid).get(pid, ProjectCounts())
+            return self.move(pid, progress_event(c.total, c.done, c.busy))
+
+    def set_error(self, pid: str, message: str) -> None:
+        """The project cannot go on (a task gave up, the probe or compositing failed)."""
+        self.move(pid, ProjectEvent.FAILED, error=message)
+
+    def set_result(self, pid: str, filename: str) -> None:
+        """Compositing wrote the result: the project is done."""
+        self.move(pid, ProjectEvent.FINISHED, result=filename)
+
+    def retry(self, pid: str) -> ProjectState:
+        """Put a project in error back to work: failures forgotten, unfinished tasks queued,
+        done ones kept. IllegalTransition when it is not in error (check first)."""
+        with self.db.transaction() as db:
+            self.move(pid, ProjectEvent.RETRY)
+            moves = task_moves(TaskEvent.RETRY)
+            tasks = db.execute(
+                "SELECT id, state FROM tasks WHERE project_id = ?", (pid,)
+            ).fetchall()
+            db.executemany(
+                "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL,"
+                " failed_on = '[]' WHERE id = ?",
+                [
+                    (moves[TaskState(state)].value, tid)
+                    for tid, state in tasks
+                    if TaskState(state) in moves
+                ],
+            )
+            db.execute("DELETE FROM node_failures WHERE project_id = ?", (pid,))
+            return self.sync_state(pid)

@@ -1,0 +1,293 @@
+"""Tasks (probes and chunks): leasing, results, failures, and the task state machine.
+
+Every method that changes a task's state reads the stored state inside its transaction, asks
+`states.task_move` for the next one and writes it; the task's project moves along in the same
+transaction: it starts when a task is leased, follows its task counts when a task is done or
+its lease runs out (`ProjectStore.sync_state`), and fails when a task gives up. A task failed
+or handed back leaves its project as it was (a project that started stays `rendering`).
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sqlite3
+from typing import Any
+
+from ..blendversion import can_open
+from ..errors import NotFound
+from ..scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
+from ..states import (
+    LEASABLE,
+    IllegalTransition,
+    ProjectEvent,
+    TaskEvent,
+    TaskKind,
+    TaskState,
+    task_move,
+)
+from .database import Database
+from .projects_store import ProjectStore
+from .rows import TaskRow, task_row
+from .validate import Plan
+
+
+class TaskStore:
+    """Task rows of the farm's database; moves their projects along with them."""
+
+    def __init__(self, db: Database, projects: ProjectStore):
+        self.db = db
+        self.projects = projects
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def get(self, task_id: int) -> TaskRow:
+        """One task; NotFound when there is none."""
+        with self.db.read() as db:
+            return self._get(db, task_id)
+
+    def of_project(self, pid: str, kind: TaskKind = TaskKind.CHUNK) -> list[TaskRow]:
+        """A project's tasks of one kind, in frame, row, column order."""
+        with self.db.read() as db:
+            rows = db.execute(
+                "SELECT * FROM tasks WHERE project_id = ? AND kind = ? ORDER BY frame, row, col",
+                (pid, kind.value),
+            ).fetchall()
+        return [task_row(r) for r in rows]
+
+    @staticmethod
+    def _get(db: sqlite3.Connection, task_id: int) -> TaskRow:
+        row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
+        if row is None:
+            raise NotFound(f"no task {task_id}")
+        return task_row(row)
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def lease(self, node: str, lease_seconds: float, max_failures: int) -> TaskRow | None:
+        """Hand `node` its next task under a lease, or None when there is nothing for it."""
+        with self.db.transaction(changes=False) as db:
+            pick = self._pick(db, node, max_failures)
+            if pick is None:
+                return None
+            state = task_move(TaskState.QUEUED, TaskEvent.LEASE)  # picked among queued tasks
+            now = self.db.clock()
+            lease = secrets.token_hex(12)
+            db.execute(
+                "UPDATE tasks SET state = ?, node = ?, lease = ?, lease_expires = ?, started = ?,"
+                " leases = json_insert(leases, '$[#]', ?) WHERE id = ?",
+                (state.value, node, lease, now + lease_seconds, now, lease, pick.task_id),
+            )
+            self.db.changed()
+            self.projects.move(pick.project_id, ProjectEvent.START)
+            return self._get(db, pick.task_id)
+
+    def _pick(self, db: sqlite3.Connection, node: str, max_failures: int) -> Candidate | None:
+        """The task the scheduler gives `node`: fair between projects it can open and is not
+        barred from, never a task it failed."""
+        row = db.execute("SELECT blender_version FROM nodes WHERE name = ?", (node,)).fetchone()
+        node_version = row[0] if row else None
+        leasable = sorted(s.value for s in LEASABLE)
+        projects = [
+            p
+            for p in db.execute(
+                "SELECT id, created, file_version FROM projects"
+                f" WHERE state IN ({', '.join('?' * len(leasable))})",
+                leasable,
+            ).fetchall()
+            if can_open(node_version, p["file_version"])
+        ]
+        if not projects:
+            return None
+        busy = dict(
+            db.execute(
+                "SELECT project_id, COUNT(*) FROM tasks WHERE state = ? GROUP BY 1",
+                (TaskState.RENDERING.value,),
+            ).fetchall()
+        )
+        blocked: dict[str, set[str]] = {}
+        for pid, name in db.execute(
+            "SELECT project_id, node FROM node_failures WHERE failures >= ?", (max_failures,)
+        ):
+            blocked.setdefault(pid, set()).add(name)
+        loads = [
+            ProjectLoad(
+                p["id"], p["created"], busy.get(p["id"], 0), frozenset(blocked.get(p["id"], ()))
+            )
+            for p in projects
+        ]
+        for pid in project_order(node, loads):
+            rows = db.execute(
+                "SELECT id, project_id, frame, row, col, failed_on FROM tasks"
+                " WHERE project_id = ? AND state = ? ORDER BY frame, row, col, id LIMIT ?",
+                # A node fails at most max_failures - 1 tasks of a project it may still do.
+                (pid, TaskState.QUEUED.value, max_failures + 1),
+            ).fetchall()
+            pick = first_task(
+                node,
+                (
+                    Candidate(r[0], r[1], r[2], r[3], r[4], frozenset(json.loads(r[5])))
+                    for r in rows
+                ),
+            )
+            if pick is not None:
+                return pick
+        return None
+
+    def renew(self, node: str, task_ids: list[int], lease_seconds: float) -> list[int]:
+        """Extend the leases `node` holds; returns the ids it no longer holds (to stop)."""
+        lost = []
+        with self.db.transaction(changes=False) as db:
+            for tid in task_ids:
+                cur = db.execute(
+                    "UPDATE tasks SET lease_expires = ? WHERE id = ? AND node = ? AND state = ?",
+                    (self.db.clock() + lease_seconds, tid, node, TaskState.RENDERING.value),
+                )
+                if cur.rowcount == 0:
+                    lost.append(tid)
+        return lost
+
+    def expire_leases(self) -> list[int]:
+        """Requeue every task whose lease ran out; returns their ids."""
+        with self.db.transaction(changes=False) as db:
+            rows = [
+                task_row(r)
+                for r in db.execute(
+                    "SELECT * FROM tasks WHERE state = ? AND lease_expires < ?",
+                    (TaskState.RENDERING.value, self.db.clock()),
+                ).fetchall()
+            ]
+            for task in rows:
+                self._requeue(db, task.id, task_move(task.state, TaskEvent.EXPIRE))
+            for pid in sorted({t.project_id for t in rows}):
+                self.projects.sync_state(pid)
+            if rows:
+                self.db.changed()
+        return [t.id for t in rows]
+
+    # -- what nodes report --------------------------------------------------------------------
+
+    def complete(self, task_id: int) -> bool:
+        """Mark a task done; False when it already was (completion is idempotent). A result
+        after the lease ran out is taken while the task is unfinished."""
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            state = task_move(task.state, TaskEvent.COMPLETE)
+            if task.state is TaskState.DONE:
+                return False
+            self._finish(db, task, state)
+            return True
+
+    def finish_probe(self, task_id: int, plan: Plan, probe: dict[str, Any]) -> bool:
+        """A probe's result: the project's plan is stored, its chunks are made and the probe
+        is done; False (nothing changed) when the probe already was done."""
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            state = task_move(task.state, TaskEvent.COMPLETE)
+            if task.state is TaskState.DONE:
+                return False
+            pid = task.project_id
+            self.projects.set_plan(pid, plan, probe)
+            has_chunks = db.execute(
+                "SELECT 1 FROM tasks WHERE project_id = ? AND kind = ?", (pid, TaskKind.CHUNK.value)
+            ).fetchone()
+            if not has_chunks:
+                (tiles,) = db.execute("SELECT tiles FROM projects WHERE id = ?", (pid,)).fetchone()
+                db.executemany(
+                    "INSERT INTO tasks (project_id, kind, frame, row, col, state)"
+                    " VALUES (?,?,?,?,?,?)",
+                    [
+                        (pid, TaskKind.CHUNK.value, f, r, c, TaskState.QUEUED.value)
+                        for f in plan.frames
+                        for r in range(tiles)
+                        for c in range(tiles)
+                    ],
+                )
+            self._finish(db, task, state)
+            return True
+
+    def reject_probe(self, task_id: int, message: str) -> bool:
+        """A probe's result was refused: the probe goes back to the queue (a retry probes
+        again, the file may be fixed) and the project is in error with `message`. False
+        (nothing changed) when the probe already was done."""
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            if task.state is TaskState.DONE:
+                return False
+            self._requeue(db, task_id, task_move(task.state, TaskEvent.REJECT))
+            self.projects.set_error(task.project_id, message)
+            self.db.changed()
+            return True
+
+    def release(self, task_id: int, lease: str) -> bool:
+        """A node hands back the task it renders under `lease`; False when it does not hold
+        it any more (the lease ran out, the task went to another node or is done)."""
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            if task.state is not TaskState.RENDERING or task.lease != lease:
+                return False
+            self._requeue(db, task_id, task_move(task.state, TaskEvent.RELEASE))
+            self.db.changed()
+            return True
+
+    def fail(
+        self, task_id: int, lease: str, node: str, message: str, max_failures: int
+    ) -> str | None:
+        """Record that the task failed on `node` (it goes back to the queue, never to that node
+        again). Returns the project's error message when the project must give up. Nothing
+        happens when `lease` is not the task's current lease."""
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            if task.state is not TaskState.RENDERING or task.lease != lease:
+                return None
+            failed = set(task.failed_on) | {node}
+            self._requeue(db, task_id, task_move(task.state, TaskEvent.FAIL))
+            db.execute(
+                "UPDATE tasks SET failed_on = ?, last_error = ? WHERE id = ?",
+                (json.dumps(sorted(failed)), message, task_id),
+            )
+            pid = task.project_id
+            db.execute(
+                "INSERT INTO node_failures VALUES (?, ?, 1) ON CONFLICT (project_id, node)"
+                " DO UPDATE SET failures = failures + 1",
+                (pid, node),
+            )
+            self.db.changed()
+            online = frozenset(
+                r[0] for r in db.execute("SELECT name FROM nodes WHERE offline = 0").fetchall()
+            )
+            blocked = frozenset(self.projects.blocklist(pid, max_failures))
+            if task_gives_up(frozenset(failed), online, max_failures) or (
+                bool(online) and not online - blocked
+            ):
+                self.projects.set_error(pid, message)
+                return message
+        return None
+
+    # -- writing a task's new state -----------------------------------------------------------
+
+    def _requeue(self, db: sqlite3.Connection, task_id: int, state: TaskState) -> None:
+        """Write a move back to the queue: no node, no lease."""
+        if state is not TaskState.QUEUED:
+            raise IllegalTransition(f"task {task_id} cannot be requeued into {state.value}")
+        db.execute(
+            "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL"
+            " WHERE id = ?",
+            (state.value, task_id),
+        )
+
+    def _finish(self, db: sqlite3.Connection, task: TaskRow, state: TaskState) -> None:
+        """Write a move to done (its node is credited with the chunk) and move the project."""
+        if state is not TaskState.DONE:
+            raise IllegalTransition(f"task {task.id} cannot be finished into {state.value}")
+        db.execute(
+            "UPDATE tasks SET state = ?, lease = NULL, lease_expires = NULL, finished = ?"
+            " WHERE id = ?",
+            (state.value, self.db.clock(), task.id),
+        )
+        if task.node and task.kind is TaskKind.CHUNK:
+            db.execute(
+                "UPDATE nodes SET chunks_done = chunks_done + 1 WHERE name = ?", (task.node,)
+            )
+        self.db.changed()
+        self.projects.sync_state(task.project_id)
