@@ -8,11 +8,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ..archive import remove_tree
+from ..client import ApiClient
 from ..errors import BlendfarmError
-from .downloads import download_verified
 
 
 def unpack_blender(tarball: Path, dest: Path) -> Path:
@@ -43,7 +41,7 @@ def find_blender_in(folder: Path) -> Path:
 
 
 def fetch_blender(
-    client: httpx.Client, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
+    client: ApiClient, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
 ) -> Path:
     """The executable of the server's Blender described by `info`, downloaded when missing.
 
@@ -69,8 +67,8 @@ def fetch_blender(
                 say(f"  {shown[0] * 10}% of Blender downloaded")
 
         try:
-            download_verified(
-                client, "/api/blender/download", part, sha, "the server's Blender", progress
+            client.fetch_verified(
+                "/api/blender/download", part, sha, "the server's Blender", progress
             )
             executable = unpack_blender(part, dest)
             (dest / ".complete").touch()

@@ -322,7 +322,8 @@ class Farm:
             for n in self.nodes()
         }
         if info is None:
-            return {"available": False, "nodes": nodes}
+            none = dict.fromkeys(("filename", "sha256", "size", "uploaded", "executable"))
+            return {"available": False, **none, "nodes": nodes}
         return {"available": True, **info, "uploaded": iso(info["uploaded"]), "nodes": nodes}
 
     def lease(self, name: str) -> dict[str, Any] | None:
