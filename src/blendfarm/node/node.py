@@ -252,7 +252,9 @@ class Node:
         return handled
 
     def _stopping(self) -> None:
-        self.say("stopping: handing the current chunk back (stop again to kill Blender at once)")
+        task = self.in_flight.task
+        doing = f"handing task {task.id} back" if task else "no task in hand"
+        self.say(f"stopping: {doing} (a second signal kills Blender at once)")
         self.stop_event.set()
 
     def _stopping_now(self) -> None:
