@@ -236,8 +236,7 @@ class Node:
                     idle = min(idle * 1.5, IDLE_WAIT[1])
                     continue
                 idle = IDLE_WAIT[0]
-                if self.tasks.run(task):
-                    self.chunks_done += 1
+                self.run_task(task)
                 handled += 1
                 self.heartbeats.beat()
         except Stopped:
@@ -250,6 +249,11 @@ class Node:
             self.heartbeats.join(timeout=1)
             self.client.leave(self.name)
         return handled
+
+    def run_task(self, task: Task) -> None:
+        """Do one leased task to its end (see `tasks`); Stopped when the node stops meanwhile."""
+        if self.tasks.run(task):
+            self.chunks_done += 1
 
     def _stopping(self) -> None:
         task = self.in_flight.task
