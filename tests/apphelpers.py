@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 
 from blendfarm.pngio import write_png
 from blendfarm.server.app import create_app
-from blendfarm.server.compositing import Background
+from blendfarm.server.services import Background
 from blendfarm.settings import Settings
 
 TOKEN = "tok-123"
@@ -44,13 +44,14 @@ def fake_project_zip(
 
 class InProcessFarm:
     def __init__(self, root: Path, **settings: Any):
-        self.settings = Settings(
-            data=root / "data", token=TOKEN, password=PASSWORD, host="127.0.0.1", **settings
-        )
+        given = {"token": TOKEN, "password": PASSWORD, "host": "127.0.0.1", **settings}
+        self.settings = Settings(data=root / "data", **given)
         self.app = create_app(self.settings, background=False)
         self.farm = self.app.state.farm
         self.background = Background(self.farm)
-        self.client = TestClient(self.app, raise_server_exceptions=False)
+        self.client = TestClient(
+            self.app, raise_server_exceptions=False, base_url="http://127.0.0.1:2254"
+        )
 
     def submit(
         self,

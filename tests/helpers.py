@@ -10,13 +10,14 @@ import socket
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+
+from blendfarm.archive import zip_folder as zip_folder  # tests import it from here
 
 HERE = Path(__file__).resolve().parent
 MAKE_SCENE = HERE / "make_scene.py"
@@ -65,14 +66,6 @@ def make_project(blender: str, folder: Path, **opts: object) -> Path:
     """A project folder: scene.blend, lib/lib.blend (linked), textures/checker.png."""
     make_scene(blender, "library", folder / "lib" / "lib.blend")
     return make_scene(blender, "project", folder / "scene.blend", **opts)
-
-
-def zip_folder(folder: Path, out: Path) -> Path:
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zf:
-        for p in sorted(folder.rglob("*")):
-            if p.is_file():
-                zf.write(p, p.relative_to(folder).as_posix())
-    return out
 
 
 def render_direct(blender: str, blend: Path, frame: int, out: Path) -> Path:

@@ -6,8 +6,10 @@ from io import BytesIO
 from pathlib import Path
 
 import pytest
+from starlette import formparsers
 
 from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
+from blendfarm.errors import Forbidden, TooManyRequests
 from blendfarm.server.app import ROUTES
 
 
@@ -67,7 +69,7 @@ def test_results_are_idempotent_and_survive_an_expired_lease(farm: InProcessFarm
     assert task is not None
     farm.farm.store.release(task["id"], __import__("blendfarm.states").states.Event.EXPIRE)
     # The lease ran out, but the chunk is unfinished and the image good: accepted.
-    assert farm.answer(task).json() == {"accepted": True}
+    assert farm.answer(task).json() == {"accepted": True, "reason": None}
     assert farm.answer(task).json()["accepted"] is False  # already done: ignored
 
 
@@ -132,6 +134,15 @@ def test_purge_needs_the_password_and_limits_guesses(farm: InProcessFarm) -> Non
     for _ in range(5):
         farm.client.post("/api/purge", headers={"X-Blendfarm-Password": "no"})
     assert_error(farm.client.post("/api/purge", headers=ADMIN), 429)
+
+
+def test_the_server_log_is_shown_only_with_the_admin_password(farm: InProcessFarm) -> None:
+    farm.submit({"title": "Logged"})
+    assert_error(farm.client.get("/api/logs"), 403)
+    assert_error(farm.client.get("/api/logs", headers={"X-Blendfarm-Password": "no"}), 403)
+    resp = farm.client.get("/api/logs", headers=ADMIN)
+    assert resp.status_code == 200, resp.text
+    assert any("submitted" in line for line in resp.json()["lines"]), resp.json()
 
 
 @pytest.mark.parametrize(
@@ -235,20 +246,45 @@ def test_cors_allows_only_the_dashboard(farm: InProcessFarm, tmp_path: Path) -> 
     assert allowed(farm.client, "http://127.0.0.1:8080") == "http://127.0.0.1:8080"
     assert allowed(farm.client, "http://evil.example") is None
     assert allowed(farm.client, "http://127.0.0.1:9999") is None
-    # Bound to every address: the dashboard's port under any name the LAN uses for the server.
+    # Bound to every address: the dashboard's port under this machine's names and addresses,
+    # and under the names the admin adds; never under a name that is not the server's.
     from starlette.testclient import TestClient
 
     from blendfarm.server.app import create_app
+    from blendfarm.server.origins import local_addresses
     from blendfarm.settings import Settings
 
-    settings = Settings(data=tmp_path / "lan", host="0.0.0.0", ui_port=8080, token="t")
-    client = TestClient(create_app(settings, background=False))
-    assert allowed(client, "http://192.168.1.20:8080") == "http://192.168.1.20:8080"
-    assert allowed(client, "http://render-box.local:8080") == "http://render-box.local:8080"
-    assert allowed(client, "http://[fe80::1]:8080") == "http://[fe80::1]:8080"
-    assert allowed(client, "http://evil.example") is None
-    assert allowed(client, "http://evil.example:8081") is None
+    settings = Settings(
+        data=tmp_path / "lan", host="0.0.0.0", ui_port=8080, token="t", allowed_hosts="farm.lan"
+    )
+    client = TestClient(create_app(settings, background=False), base_url="http://127.0.0.1:2254")
+    address = sorted(a for a in local_addresses() if "." in a)[0]
+    assert allowed(client, f"http://{address}:8080") == f"http://{address}:8080"
+    assert allowed(client, "http://farm.lan:8080") == "http://farm.lan:8080"
+    assert allowed(client, "http://[::1]:8080") == "http://[::1]:8080"
+    assert allowed(client, "http://192.0.2.77:8080") is None  # not one of ours
+    assert allowed(client, "http://evil.example:8080") is None
     assert allowed(client, "http://evil.example:8080.attacker.net") is None
+
+
+def test_a_foreign_host_or_a_foreign_origin_changing_the_farm_is_refused(
+    farm: InProcessFarm,
+) -> None:
+    # DNS rebinding: the attacker's name points at the server, the Host header stays theirs.
+    rebound = farm.client.get("/api/status", headers={"Host": "evil.example:2254"})
+    assert assert_error(rebound, 400)
+    # A plain cross-site form POST (or fetch) from another site may not submit or delete.
+    other = {"Origin": "http://evil.example"}
+    resp = farm.client.post("/api/projects", headers=other, files={"file": ("p.zip", b"PK")})
+    assert "another site" in assert_error(resp, 403)
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    assert_error(farm.client.delete(f"/api/projects/{pid}", headers=other), 403)
+    assert farm.client.get(f"/api/projects/{pid}").status_code == 200
+    # The dashboard's own origin, and clients that send no Origin (CLI, nodes), may.
+    mine = {"Origin": "http://127.0.0.1:8080"}
+    assert farm.client.delete(f"/api/projects/{pid}", headers=mine).status_code == 200
+    # Reading stays open to any page (progress is public on the LAN).
+    assert farm.client.get("/api/status", headers=other).status_code == 200
 
 
 def test_leases_run_out_and_silent_nodes_go_offline(tmp_path: Path) -> None:
@@ -304,7 +340,7 @@ def test_a_full_disk_is_a_clear_507(farm: InProcessFarm, monkeypatch: pytest.Mon
     def full(*args: object, **kwargs: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(farm.farm, "submit", full)
+    monkeypatch.setattr(farm.farm.submissions, "submit", full)
     assert "disk is full" in assert_error(farm.submit(), 507)
     assert not list((farm.settings.data / "tmp").iterdir())
 
@@ -363,7 +399,9 @@ def test_the_dashboard_is_told_where_the_api_is(tmp_path: Path) -> None:
     from blendfarm.server.app import create_ui_app
     from blendfarm.settings import Settings
 
-    ui = TestClient(create_ui_app(Settings(data=tmp_path, api_port=3123)))
+    ui = TestClient(
+        create_ui_app(Settings(data=tmp_path, api_port=3123)), base_url="http://localhost:8080"
+    )
     assert ui.get("/config.js").text.strip() == "window.BLENDFARM_API_PORT = 3123;"
     page = ui.get("/")
     assert page.status_code == 200 and "config.js" in page.text
@@ -415,9 +453,100 @@ def test_zips_made_by_other_tools_are_read_the_same(farm: InProcessFarm) -> None
 
 def test_the_event_stream_builds_each_snapshot_once_for_all_watchers(farm: InProcessFarm) -> None:
     version = farm.farm.store.version
-    first = farm.farm.status_event(version)
-    assert first.startswith("event: status\ndata: {") and first.endswith("\n\n")
-    assert farm.farm.status_event(version) is first  # a second watcher gets the same text
+    first = farm.farm.views.status_event(version)
+    assert first.startswith(b"event: status\ndata: {") and first.endswith(b"\n\n")
+    assert farm.farm.views.status_event(version) is first  # a second watcher gets the same text
     farm.submit()
-    fresh = farm.farm.status_event(farm.farm.store.version)
-    assert fresh is not first and '"title": "scene"' in fresh
+    fresh = farm.farm.views.status_event(farm.farm.store.version)
+    assert fresh is not first and b'"title":"scene"' in fresh
+
+
+def test_wrong_guesses_slow_an_address_down_but_never_lock_the_admin_out() -> None:
+    from blendfarm.server.auth import LONGEST_WAIT, Guard, Secrets, guess_wait, hash_password
+
+    guard = Guard(Secrets(token="t", password_hash=hash_password("right-one"), created={}))
+    t = 1000.0
+    for _ in range(5):  # a few free guesses...
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t)
+    with pytest.raises(TooManyRequests):  # ...then the waits begin, and during one...
+        guard.check_password("wrong", "10.0.0.9", now=t + 0.5)
+    with pytest.raises(TooManyRequests):  # ...nothing is checked, not even the right one
+        guard.check_password("right-one", "10.0.0.9", now=t + 0.5)
+    guard.check_password("right-one", "10.0.0.7", now=t)  # other addresses are not held up
+    for _ in range(40):  # a guesser keeps trying: the wait grows but stops at LONGEST_WAIT
+        t += guess_wait(100)
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t)
+    assert guess_wait(1000) == LONGEST_WAIT
+    guard.check_password("right-one", "10.0.0.9", now=t + LONGEST_WAIT)  # the admin gets in
+    for _ in range(5):  # and a success starts the count afresh
+        with pytest.raises(Forbidden):
+            guard.check_password("wrong", "10.0.0.9", now=t + LONGEST_WAIT)
+
+
+def test_node_logs_and_failures_never_show_the_node_token(farm: InProcessFarm) -> None:
+    farm.register()
+    beat = {"tasks": [], "log": [f"BLENDFARM_TOKEN={NODE['Authorization'][7:]} was in the env"]}
+    assert farm.client.post("/api/nodes/n1/heartbeat", headers=NODE, json=beat).status_code == 200
+    lines = farm.client.get("/api/nodes/n1/log").json()["lines"]
+    assert lines == ["BLENDFARM_TOKEN=**** was in the env"]
+    farm.submit({"frame": "1"})
+    task = farm.lease()
+    assert task is not None
+    failure = {"node": "n1", "message": f"token {NODE['Authorization'][7:]}", "log": []}
+    farm.client.post(
+        f"/api/tasks/{task['id']}/fail", params={"lease": task["lease"]}, headers=NODE, json=failure
+    )
+    assert NODE["Authorization"][7:] not in farm.client.get("/api/status").text
+
+
+def _chunked_form(payload: bytes, boundary: str = "bf") -> tuple[dict[str, str], object]:
+    """A multipart submission sent without Content-Length (chunked), in 64 KiB pieces."""
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="frame"\r\n\r\n1\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="p.zip"\r\n'
+        "Content-Type: application/zip\r\n\r\n"
+    ).encode()
+    body = head + payload + f"\r\n--{boundary}--\r\n".encode()
+    pieces = (body[i : i + 65536] for i in range(0, len(body), 65536))
+    return {"Content-Type": f"multipart/form-data; boundary={boundary}"}, pieces
+
+
+def test_upload_limits_count_the_bytes_that_arrive_not_the_headers(tmp_path: Path) -> None:
+    farm = InProcessFarm(tmp_path, max_upload=100_000)
+    headers, pieces = _chunked_form(b"x" * 300_000)
+    assert "larger than 100000" in assert_error(
+        farm.client.post("/api/projects", headers=headers, content=pieces), 413
+    )
+    # The disk reserve is measured as the bytes land too (here: more than the disk has).
+    roomy = InProcessFarm(tmp_path / "r", disk_reserve=2**62)
+    headers, pieces = _chunked_form(fake_project_zip())
+    assert_error(roomy.client.post("/api/projects", headers=headers, content=pieces), 507)
+    for f in (farm, roomy):
+        assert not list((f.settings.data / "tmp").iterdir())
+        assert f.client.get("/api/projects").json() == []
+
+
+def test_a_submission_is_written_once_and_adopted_in_place(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    made: list[Path] = []
+    real = farm.farm.data.temp_file
+
+    def recording(suffix: str = "") -> Path:
+        made.append(real(suffix))
+        return made[-1]
+
+    def spool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the upload was spooled to a second temporary file")
+
+    monkeypatch.setattr(farm.farm.data, "temp_file", recording)
+    monkeypatch.setattr(formparsers, "SpooledTemporaryFile", spool)  # starlette's form spool
+    headers, pieces = _chunked_form(fake_project_zip())
+    resp = farm.client.post("/api/projects", headers=headers, content=pieces)
+    assert resp.status_code == 201, resp.text
+    archive = farm.farm.data.archive(resp.json()["id"])
+    assert len(made) == 1  # one file on the data disk for the upload, no spool copy
+    assert archive.read_bytes() == fake_project_zip()
+    assert not made[0].exists()  # renamed into the project, not copied

@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import json
+import re
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from apphelpers import InProcessFarm, fake_project_zip
 from blendfarm.cli.main import app
+from blendfarm.settings import NodeSettings, Settings, declared
+
+ROOT = Path(__file__).resolve().parent.parent
+UNREACHABLE = "http://127.0.0.1:9"  # the discard port: nothing listens, connecting fails at once
 
 
 @pytest.fixture
 def runner() -> CliRunner:
-    return CliRunner(env={"COLUMNS": "120", "NO_COLOR": "1"})
+    # BLENDFARM_SERVER from the shell running the tests would pick a server for the CLI.
+    return CliRunner(env={"COLUMNS": "120", "NO_COLOR": "1", "BLENDFARM_SERVER": None})
 
 
 def run(runner: CliRunner, farm: InProcessFarm, *args: str, input: str | None = None):  # type: ignore[no-untyped-def]
@@ -120,19 +128,31 @@ def test_help_explains_every_command(runner: CliRunner) -> None:
         assert command in res.stdout
 
 
-def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, farm: InProcessFarm) -> None:
+def test_passwd_and_purge_need_the_admin_password(runner: CliRunner, tmp_path: Path) -> None:
+    farm = InProcessFarm(tmp_path, password="")  # the password made once in the data dir
+    first = farm.farm.guard.secrets.created["password"]
     farm.submit()
     res = run(runner, farm, "purge", "--yes", "--password", "wrong")
     assert res.exit_code == 1 and "wrong admin password" in res.output
-    res = run(runner, farm, "passwd", "--password", "pw-456", "--new-password", "a-new-secret")
+    res = run(runner, farm, "passwd", "--password", first, "--new-password", "a-new-secret")
     assert res.exit_code == 0, res.output
-    res = run(runner, farm, "purge", "--yes", "--password", "pw-456")
+    res = run(runner, farm, "purge", "--yes", "--password", first)
     assert res.exit_code == 1 and "wrong admin password" in res.output
     res = run(runner, farm, "purge", "--password", "a-new-secret", input="y\n")
     assert res.exit_code == 0, res.output
     assert farm.client.get("/api/projects").json() == []
     res = run(runner, farm, "passwd", "--password", "a-new-secret", "--new-password", "short")
     assert res.exit_code == 1 and "8 to 200" in res.output
+
+
+def test_passwd_is_refused_while_the_password_comes_from_the_environment(
+    runner: CliRunner, farm: InProcessFarm
+) -> None:
+    res = run(runner, farm, "passwd", "--password", "pw-456", "--new-password", "a-new-secret")
+    assert res.exit_code == 1 and "BLENDFARM_PASSWORD" in res.output
+    assert "Traceback" not in res.output
+    res = run(runner, farm, "purge", "--yes", "--password", "pw-456")  # still the same one
+    assert res.exit_code == 0, res.output
 
 
 def test_check_shows_the_plan_and_sends_nothing(
@@ -210,3 +230,369 @@ def test_a_folder_that_cannot_be_written_is_one_line(
     res = run(runner, farm, "fetch", pid, "-o", str(blocker))
     assert res.exit_code == 1 and "not-a-folder" in res.output
     assert "Traceback" not in res.output and len(res.output.strip().splitlines()) == 1
+
+
+# -- where --server goes ----------------------------------------------------------------------
+
+# One call per client command that reaches the server, and what only the server can answer.
+CLIENT_CALLS: dict[str, tuple[list[str], str]] = {
+    "submit": (["submit", "{zip}", "--frame", "1"], "submitted"),
+    "status": (["status"], "node(s) online"),
+    "fetch": (["fetch", "nope"], "no project 'nope'"),
+    "rm": (["rm", "nope", "--yes"], "no project 'nope'"),
+    "retry": (["retry", "nope"], "no project 'nope'"),
+    "purge": (["purge", "--yes", "--password", "wrong"], "wrong admin password"),
+    "passwd": (
+        ["passwd", "--password", "wrong", "--new-password", "long-enough"],
+        "wrong admin password",
+    ),
+    "blender upload": (
+        ["blender", "upload", "{tarball}", "--password", "wrong"],
+        "wrong admin password",
+    ),
+    "blender status": (["blender", "status"], "no Blender uploaded"),
+}
+
+
+def _client_call(
+    name: str, tmp_path: Path, before: str | None, after: str | None
+) -> tuple[list[str], str]:
+    args, answer = CLIENT_CALLS[name]
+    (tmp_path / "p.zip").write_bytes(fake_project_zip())
+    (tmp_path / "blender-4.2.0-linux-x64.tar.xz").write_bytes(b"not a tarball")
+    args = [
+        a.replace("{zip}", str(tmp_path / "p.zip")).replace(
+            "{tarball}", str(tmp_path / "blender-4.2.0-linux-x64.tar.xz")
+        )
+        for a in args
+    ]
+    if after is not None:
+        depth = 2 if args[0] == "blender" else 1
+        args = [*args[:depth], "--server", after, *args[depth:]]
+    if before is not None:
+        args = ["--server", before, *args]
+    return args, answer
+
+
+# (--server before the command, --server after it, BLENDFARM_SERVER, which one is used)
+PLACEMENTS = [
+    pytest.param(None, "farm", None, "farm", id="after"),
+    pytest.param("farm", None, None, "farm", id="before"),
+    pytest.param(None, None, "farm", "farm", id="env"),
+    pytest.param(None, UNREACHABLE, None, "unreachable", id="after-alone"),
+    pytest.param(UNREACHABLE, "farm", None, "farm", id="after-beats-before"),
+    pytest.param("farm", UNREACHABLE, None, "unreachable", id="after-beats-before-2"),
+    pytest.param("farm", None, UNREACHABLE, "farm", id="before-beats-env"),
+    pytest.param(UNREACHABLE, None, "farm", "unreachable", id="before-beats-env-2"),
+    pytest.param(None, None, UNREACHABLE, "unreachable", id="env-alone"),
+]
+
+
+@pytest.mark.parametrize("command", list(CLIENT_CALLS))
+@pytest.mark.parametrize(("before", "after", "env", "used"), PLACEMENTS)
+def test_every_client_command_takes_server_before_or_after_its_name_or_from_the_env(
+    runner: CliRunner,
+    farm: InProcessFarm,
+    tmp_path: Path,
+    command: str,
+    before: str | None,
+    after: str | None,
+    env: str | None,
+    used: str,
+) -> None:
+    url = str(farm.client.base_url)  # the in-process farm answers at this URL only
+
+    def real(value: str | None) -> str | None:
+        return url if value == "farm" else value
+
+    args, answer = _client_call(command, tmp_path, real(before), real(after))
+    res = runner.invoke(app, args, obj=farm.client, env={"BLENDFARM_SERVER": real(env)})
+    if used == "farm":
+        assert answer in res.output, res.output
+        assert "cannot reach" not in res.output
+    else:
+        assert res.exit_code == 1 and "cannot reach the server" in res.output, res.output
+        assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "value", "source"),
+    [
+        (["node", "--server", "http://after:1"], None, "http://after:1", "command line"),
+        (["node", "-s", "http://after:1"], None, "http://after:1", "command line"),
+        (["--server", "http://before:1", "node"], None, "http://before:1", "command line"),
+        (
+            ["--server", "http://before:1", "node", "--server", "http://after:1"],
+            "http://env:1",
+            "http://after:1",
+            "command line",
+        ),
+        (
+            ["--server", "http://before:1", "node"],
+            "http://env:1",
+            "http://before:1",
+            "command line",
+        ),
+        (["node"], "http://env:1", "http://env:1", "env BLENDFARM_SERVER"),
+        (["node"], None, "http://127.0.0.1:2254", "default"),
+    ],
+)
+def test_node_takes_server_anywhere_and_says_where_it_came_from(
+    runner: CliRunner,
+    tmp_path: Path,
+    args: list[str],
+    env: str | None,
+    value: str,
+    source: str,
+) -> None:
+    res = runner.invoke(
+        app,
+        [*args, "--work-dir", str(tmp_path), "--print-config"],
+        env={"BLENDFARM_SERVER": env, "COLUMNS": "200"},
+    )
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if "│" in line}
+    assert value in rows["server"] and source in rows["server"], rows["server"]
+
+
+# -- every setting is an option ----------------------------------------------------------------
+
+SAMPLES: dict[type, str] = {int: "7", float: "2.5", str: "given-on-the-line", Path: "{tmp}/given"}
+
+
+@pytest.mark.parametrize(
+    ("command", "item"),
+    [("serve", item) for item in declared(Settings)]
+    + [("node", item) for item in declared(NodeSettings)],
+    ids=lambda v: v if isinstance(v, str) else v.name,
+)
+def test_every_setting_has_its_option_and_print_config_shows_it(
+    runner: CliRunner, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: str, item: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)  # no blendfarm.toml of the developer's around
+    flag = item.flags[0].split("/")[0]
+    given = [flag] if item.type is bool else [flag, SAMPLES[item.type].format(tmp=tmp_path)]
+    res = runner.invoke(app, [command, *given, "--print-config"], env={"COLUMNS": "250"})
+    assert res.exit_code == 0, res.output
+    rows = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if "│" in line}
+    assert "command line" in rows[item.name] and item.env in rows[item.name]
+    if item.secret:
+        assert "****" in rows[item.name] and given[-1] not in res.stdout
+    elif item.type is not bool:
+        assert given[-1] in rows[item.name]
+
+
+def test_cold_turns_the_warm_setting_off(runner: CliRunner, tmp_path: Path) -> None:
+    res = runner.invoke(
+        app,
+        ["node", "--cold", "--work-dir", str(tmp_path), "--print-config"],
+        env={"COLUMNS": "200"},
+    )
+    rows = {line.split("│")[1].strip(): line for line in res.stdout.splitlines() if "│" in line}
+    assert "False" in rows["warm"] and "command line" in rows["warm"]
+
+
+# -- help ----------------------------------------------------------------------------------------
+
+
+def _all_commands() -> list[list[str]]:
+    root = typer.main.get_command(app)
+    found: list[list[str]] = []
+
+    def walk(cmd: Any, path: list[str]) -> None:
+        found.append(path)
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(root, [])
+    return found
+
+
+@pytest.mark.parametrize("path", _all_commands(), ids=lambda p: " ".join(p) or "blendfarm")
+def test_help_shows_short_metavars_and_no_type_noise(runner: CliRunner, path: list[str]) -> None:
+    res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "100"})
+    assert res.exit_code == 0, res.output
+    assert not re.search(r"<(bool|str|int|float|path|int range)>|\{\w+\}", res.stdout), res.stdout
+    for line in res.stdout.splitlines():
+        option = re.match(r"\s+((?:-\w, )?--[\w-]+(?: / --[\w-]+)?)(?: (\S+))?  ", line)
+        if option and option.group(2):
+            assert re.fullmatch(r"[A-Z][A-Z-]*", option.group(2)), line
+
+
+def test_help_wraps_paragraphs_to_the_terminal(runner: CliRunner) -> None:
+    res = runner.invoke(app, ["submit", "--help"], env={"COLUMNS": "100"})
+    text = " ".join(res.stdout.split())
+    assert "PATH is a .zip of the project folder, the folder itself (zipped on the way," in text
+    paragraph = [ln for ln in res.stdout.splitlines() if "PATH is" in ln or "*.blend1" in ln]
+    assert paragraph and all(len(line) <= 100 for line in res.stdout.splitlines())
+    assert "Usage: blendfarm submit [OPTIONS] PATH" in res.stdout
+
+
+# -- the command lines in the docs parse -----------------------------------------------------------
+
+DOCUMENTED = re.compile(r"^(?:\.venv/bin/)?blendfarm(?:\s|$)")
+# click's UsageError (unknown option, option without its value), wherever typer keeps click
+USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+
+
+def documented_command_lines(markdown: str) -> list[str]:
+    """Command lines starting with `blendfarm` in code blocks and in `backticks` anywhere."""
+    found: list[str] = []
+    in_block = False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            in_block = not in_block
+            continue
+        if in_block:
+            candidates = [re.sub(r"\s+#.*$", "", line)]
+        else:
+            candidates = re.findall(r"`([^`]+)`", line.replace("\\|", "|"))
+        found += [c.strip() for c in candidates if DOCUMENTED.match(c.strip())]
+    return found
+
+
+def _expand(tokens: list[str]) -> list[list[str]]:
+    """Usage notation to command lines: every [optional] part in, one line per a | b choice."""
+
+    def sequence(i: int, stop: set[str]) -> tuple[list[list[str]], int]:
+        lines: list[list[str]] = [[]]
+        while i < len(tokens) and tokens[i] not in stop:
+            if tokens[i] == "[":
+                choices: list[list[str]] = []
+                i += 1
+                while True:
+                    alternative, i = sequence(i, {"|", "]"})
+                    choices += alternative
+                    if i >= len(tokens) or tokens[i] == "]":
+                        break
+                    i += 1  # past "|"
+                i += 1  # past "]"
+                lines = [a + b for a in lines for b in choices]
+            else:
+                word = tokens[i].removesuffix("...")
+                if word and word != "OPTIONS":
+                    lines = [a + [word] for a in lines]
+                i += 1
+        return lines, i
+
+    return sequence(0, set())[0]
+
+
+def parse_documented(line: str) -> None:
+    """Run one documented command line through the app's click parser (placeholders as is)."""
+    tokens = re.findall(r"\[|\]|\||[^\s\[\]|]+", line)
+    for argv in _expand(tokens):
+        cmd: Any = typer.main.get_command(app)
+        parent = None
+        args = argv[1:]
+        path = "blendfarm"
+        while True:
+            ctx = cmd.context_class(cmd, info_name=path, parent=parent)
+            opts, rest, _order = cmd.make_parser(ctx).parse_args(list(args))
+            if not hasattr(cmd, "commands"):
+                break
+            if not rest or rest[0] == "COMMAND":
+                return
+            sub = cmd.commands.get(rest[0])
+            if sub is None:
+                raise AssertionError(f"{line}: {path} has no command {rest[0]!r}")
+            cmd, parent, args, path = sub, ctx, rest[1:], f"{path} {rest[0]}"
+        if rest:
+            raise AssertionError(f"{line}: {path} takes no {' '.join(rest)!r}")
+        for param in cmd.get_params(ctx):
+            if param.required and opts.get(param.name) is None:
+                raise AssertionError(f"{line}: {path} needs {param.name}")
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md"])
+def test_every_command_line_in_the_docs_parses(doc: str) -> None:
+    lines = documented_command_lines((ROOT / doc).read_text())
+    assert len(lines) >= 10
+    failures = []
+    for line in lines:
+        try:
+            parse_documented(line)
+        except (AssertionError, USAGE_ERROR) as exc:
+            failures.append(f"{line}\n    {exc}")
+    assert not failures, "\n".join(failures)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "blendfarm node --server URL --token T --bogus",
+        "blendfarm node --token",
+        "blendfarm status --serverr URL",
+        "blendfarm fetch",
+        "blendfarm rm ID extra",
+        "blendfarm nope",
+        "blendfarm blender nope",
+        "blendfarm submit PATH [--frame N | --framez A-B]",
+        "blendfarm serve [--host 0.0.0.0] [--max-tilez N]",
+    ],
+)
+def test_the_docs_check_refuses_what_does_not_parse(line: str) -> None:
+    with pytest.raises((AssertionError, USAGE_ERROR)):
+        parse_documented(line)
+
+
+def test_the_docs_check_reads_code_blocks_tables_and_inline_code() -> None:
+    markdown = (
+        "Run `blendfarm status --watch` or `blendfarm.toml`.\n"
+        "| `blendfarm submit PATH [--frame N \\| --frames A-B]` | upload |\n"
+        "```sh\n.venv/bin/blendfarm fetch ID -o out/   # download\nls\n```\n"
+    )
+    assert documented_command_lines(markdown) == [
+        "blendfarm status --watch",
+        "blendfarm submit PATH [--frame N | --frames A-B]",
+        ".venv/bin/blendfarm fetch ID -o out/",
+    ]
+    assert _expand(["blendfarm", "submit", "[", "--frame", "N", "|", "--frames", "A-B", "]"]) == [
+        ["blendfarm", "submit", "--frame", "N"],
+        ["blendfarm", "submit", "--frames", "A-B"],
+    ]
+
+
+# -- how the CLI is put together ---------------------------------------------------------------
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules `path` imports when it is loaded (imports inside functions left out)."""
+    import ast
+
+    package = "blendfarm.cli"
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = package.rsplit(".", node.level - 1)[0] if node.level else ""
+            module = ".".join(p for p in (base, node.module or "") if p)
+            found.add(module)
+            if node.module is None:  # from . import x
+                found |= {f"{module}.{alias.name}" for alias in node.names}
+    return found
+
+
+def test_the_cli_modules_import_no_server_code_and_form_no_cycle() -> None:
+    folder = ROOT / "src" / "blendfarm" / "cli"
+    graph = {
+        f"blendfarm.cli.{p.stem}": _module_level_imports(p) for p in sorted(folder.glob("*.py"))
+    }
+    for module, imports in graph.items():
+        assert not any(i.startswith("blendfarm.server") for i in imports), module
+    seen: set[str] = set()
+
+    def visit(module: str, stack: tuple[str, ...]) -> None:
+        assert module not in stack, " -> ".join((*stack, module))
+        if module in seen:
+            return
+        for dep in graph.get(module, set()) & set(graph):
+            visit(dep, (*stack, module))
+        seen.add(module)
+
+    for module in graph:
+        visit(module, ())
+    assert "blendfarm.cli.main" not in set().union(
+        *(imports for module, imports in graph.items() if module.endswith("_commands"))
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FarmProcesses, full_disk, make_project, zip_folder
+from helpers import PASSWORD, FarmProcesses, full_disk, make_project, zip_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -250,9 +250,23 @@ def test_a_node_that_keeps_failing_is_blocklisted_and_the_others_finish(
             assert done["blocklist"] == ["broken"]
             nodes = {n["name"]: n for n in farm.client.get("/api/nodes").json()}
             assert nodes["broken"]["chunks_done"] == 0 and nodes["good"]["chunks_done"] == 16
-            log = farm.client.get("/api/logs").json()["lines"]
+            admin = {"X-Blendfarm-Password": PASSWORD}
+            log = farm.client.get("/api/logs", headers=admin).json()["lines"]
             assert any("failed on broken: Blender wrote a damaged image" in line for line in log)
             assert "blocked: broken" in farm.cli("status", pid).stdout
             farm.close()  # the node lets go of the full disk before it is unmounted
     finally:
         farm.close()
+
+
+def test_a_forwarded_address_does_not_escape_the_guess_limit(quick_farm: FarmProcesses) -> None:
+    # A guesser on the server's own machine sends a new X-Forwarded-For with every guess;
+    # the server believes no proxy unless told, so every guess counts against 127.0.0.1.
+    answers = [
+        quick_farm.client.post(
+            "/api/purge",
+            headers={"X-Blendfarm-Password": "guess", "X-Forwarded-For": f"10.9.8.{i}"},
+        ).status_code
+        for i in range(8)
+    ]
+    assert answers[:5] == [403] * 5 and 429 in answers[5:], answers

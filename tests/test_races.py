@@ -21,7 +21,7 @@ def test_a_probe_landing_during_a_compositing_pass_does_not_error_the_project(
     assert chunk is not None
     farm.answer(chunk)  # ...and a frame is complete before the pass reaches the project
     for row in stale_rows:
-        farm.background.composite(row)
+        farm.farm.compositor.composite(row)
     p = farm.client.get(f"/api/projects/{pid}").json()
     assert p["state"] == "rendering" and p["frames_done"] == 1
 

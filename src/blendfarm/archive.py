@@ -1,24 +1,53 @@
 """Project archives: checking an uploaded zip, unpacking it safely, zipping a folder.
 
 An archive is refused whole (nothing unpacked) when any entry would land outside the target
-(`..`, absolute paths, drive letters), is a link, appears twice, or when the archive is a
-zip bomb (total size or compression ratio over the limits).
+(`..`, absolute paths, drive letters), is a link, appears twice, has a name a node's file system
+cannot hold, is encrypted or compressed in a way Python cannot read, does not read back with
+its checksum, when it holds too many entries, or when it is a zip bomb (total size or
+compression ratio over the limits).
 """
 
 from __future__ import annotations
 
+import lzma
 import os
 import shutil
 import stat
+import struct
+import unicodedata
 import zipfile
-from collections.abc import Callable, Iterable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from .errors import BadInput, TooLarge
+from .errors import BadInput, BlendfarmError, TooLarge
+from .zipdirectory import count_entries
 
 BLEND_MAGIC = b"BLENDER"
 BACKUP_SUFFIXES = (".blend1", ".blend2")
+DEFAULT_MAX_ENTRIES = 100_000
+MAX_COMPONENT_BYTES = 255  # NAME_MAX of Linux file systems (ext4, xfs, btrfs)
+MAX_NAME_BYTES = 3072  # leaves room under PATH_MAX (4096) for the node's work dir
+BLOCK = 1024 * 1024
+# Methods every Python blendfarm runs on reads (3.14's zstd is left out: a 3.11 node cannot).
+READABLE_METHODS = frozenset(
+    {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
+)
+ENCRYPTED = 0x1 | 0x40  # traditional and strong encryption
+PATCHED = 0x20  # "compressed patched data", which zipfile refuses
+# What reading a damaged member can raise, from zipfile and the decompressors below it.
+READ_ERRORS = (
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    EOFError,
+    OSError,
+    ValueError,
+    NotImplementedError,
+    RuntimeError,
+    struct.error,
+)
 
 
 @dataclass(frozen=True)
@@ -36,6 +65,12 @@ def is_blend_file(path: Path) -> bool:
     return head == BLEND_MAGIC or head[:2] == b"\x1f\x8b" or head[:4] == b"\x28\xb5\x2f\xfd"
 
 
+def is_zip_file(path: Path) -> bool:
+    """True when `path` starts like a zip archive (the one test of "is this a zip")."""
+    with open(path, "rb") as fh:
+        return fh.read(4) in (b"PK\x03\x04", b"PK\x05\x06")
+
+
 def _check_name(name: str) -> str:
     if not name or "\x00" in name:
         raise BadInput("the zip holds an entry with an empty or invalid name")
@@ -49,31 +84,118 @@ def _check_name(name: str) -> str:
     return "/".join(p for p in parts if p not in ("", "."))
 
 
-def inspect_zip(path: Path, max_unpacked: int, max_ratio: float) -> ZipSummary:
-    """Check an uploaded archive and list its files; BadInput/TooLarge when it is refused."""
-    if not zipfile.is_zipfile(path):
-        raise BadInput("the upload is not a zip archive (or a .blend file)")
+def _check_entry(info: zipfile.ZipInfo) -> str:
+    """The normalised name of an entry a node can unpack; BadInput naming it when it cannot."""
+    name = _check_name(info.filename)
+    label = repr(info.filename)
+    if not name and not info.is_dir():
+        raise BadInput(f"the zip entry {label} has no file name")
+    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES:
+        shown = repr(info.filename[:60] + "...")
+        raise BadInput(f"the zip entry {shown} has a path over {MAX_NAME_BYTES} bytes")
+    for part in name.split("/"):
+        if len(part.encode("utf-8", "surrogateescape")) > MAX_COMPONENT_BYTES:
+            raise BadInput(
+                f"the zip entry {label} has a name part over {MAX_COMPONENT_BYTES} bytes, "
+                "more than file systems hold"
+            )
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise BadInput(f"the zip entry {label} is a symbolic link")
+    if info.flag_bits & ENCRYPTED:
+        raise BadInput(f"the zip entry {label} is encrypted (zip it again without a password)")
+    if info.flag_bits & PATCHED:
+        raise BadInput(f"the zip entry {label} is stored as a patch, which cannot be unpacked")
+    if not info.is_dir() and info.compress_type not in READABLE_METHODS:
+        raise BadInput(
+            f"the zip entry {label} is compressed with method {info.compress_type}, "
+            "which cannot be unpacked (zip it again with deflate)"
+        )
+    return name
+
+
+class _Layout:
+    """The files and folders an archive makes, to refuse names a file system cannot hold both
+    of: the same name twice (ignoring case and Unicode normal form, as macOS and Windows do),
+    or a file and a folder of the same name."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, str] = {}
+        self.folders: dict[str, str] = {}
+
+    @staticmethod
+    def _key(name: str) -> str:
+        return unicodedata.normalize("NFC", name).casefold()
+
+    def add(self, name: str, is_dir: bool, label: str) -> None:
+        parts = name.split("/")
+        folders = parts if is_dir else parts[:-1]
+        for depth in range(1, len(folders) + 1):
+            folder = "/".join(folders[:depth])
+            key = self._key(folder)
+            if key in self.files:
+                raise BadInput(f"the zip holds both a file and a folder called {self.files[key]!r}")
+            self.folders.setdefault(key, folder)
+        if is_dir:
+            return
+        key = self._key(name)
+        if key in self.files:
+            raise BadInput(f"the zip holds {label!r} twice")
+        if key in self.folders:
+            raise BadInput(f"the zip holds both a file and a folder called {name!r}")
+        self.files[key] = name
+
+
+def _unreadable(label: str, exc: BaseException) -> BadInput:
+    """The one sentence for a member whose data does not read back."""
+    text = str(exc)
+    if "CRC" in text:
+        why = "its checksum does not match (a file copied only in part?)"
+    elif isinstance(exc, EOFError) or "ended" in text or "truncated" in text.lower():
+        why = "its data is cut short"
+    else:
+        why = f"its data cannot be read ({text.rstrip('.') or type(exc).__name__})"
+    return BadInput(f"the zip entry {label!r} is damaged: {why}")
+
+
+def _blocks(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """The data of one member, checked against its CRC; BadInput naming it when damaged."""
     try:
+        with zf.open(info) as src:
+            while block := src.read(BLOCK):
+                yield block
+    except READ_ERRORS as exc:
+        raise _unreadable(info.filename, exc) from None
+
+
+def inspect_zip(
+    path: Path, max_unpacked: int, max_ratio: float, max_entries: int = DEFAULT_MAX_ENTRIES
+) -> ZipSummary:
+    """Check an uploaded archive whole and list its files; BadInput/TooLarge when refused.
+
+    Every member is read through (its CRC checked), so a zip accepted here unpacks on a node.
+    """
+    try:
+        with open(path, "rb") as fh:
+            count_entries(fh, max_entries)
         with zipfile.ZipFile(path) as zf:
-            infos = zf.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            summary = _check_listing(zf.infolist(), max_unpacked, max_ratio)
+            _read_through(zf, max_unpacked)
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, struct.error) as exc:
         raise BadInput(f"the zip archive is damaged: {exc}") from None
-    seen: set[str] = set()
+    return summary
+
+
+def _check_listing(infos: list[zipfile.ZipInfo], max_unpacked: int, max_ratio: float) -> ZipSummary:
+    layout = _Layout()
     names: list[str] = []
     entries: dict[str, str] = {}
     total = 0
     compressed = 0
     for info in infos:
-        name = _check_name(info.filename)
-        mode = info.external_attr >> 16
-        if stat.S_ISLNK(mode):
-            raise BadInput(f"the zip entry {info.filename!r} is a symbolic link")
+        name = _check_entry(info)
+        layout.add(name, info.is_dir(), info.filename)
         if info.is_dir():
             continue
-        key = name.casefold()
-        if key in seen:
-            raise BadInput(f"the zip holds {info.filename!r} twice")
-        seen.add(key)
         names.append(name)
         entries[name] = info.filename
         total += info.file_size
@@ -86,6 +208,18 @@ def inspect_zip(path: Path, max_unpacked: int, max_ratio: float) -> ZipSummary:
     if not blends:
         raise BadInput("the zip holds no .blend file")
     return ZipSummary(names=names, blends=blends, unpacked=total, entries=entries)
+
+
+def _read_through(zf: zipfile.ZipFile, max_unpacked: int) -> None:
+    """Read every member to its end, so zipfile checks its size and CRC."""
+    read = 0
+    for info in zf.infolist():
+        if info.is_dir():
+            continue
+        for block in _blocks(zf, info):
+            read += len(block)
+            if read > max_unpacked:
+                raise TooLarge("the zip unpacks to more than its headers say")
 
 
 def choose_blend(summary: ZipSummary, requested: str | None) -> str:
@@ -105,24 +239,44 @@ def choose_blend(summary: ZipSummary, requested: str | None) -> str:
 
 
 def safe_extract(archive: Path, dest: Path, max_unpacked: int) -> None:
-    """Unpack a checked archive into `dest`, counting real bytes (headers can lie)."""
+    """Unpack a checked archive into `dest`, counting real bytes (headers can lie).
+
+    Every failure is a BlendfarmError with one sentence (the caller removes `dest`).
+    """
     dest = dest.resolve()
-    written = 0
-    with zipfile.ZipFile(archive) as zf:
+    try:
+        zf = zipfile.ZipFile(archive)
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, struct.error) as exc:
+        raise BadInput(f"the project archive cannot be opened: {exc}") from None
+    with zf:
+        layout = _Layout()
+        written = 0
         for info in zf.infolist():
-            name = _check_name(info.filename)
-            if info.is_dir() or stat.S_ISLNK(info.external_attr >> 16):
+            name = _check_entry(info)
+            layout.add(name, info.is_dir(), info.filename)
+            if info.is_dir():
                 continue
             target = (dest / name).resolve()
             if not target.is_relative_to(dest):
                 raise BadInput(f"the zip entry {info.filename!r} points outside the project")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with zf.open(info) as src, open(target, "wb") as out:
-                while block := src.read(1024 * 1024):
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                out = open(target, "xb")
+            except OSError as exc:
+                raise BlendfarmError(
+                    f"cannot unpack {info.filename!r} here: {exc.strerror or exc}"
+                ) from None
+            with out:
+                for block in _blocks(zf, info):
                     written += len(block)
                     if written > max_unpacked:
                         raise TooLarge("the zip unpacks to more than its headers say")
-                    out.write(block)
+                    try:
+                        out.write(block)
+                    except OSError as exc:
+                        raise BlendfarmError(
+                            f"cannot unpack {info.filename!r} here: {exc.strerror or exc}"
+                        ) from None
 
 
 def folder_files(folder: Path) -> list[Path]:
@@ -148,9 +302,10 @@ def zip_files(
                 progress(path.stat().st_size)
 
 
-def zip_folder(folder: Path, out: Path, progress: Callable[[int], None] | None = None) -> None:
-    """Zip a project folder as the seed's users do by hand (backups left out)."""
+def zip_folder(folder: Path, out: Path, progress: Callable[[int], None] | None = None) -> Path:
+    """Zip a project folder as the seed's users do by hand (backups left out); returns `out`."""
     zip_files(((p, p.relative_to(folder).as_posix()) for p in folder_files(folder)), out, progress)
+    return out
 
 
 def wrap_blend(blend: Path, out: Path, name: str) -> None:

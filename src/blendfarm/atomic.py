@@ -19,6 +19,27 @@ def replacing(path: Path, suffix: str = "") -> Iterator[Path]:
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{suffix}")
     try:
         yield tmp
+        if tmp.exists():
+            _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a written file and the directory entry naming it to the disk.
+
+    Called before the database records the file, so that after a power cut a record never
+    points at an empty or missing file.
+    """
+    _fsync(path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

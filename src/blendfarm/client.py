@@ -13,7 +13,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TypeVar
@@ -383,6 +383,6 @@ def _blocks(fh: BinaryIO, progress: Progress | None) -> Iterator[bytes]:
         yield block
 
 
-def status_json(status: p.Status | p.Project | Iterable[p.Project]) -> str:
-    """Pretty JSON of a message, for `--json` output."""
-    return json.dumps(p.to_builtins(status), indent=2)
+def status_json(message: object) -> str:
+    """JSON of a message (or a list of them), for `--json` output."""
+    return json.dumps(p.to_builtins(message))

@@ -367,7 +367,9 @@ def schemas(
     found, components = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=ref_template)
     named: dict[str, Any] = {}
     for kind, schema in zip(SCHEMA_TYPES, found, strict=True):
-        named[schema_name(kind)] = schema
+        name = schema_name(kind)
+        if name not in components:  # a Struct's own entry is already there, under its name
+            named[name] = schema
     return named, components
 
 

@@ -1,9 +1,11 @@
-"""Every knob of the server and the node, in one table each.
+"""Every setting of the server and the node, declared once as a dataclass field.
 
-A knob has a name, a default, an environment variable and a help text. Values come, by
-precedence, from the command line, the environment, a TOML file in the data/work dir
-(`blendfarm.toml`), and the default; `resolve` records where each value came from so
-`blendfarm serve --print-config` can show it.
+A field made with `setting(...)` carries its default, help text, environment variable,
+command-line flag and whether it is a secret; from that one declaration come the frozen
+dataclass, the `BLENDFARM_*` variables, the keys of `blendfarm.toml`, `--print-config` and the
+options of `blendfarm serve` / `blendfarm node`. Values come, by precedence, from the command
+line, the environment, the TOML file in the data/work dir, and the default; `build` records
+where each value came from.
 """
 
 from __future__ import annotations
@@ -11,172 +13,171 @@ from __future__ import annotations
 import dataclasses
 import os
 import tomllib
+import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from .errors import BadInput
+from .parsing import parse_bool
 
 CONFIG_FILE = "blendfarm.toml"
+_META_KEY = "blendfarm.setting"
 
 
 @dataclass(frozen=True)
-class Knob:
-    name: str
-    default: Any
-    env: str
+class _Declaration:
     help: str
+    env: str
+    flags: tuple[str, ...]
+    metavar: str
+    secret: bool
 
 
-SERVER_KNOBS: tuple[Knob, ...] = (
-    Knob("host", "0.0.0.0", "BLENDFARM_HOST", "Address to listen on."),
-    Knob("api_port", 2254, "BLENDFARM_API_PORT", "Port of the JSON API (nodes and dashboard)."),
-    Knob("ui_port", 8080, "BLENDFARM_UI_PORT", "Port of the web dashboard."),
-    Knob("data", "./blendfarm-data", "BLENDFARM_DATA", "Data dir: database, projects, results."),
-    Knob(
-        "node_timeout",
-        60.0,
-        "BLENDFARM_NODE_TIMEOUT",
-        "Seconds without heartbeat before a node is offline and its chunk requeued.",
-    ),
-    Knob("local_nodes", 0, "BLENDFARM_LOCAL_NODES", "Nodes to run on the server machine too."),
-    Knob(
-        "chunk_timeout",
-        3600.0,
-        "BLENDFARM_CHUNK_TIMEOUT",
-        "Seconds one chunk may render before Blender is killed.",
-    ),
-    Knob(
-        "disk_reserve",
-        2 * 1024**3,
-        "BLENDFARM_DISK_RESERVE",
-        "Bytes that must stay free on the data disk after an upload.",
-    ),
-    Knob("max_upload", 20 * 1024**3, "BLENDFARM_MAX_UPLOAD", "Largest upload in bytes."),
-    Knob(
-        "max_unpacked",
-        50 * 1024**3,
-        "BLENDFARM_MAX_UNPACKED",
-        "Largest total uncompressed size of a project zip.",
-    ),
-    Knob(
-        "max_ratio",
-        200.0,
-        "BLENDFARM_MAX_RATIO",
-        "Largest compression ratio of a project zip (zip bombs).",
-    ),
-    Knob("max_tiles", 64, "BLENDFARM_MAX_TILES", "Most chunks per side of a frame."),
-    Knob(
-        "max_failures",
-        3,
-        "BLENDFARM_MAX_FAILURES",
-        "Failures before a node is blocklisted for a project, or a chunk errors the project.",
-    ),
-    Knob(
-        "ui_origin",
-        "",
-        "BLENDFARM_UI_ORIGIN",
-        "CORS origin of the dashboard (default: http://<host>:<ui-port>).",
-    ),
-    Knob("token", "", "BLENDFARM_TOKEN", "Node token (default: generated once in the data dir)."),
-    Knob(
-        "password",
-        "",
-        "BLENDFARM_PASSWORD",
-        "Admin password (default: generated once in the data dir).",
-    ),
-)
+def setting(
+    default: Any,
+    help: str,
+    *,
+    env: str = "",
+    flags: tuple[str, ...] = (),
+    metavar: str = "",
+    secret: bool = False,
+) -> Any:
+    """A dataclass field that is a setting.
 
-NODE_KNOBS: tuple[Knob, ...] = (
-    Knob("server", "http://127.0.0.1:2254", "BLENDFARM_SERVER", "URL of the server's API."),
-    Knob("name", "", "BLENDFARM_NODE_NAME", "Name of this node (default: kept in the work dir)."),
-    Knob(
-        "work_dir",
-        "./blendfarm-work",
-        "BLENDFARM_WORK_DIR",
-        "Work dir: name, project cache, Blender.",
-    ),
-    Knob(
-        "blender",
-        "",
-        "BLENDFARM_BLENDER",
-        "Blender executable (default: the server's, else `blender` on PATH).",
-    ),
-    Knob("threads", 0, "BLENDFARM_THREADS", "Render threads (0: all cores)."),
-    Knob("token", "", "BLENDFARM_TOKEN", "Node token printed by the server on first start."),
-    Knob(
-        "chunk_timeout",
-        3600.0,
-        "BLENDFARM_CHUNK_TIMEOUT",
-        "Seconds one chunk may render before Blender is killed.",
-    ),
-    Knob("warm", True, "BLENDFARM_WARM", "Keep Blender running between chunks of the same file."),
-)
+    `env` defaults to BLENDFARM_<NAME>, `flags` to --<name-with-dashes> (a bool may give
+    "--on/--off"), `metavar` to N for numbers, DIR for paths and NAME for text.
+    """
+    declaration = _Declaration(help, env, flags, metavar, secret)
+    return field(default=default, metadata={_META_KEY: declaration})
 
 
-def _convert(knob: Knob, raw: Any, source: str) -> Any:
-    kind = type(knob.default)
+@dataclass(frozen=True)
+class Setting:
+    """One setting as declared, with the blanks filled in."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    env: str
+    flags: tuple[str, ...]
+    metavar: str
+    secret: bool
+
+    def shown_default(self) -> str:
+        """The default as a person would type it ('' when there is none to show)."""
+        if isinstance(self.default, Path) and not self.default.is_absolute():
+            return f"./{self.default}"
+        if self.type is bool:
+            return "yes" if self.default else "no"
+        if isinstance(self.default, float):
+            return f"{self.default:g}"
+        return str(self.default)
+
+    def shown(self, value: Any) -> str:
+        """A value for display: secrets are masked."""
+        if self.secret and value:
+            return "****"
+        return str(value)
+
+
+def _default_metavar(name: str, kind: type) -> str:
+    if kind in (int, float):
+        return "N"
+    if kind is Path:
+        return "DIR"
+    return name.upper().replace("_", "-")
+
+
+def declared(cls: type) -> tuple[Setting, ...]:
+    """The settings of a settings dataclass, in declaration order."""
+    hints = typing.get_type_hints(cls)
+    found = []
+    for f in dataclasses.fields(cls):
+        decl = f.metadata.get(_META_KEY)
+        if decl is None:
+            continue
+        kind = hints[f.name]
+        found.append(
+            Setting(
+                name=f.name,
+                type=kind,
+                default=f.default,
+                help=decl.help,
+                env=decl.env or f"BLENDFARM_{f.name.upper()}",
+                flags=decl.flags or (f"--{f.name.replace('_', '-')}",),
+                metavar="" if kind is bool else decl.metavar or _default_metavar(f.name, kind),
+                secret=decl.secret,
+            )
+        )
+    return tuple(found)
+
+
+def _convert(item: Setting, raw: Any, source: str) -> Any:
+    if item.type is bool:
+        return parse_bool(f"{item.name} from {source}", raw)
+    if item.type in (int, float) and isinstance(raw, bool):
+        raw = str(raw)  # TOML true is no number
     try:
-        if kind is bool:
-            if isinstance(raw, bool):
-                return raw
-            text = str(raw).strip().lower()
-            if text in {"1", "true", "yes", "on"}:
-                return True
-            if text in {"0", "false", "no", "off"}:
-                return False
-            raise ValueError(text)
-        return kind(raw)
+        return item.type(raw)
     except (TypeError, ValueError):
-        raise BadInput(f"{knob.name} from {source}: {raw!r} is not a {kind.__name__}") from None
+        raise BadInput(
+            f"{item.name} from {source}: {raw!r} is not a {item.type.__name__}"
+        ) from None
+
+
+def _read_config(folder: str | Path, names: set[str]) -> tuple[dict[str, Any], str]:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return {}, ""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BadInput(f"{path}: not valid TOML ({exc})") from None
+    values = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in names:
+            raise BadInput(f"{path}: unknown setting {key!r}")
+        values[name] = value
+    return values, str(path)
 
 
 def resolve(
-    knobs: tuple[Knob, ...],
-    cli: Mapping[str, Any],
-    env: Mapping[str, str] | None = None,
-    config_dir_knob: str | None = None,
+    cls: type, cli: Mapping[str, Any], env: Mapping[str, str] | None = None
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Values and their sources ('command line', 'env NAME', 'FILE', 'default') for `knobs`.
+    """Values and their sources ('command line', 'env NAME', the file, 'default').
 
-    `cli` holds only the options actually given. The TOML file is looked for in the dir
-    named by `config_dir_knob` (itself resolved from cli, env and default only).
+    `cli` holds the options given on the command line (None: not given). The TOML file is
+    looked for in the dir named by the class's CONFIG_DIR setting (itself taken from the
+    command line, the environment or its default).
     """
     env = os.environ if env is None else env
+    items = declared(cls)
+    by_name = {item.name: item for item in items}
+    unknown = set(cli) - set(by_name)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no setting {sorted(unknown)[0]!r}")
+    folder_item = by_name[cls.CONFIG_DIR]  # type: ignore[attr-defined]
+    folder = cli.get(folder_item.name) or env.get(folder_item.env) or folder_item.default
+    file_values, file_name = _read_config(folder, set(by_name))
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    by_name = {k.name: k for k in knobs}
-    file_values: dict[str, Any] = {}
-    file_name = ""
-    if config_dir_knob:
-        knob = by_name[config_dir_knob]
-        folder = cli.get(knob.name) or env.get(knob.env) or knob.default
-        path = Path(folder) / CONFIG_FILE
-        if path.is_file():
-            try:
-                raw = tomllib.loads(path.read_text())
-            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                raise BadInput(f"{path}: not valid TOML ({exc})") from None
-            file_name = str(path)
-            for key, value in raw.items():
-                name = key.replace("-", "_")
-                if name not in by_name:
-                    raise BadInput(f"{path}: unknown setting {key!r}")
-                file_values[name] = value
-    for knob in knobs:
-        if cli.get(knob.name) is not None:
-            values[knob.name] = _convert(knob, cli[knob.name], "the command line")
-            sources[knob.name] = "command line"
-        elif env.get(knob.env):
-            values[knob.name] = _convert(knob, env[knob.env], knob.env)
-            sources[knob.name] = f"env {knob.env}"
-        elif knob.name in file_values:
-            values[knob.name] = _convert(knob, file_values[knob.name], file_name)
-            sources[knob.name] = file_name
+    for item in items:
+        if cli.get(item.name) is not None:
+            values[item.name] = _convert(item, cli[item.name], "the command line")
+            sources[item.name] = "command line"
+        elif env.get(item.env):
+            values[item.name] = _convert(item, env[item.env], item.env)
+            sources[item.name] = f"env {item.env}"
+        elif item.name in file_values:
+            values[item.name] = _convert(item, file_values[item.name], file_name)
+            sources[item.name] = file_name
         else:
-            values[knob.name] = knob.default
-            sources[knob.name] = "default"
+            values[item.name] = item.default
+            sources[item.name] = "default"
     return values, sources
 
 
@@ -184,41 +185,60 @@ def resolve(
 class Settings:
     """Everything the server needs to know; build one with `Settings.build` or directly in tests."""
 
-    host: str = "0.0.0.0"
-    api_port: int = 2254
-    ui_port: int = 8080
-    data: Path = Path("./blendfarm-data")
-    node_timeout: float = 60.0
-    local_nodes: int = 0
-    chunk_timeout: float = 3600.0
-    disk_reserve: int = 2 * 1024**3
-    max_upload: int = 20 * 1024**3
-    max_unpacked: int = 50 * 1024**3
-    max_ratio: float = 200.0
-    max_tiles: int = 64
-    max_failures: int = 3
-    ui_origin: str = ""
-    token: str = ""
-    password: str = ""
+    CONFIG_DIR: ClassVar[str] = "data"
+
+    host: str = setting("0.0.0.0", "Address to listen on.", metavar="ADDR")
+    api_port: int = setting(2254, "Port of the JSON API (nodes and dashboard).", metavar="PORT")
+    ui_port: int = setting(8080, "Port of the web dashboard.", metavar="PORT")
+    data: Path = setting(Path("./blendfarm-data"), "Data dir: database, projects, results.")
+    node_timeout: float = setting(
+        60.0,
+        "Seconds without heartbeat before a node is offline and its chunk requeued.",
+        metavar="SEC",
+    )
+    local_nodes: int = setting(0, "Nodes to run on the server machine too.")
+    chunk_timeout: float = setting(
+        3600.0, "Seconds one chunk may render before Blender is killed.", metavar="SEC"
+    )
+    disk_reserve: int = setting(
+        2 * 1024**3, "Bytes that must stay free on the data disk after an upload.", metavar="BYTES"
+    )
+    max_upload: int = setting(20 * 1024**3, "Largest upload in bytes.", metavar="BYTES")
+    max_unpacked: int = setting(
+        50 * 1024**3, "Largest total uncompressed size of a project zip.", metavar="BYTES"
+    )
+    max_ratio: float = setting(200.0, "Largest compression ratio of a project zip (zip bombs).")
+    max_entries: int = setting(100_000, "Most files and folders in a project zip.")
+    max_tiles: int = setting(64, "Most chunks per side of a frame.")
+    max_failures: int = setting(
+        3, "Failures before a node is blocklisted for a project, or a chunk errors the project."
+    )
+    ui_origin: str = setting(
+        "",
+        "One more origin the dashboard may be opened from (default: its port on the server's "
+        "own names and addresses).",
+        metavar="URL",
+    )
+    allowed_hosts: str = setting(
+        "",
+        "More names the server answers to, comma-separated (beyond its own names and addresses).",
+        metavar="NAMES",
+    )
+    trusted_proxies: str = setting(
+        "",
+        "Addresses of reverse proxies whose X-Forwarded-For is believed (default: none).",
+        metavar="ADDRS",
+    )
+    token: str = setting("", "Node token (default: generated once in the data dir).", secret=True)
+    password: str = setting(
+        "", "Admin password (default: generated once in the data dir).", secret=True
+    )
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
-        values, sources = resolve(SERVER_KNOBS, cli, env, config_dir_knob="data")
-        values["data"] = Path(values["data"])
+        values, sources = resolve(cls, cli, env)
         return cls(**values, sources=sources)
-
-    def cors_origins(self) -> tuple[list[str], str | None]:
-        """Origins the API allows cross-origin: (exact origins, a pattern).
-
-        `ui_origin` when set; otherwise the dashboard on its port under any name the server
-        is reached by (people open it as http://<server-ip>:8080 from their own machines).
-        """
-        if self.ui_origin:
-            return [self.ui_origin], None
-        if self.host not in {"0.0.0.0", "::", ""}:
-            return [f"http://{self.host}:{self.ui_port}"], None
-        return [], rf"https?://(?:[A-Za-z0-9.\-]+|\[[0-9a-fA-F:]+\]):{self.ui_port}"
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
@@ -228,18 +248,37 @@ class Settings:
 class NodeSettings:
     """Everything a node needs to know."""
 
-    server: str = "http://127.0.0.1:2254"
-    name: str = ""
-    work_dir: Path = Path("./blendfarm-work")
-    blender: str = ""
-    threads: int = 0
-    token: str = ""
-    chunk_timeout: float = 3600.0
-    warm: bool = True
+    CONFIG_DIR: ClassVar[str] = "work_dir"
+
+    server: str = setting(
+        "http://127.0.0.1:2254", "URL of the server's API.", flags=("--server", "-s"), metavar="URL"
+    )
+    name: str = setting(
+        "", "Name of this node (default: kept in the work dir).", env="BLENDFARM_NODE_NAME"
+    )
+    work_dir: Path = setting(Path("./blendfarm-work"), "Work dir: name, project cache, Blender.")
+    blender: str = setting(
+        "", "Blender executable (default: the server's, else `blender` on PATH).", metavar="PATH"
+    )
+    threads: int = setting(0, "Render threads (0: all cores).")
+    token: str = setting("", "Node token printed by the server on first start.", secret=True)
+    chunk_timeout: float = setting(
+        3600.0, "Seconds one chunk may render before Blender is killed.", metavar="SEC"
+    )
+    warm: bool = setting(
+        True,
+        "Keep Blender running between chunks of the same file (--cold: start it for every chunk).",
+        flags=("--warm/--cold",),
+    )
+    trust_scripts: bool = setting(
+        False,
+        "Run the Python inside submitted .blend files (drivers, registered text blocks, "
+        "Freestyle style modules) with this node's rights: only on a farm whose files you trust.",
+        flags=("--trust-scripts",),
+    )
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def build(cls, cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> NodeSettings:
-        values, sources = resolve(NODE_KNOBS, cli, env, config_dir_knob="work_dir")
-        values["work_dir"] = Path(values["work_dir"])
+        values, sources = resolve(cls, cli, env)
         return cls(**values, sources=sources)

@@ -15,15 +15,18 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import warnings
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+
+from blendfarm.archive import zip_folder
 
 ROOT = Path(__file__).resolve().parents[2]
 MAKE_SCENE = ROOT / "tests" / "make_scene.py"
@@ -82,14 +85,6 @@ def _wait_blender(proc: subprocess.Popen[bytes], what: str) -> None:
         pytest.fail(f"Blender could not make {what}:\n{out.decode(errors='replace')[-3000:]}")
 
 
-def _zip_folder(folder: Path, target: Path) -> Path:
-    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path in sorted(folder.rglob("*")):
-            if path.is_file():
-                zf.write(path, path.relative_to(folder).as_posix())
-    return target
-
-
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Zipped project folders (scene.blend, lib/lib.blend, textures/checker.png).
@@ -116,7 +111,7 @@ def scenes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     zips = {}
     for name, proc in procs.items():
         _wait_blender(proc, f"the {name} project")
-        zips[name] = _zip_folder(root / name, root / f"{name}.zip")
+        zips[name] = zip_folder(root / name, root / f"{name}.zip")
     return zips
 
 
@@ -134,8 +129,8 @@ class Farm:
     missing_routes: list[str] = field(default_factory=list)
 
     def url(self, route: str = "") -> str:
-        """The dashboard, pointed at this farm's API, on a hash route ("", "upload", ...)."""
-        return f"{self.ui}/?api={self.api}#/{route}"
+        """The dashboard on a hash route ("", "upload", ...); it finds the API by /config.js."""
+        return f"{self.ui}/#/{route}"
 
     def client(self) -> httpx.Client:
         return httpx.Client(base_url=self.api, timeout=30)
@@ -223,6 +218,55 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         yield farm
     finally:
         _stop(proc)
+
+
+# -- a stranger's server --------------------------------------------------------------------
+
+
+@dataclass
+class Recorder:
+    """Another server on this machine that notes every request it gets (and says yes to all)."""
+
+    url: str
+    requests: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def recorder() -> Iterator[Recorder]:
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def _answer(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            if length:
+                self.rfile.read(length)
+            seen.append(f"{self.command} {self.path} {dict(self.headers)}")
+            body = b'{"lines": ["from the recorder"], "available": false, "nodes": {}}'
+            self.send_response(200)
+            # answers a browser would accept from anywhere, so only the dashboard's own choice
+            # of server keeps it away from here
+            self.send_header("Access-Control-Allow-Origin", "*")
+            self.send_header("Access-Control-Allow-Headers", "*")
+            self.send_header("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_OPTIONS = _answer
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield Recorder(f"http://127.0.0.1:{server.server_address[1]}", seen)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
 
 
 # -- the browser -----------------------------------------------------------------------------

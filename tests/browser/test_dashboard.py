@@ -320,13 +320,88 @@ def test_upload_form_explains_bad_values(ui, farm, scenes, tmp_path) -> None:
     ui.console.assert_clean()
 
 
+def test_the_server_log_is_shown_after_the_admin_password(ui, farm) -> None:
+    page = ui.page
+    asked: list[object] = []
+    page.on("request", lambda r: asked.append(r) if "/api/logs" in r.url else None)
+    ui.goto("settings")
+    region = page.get_by_role("region", name="Server log")
+    log = page.locator("#server-log")
+    password = region.get_by_label("Admin password")
+    expect(password).to_be_visible()
+    expect(log).to_be_hidden()
+    expect(region.get_by_role("button", name="Refresh")).to_be_hidden()
+    expect(page.locator("#blender-nodes")).to_contain_text("Blender")
+    assert asked == [], "the log was asked for before the password was given"
+
+    # a wrong password: the server's own one-line refusal, next to the field
+    ui.console.allow(r"status of 403 .*\[.*/api/logs\]")
+    password.fill("not-the-password")
+    region.get_by_role("button", name="Show log").click()
+    with farm.client() as client:
+        refusal = client.get("/api/logs", headers={"X-Blendfarm-Password": "not-the-password"})
+    assert refusal.status_code == 403
+    expect(page.locator("#log-password-err")).to_have_text(refusal.json()["error"]["message"])
+    expect(log).to_be_hidden()
+
+    password.fill(farm.password)
+    region.get_by_role("button", name="Show log").click()
+    expect(log).to_be_visible()
+    expect(log).to_contain_text("submitted")
+    expect(password).to_be_hidden()
+    page.evaluate("window.scrollTo(0, 0)")
+    ui.screenshot("settings.png")
+
+    # the password stays in the page's memory: Refresh sends it again; no storage holds it
+    refresh = region.get_by_role("button", name="Refresh")
+    with page.expect_request(lambda r: "/api/logs" in r.url) as sent:
+        refresh.click()
+    assert sent.value.headers.get("x-blendfarm-password") == farm.password
+    stored = page.evaluate("JSON.stringify([{...localStorage}, {...sessionStorage}])")
+    assert farm.password not in stored, stored
+
+    # a reloaded page has forgotten it
+    page.reload()
+    page.locator("#conn[data-state='live']").wait_for()
+    expect(page.locator("#server-log")).to_be_hidden()
+    expect(password).to_be_visible()
+    ui.console.assert_clean()
+
+
+def test_a_link_cannot_send_the_dashboard_to_another_server(ui, farm, recorder, tmp_path) -> None:
+    page = ui.page
+    # what an older dashboard may have remembered for this tab, and a link naming a stranger
+    ui.goto()
+    page.evaluate(f"sessionStorage.setItem('blendfarm-api', {recorder.url!r})")
+    page.goto(f"{farm.ui}/?api={recorder.url}#/settings")
+    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    expect(page.locator("#api-base")).to_have_text(farm.api)
+    assert page.evaluate("sessionStorage.getItem('blendfarm-api')") is None
+
+    # admin actions with the password go to the farm's own API
+    ui.console.allow(r"status of 400 .*\[.*/api/blender\?filename=")
+    blender = page.get_by_role("region", name="Blender for the workers")
+    fake = tmp_path / "blender-4.2.0-linux-x64.tar.xz"
+    fake.write_bytes(b"not an xz archive" * 100)
+    blender.get_by_label("Blender archive (.tar.xz)").set_input_files(fake)
+    blender.get_by_label("Admin password").fill(farm.password)
+    blender.get_by_role("button", name="Upload Blender").click()
+    expect(page.locator("#bl-error")).to_contain_text("The server refused the archive:")
+
+    region = page.get_by_role("region", name="Server log")
+    region.get_by_label("Admin password").fill(farm.password)
+    region.get_by_role("button", name="Show log").click()
+    expect(page.locator("#server-log")).to_contain_text("submitted")
+    expect(page.locator("#server-log")).not_to_contain_text("from the recorder")
+
+    assert recorder.requests == [], "the dashboard talked to another server"
+    ui.console.assert_clean()
+
+
 def test_settings_purge_needs_the_right_password(ui, farm, tmp_path) -> None:
     page = ui.page
     ui.goto("settings")
-    log = page.locator("#server-log")
-    expect(log).to_contain_text("submitted")
     expect(page.locator("#blender-nodes")).to_contain_text("Blender")
-    ui.screenshot("settings.png")
 
     # a new Blender for the workers: the password is checked, then the archive itself
     blender = page.get_by_role("region", name="Blender for the workers")
@@ -388,14 +463,7 @@ def test_every_page_at_phone_width_without_errors(ui) -> None:
         )
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"#/{route} scrolls sideways at phone width ({width}px)"
-    # the tab remembers the API given with ?api= (no ?api= here)
-    page.goto(f"{ui.farm.ui}/#/workers")
-    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
-    expect(page.locator("#api-base")).to_have_text(ui.farm.api)
-    # a fresh tab finds the API through the server's /config.js
-    page.evaluate("sessionStorage.clear()")
-    page.goto(f"{ui.farm.ui}/#/workers")
-    expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+    # the page found the API on its own host, at the port the server's /config.js names
     expect(page.locator("#api-base")).to_have_text(ui.farm.api)
     # keyboard: the navigation is reachable and works with Enter
     page.get_by_role("link", name="Upload", exact=True).focus()

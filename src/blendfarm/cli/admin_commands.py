@@ -1,23 +1,24 @@
-"""Farm-wide commands: purge, passwd, and the Blender the server hands out."""
+"""Farm-wide commands: purge, passwd, and the Blender the server hands out.
+
+main.py registers them (the last two as `blendfarm blender upload|status`)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import httpx
 import typer
 from rich.table import Table
 
+from ..client import status_json
 from ..errors import BadInput
-from .client_commands import ProgressReader, checked, transfer_progress
-from .main import Api, app, console, friendly
+from .context import SERVER_OPTION, api_for, console, friendly, uploading
 
 PASSWORD_OPTION = typer.Option(
     None,
     "--password",
     envvar="BLENDFARM_PASSWORD",
-    help="The admin password (also BLENDFARM_PASSWORD; asked for when missing).",
+    metavar="PASSWORD",
+    help="The admin password (asked for when missing).  [env: BLENDFARM_PASSWORD]",
 )
 
 
@@ -25,106 +26,94 @@ def admin_password(given: str | None) -> str:
     return given or typer.prompt("Admin password", hide_input=True)
 
 
-@app.command()
 @friendly
 def purge(
     ctx: typer.Context,
     password: str = PASSWORD_OPTION,
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Delete EVERYTHING on the server: every project, render, chunk and node."""
-    api: Api = ctx.obj
+    """Delete EVERYTHING on the server: all projects, renders and nodes."""
+    api = api_for(ctx, server)
     if not yes and not typer.confirm(
         "Purge the database? Every project, render and all progress is deleted.", default=False
     ):
         raise typer.Exit(1)
     secret = admin_password(password)
-    checked(api.client.post("/api/purge", headers={"X-Blendfarm-Password": secret}))
+    api.purge(secret)
     console.print("the server's database was purged")
 
 
-@app.command()
 @friendly
 def passwd(
     ctx: typer.Context,
     password: str = PASSWORD_OPTION,
     new_password: str = typer.Option(
-        None, "--new-password", help="The new password (asked for twice when missing)."
+        None,
+        "--new-password",
+        metavar="PASSWORD",
+        help="The new password (asked for twice when missing).",
     ),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Change the admin password."""
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     secret = admin_password(password)
     new = new_password or typer.prompt(
         "New admin password", hide_input=True, confirmation_prompt=True
     )
-    checked(
-        api.client.post(
-            "/api/password", headers={"X-Blendfarm-Password": secret}, json={"password": new}
-        )
-    )
+    api.change_password(new, secret)
     console.print("the admin password was changed")
 
 
-blender_app = typer.Typer(
-    help="The Blender the server hands out to every node.", no_args_is_help=True
-)
-app.add_typer(blender_app, name="blender")
-
-
-@blender_app.command("upload")
 @friendly
 def blender_upload(
     ctx: typer.Context,
-    tarball: Path = typer.Argument(..., help="An official blender-VERSION-linux-ARCH.tar.xz."),
+    tarball: Path = typer.Argument(
+        ..., metavar="FILE", help="An official blender-VERSION-linux-ARCH.tar.xz."
+    ),
     password: str = PASSWORD_OPTION,
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Send a Blender build to the server; every node switches to it between chunks."""
-    api: Api = ctx.obj
+    """Send a Blender build to the server for every node to render with.
+
+    Every node switches to it between two chunks, never in the middle of one.
+    """
+    api = api_for(ctx, server)
     if not tarball.is_file():
         raise BadInput(f"{tarball} does not exist")
     secret = admin_password(password)
-    with transfer_progress() as progress, open(tarball, "rb") as fh:
-        task = progress.add_task(f"uploading {tarball.name}", total=tarball.stat().st_size)
-        resp = api.client.put(
-            "/api/blender",
-            params={"filename": tarball.name},
-            headers={
-                "X-Blendfarm-Password": secret,
-                "Content-Length": str(tarball.stat().st_size),
-            },
-            content=iter(ProgressReader(fh, progress, task)),
-            timeout=httpx.Timeout(None, connect=5),
-        )
-    info = checked(resp).json()
-    console.print(f"the farm now renders with {info['filename']} (sha256 {info['sha256'][:12]}…)")
+    progress, advance = uploading(f"uploading {tarball.name}", tarball.stat().st_size)
+    with progress:
+        info = api.upload_blender(tarball, secret, advance)
+    console.print(f"the farm now renders with {info.filename} (sha256 {(info.sha256 or '')[:12]}…)")
 
 
-@blender_app.command("status")
 @friendly
 def blender_status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Show the server's Blender and which Blender every node runs."""
-    api: Api = ctx.obj
-    info = checked(api.client.get("/api/blender")).json()
+    api = api_for(ctx, server)
+    info = api.blender_status()
     if as_json:
-        console.print_json(json.dumps(info))
+        console.print_json(status_json(info))
         return
-    if info["available"]:
+    if info.available:
         console.print(
-            f"server: {info['filename']}, {info['size'] // 2**20} MiB, "
-            f"sha256 {info['sha256'][:12]}…, uploaded {info['uploaded']}"
+            f"server: {info.filename}, {(info.size or 0) // 2**20} MiB, "
+            f"sha256 {(info.sha256 or '')[:12]}…, uploaded {info.uploaded}"
         )
     else:
         console.print("server: no Blender uploaded (nodes use `blender` on their PATH)")
     table = Table()
     for col in ("node", "online", "Blender", "the server's"):
         table.add_column(col)
-    for name, node in sorted(info["nodes"].items()):
-        same = info["available"] and node.get("sha256") == info.get("sha256")
+    for name, node in sorted(info.nodes.items()):
+        same = info.available and node.sha256 == info.sha256
         table.add_row(
-            name, "yes" if node["online"] else "no", str(node["version"]), "yes" if same else "no"
+            name, "yes" if node.online else "no", str(node.version), "yes" if same else "no"
         )
     console.print(table)

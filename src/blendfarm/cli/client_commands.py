@@ -1,90 +1,32 @@
-"""Client commands: submit, status, fetch, rm, retry."""
+"""Client commands: submit, status, fetch, rm, retry (main.py registers them)."""
 
 from __future__ import annotations
 
 import json
-import re
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterator
-from datetime import UTC, datetime
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
 
-import httpx
 import typer
 from rich.live import Live
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
-from rich.progress_bar import ProgressBar
 from rich.table import Table
 
-from ..archive import folder_files, inspect_zip, is_blend_file, zip_files
-from ..errors import BadInput, BlendfarmError, Conflict, NotFound
-from ..server.validate import parse_frames
-from .main import Api, app, console, err_console, friendly
-
-
-def api_error(resp: httpx.Response) -> BlendfarmError:
-    """The server's JSON error as an exception (one line for the person)."""
-    try:
-        body = resp.json()["error"]
-        message, status = str(body["message"]), int(body["status"])
-    except (ValueError, KeyError, TypeError):
-        message, status = f"the server answered HTTP {resp.status_code}", resp.status_code
-    kind = {404: NotFound, 409: Conflict}.get(status, BlendfarmError)
-    return kind(message, status=status) if kind is BlendfarmError else kind(message)
-
-
-def checked(resp: httpx.Response) -> httpx.Response:
-    if resp.status_code >= 400:
-        resp.read()
-        raise api_error(resp)
-    return resp
-
-
-def transfer_progress() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        DownloadColumn(),
-        TransferSpeedColumn(),
-        TimeRemainingColumn(),
-        console=err_console,
-        transient=True,
-    )
-
-
-class ProgressReader:
-    """A file wrapper that advances a progress bar as httpx reads it."""
-
-    def __init__(self, fh: BinaryIO, progress: Progress, task: Any):
-        self.fh, self.progress, self.task = fh, progress, task
-
-    def read(self, size: int = -1) -> bytes:
-        data = self.fh.read(size)
-        self.progress.advance(self.task, len(data))
-        return data
-
-    def __iter__(self) -> Iterator[bytes]:
-        while block := self.read(1024 * 1024):
-            yield block
-
-    def fileno(self) -> int:
-        return self.fh.fileno()
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        return self.fh.seek(offset, whence)
-
-    def tell(self) -> int:
-        return self.fh.tell()
+from ..archive import folder_files, inspect_zip, is_blend_file, zip_folder
+from ..client import status_json
+from ..errors import BadInput, Unreachable
+from ..parsing import parse_frames
+from .context import (
+    SERVER_OPTION,
+    api_for,
+    console,
+    err_console,
+    friendly,
+    transfer_progress,
+    uploading,
+)
+from .tables import size_text, status_table
 
 
 def _project_folder(path: Path) -> bool:
@@ -121,17 +63,11 @@ def _pack(path: Path, blend: str | None, tmp: Path) -> tuple[Path, str | None]:
     """The file to upload for `path` (a zip as is, a folder zipped, a .blend packed with its
     dependencies) and the .blend to render."""
     if _project_folder(path):
-        files = folder_files(path)
+        total = sum(f.stat().st_size for f in folder_files(path))
         out = tmp / f"{path.name or 'project'}.zip"
         with transfer_progress() as progress:
-            task = progress.add_task(
-                f"zipping {path.name}", total=sum(f.stat().st_size for f in files)
-            )
-            zip_files(
-                ((f, f.relative_to(path).as_posix()) for f in files),
-                out,
-                lambda n: progress.advance(task, n),
-            )
+            task = progress.add_task(f"zipping {path.name}", total=total)
+            zip_folder(path, out, lambda n: progress.advance(task, n))
         return out, blend
     if path.suffix.lower() == ".blend":
         if not is_blend_file(path):
@@ -176,7 +112,7 @@ def _show_plan(path: Path, blend: str | None, fields: dict[str, str], as_json: b
     table.add_column("file")
     table.add_column("size", justify="right")
     for name, size in listing:
-        table.add_row(name, _size(size) if size else "")
+        table.add_row(name, size_text(size) if size else "")
     console.print(table)
     console.print(
         f"would render {chosen or '(choose one with --blend)'}: {frames}, "
@@ -186,32 +122,48 @@ def _show_plan(path: Path, blend: str | None, fields: dict[str, str], as_json: b
         err_console.print(f"[yellow]warning:[/yellow] missing file: {m}", soft_wrap=True)
 
 
-@app.command()
 @friendly
 def submit(
     ctx: typer.Context,
-    path: Path = typer.Argument(..., help="A project .zip, a project folder, or a .blend."),
-    blend: str = typer.Option(
-        None, "--blend", help="The .blend to render, as a path inside the zip."
+    path: Path = typer.Argument(
+        ..., metavar="PATH", help="A project .zip, a project folder, or a .blend."
     ),
-    title: str = typer.Option(None, "--title", help="A title (default: the .blend's name)."),
-    frame: int = typer.Option(None, "--frame", help="Render this one frame as a still."),
-    frames: str = typer.Option(None, "--frames", help="Render an animation, A-B both inclusive."),
-    tiles: int = typer.Option(1, "--tiles", min=1, help="Cut every frame into N×N chunks."),
+    blend: str = typer.Option(
+        None, "--blend", metavar="FILE", help="The .blend to render, as a path inside the zip."
+    ),
+    title: str = typer.Option(
+        None, "--title", metavar="TITLE", help="A title (default: the .blend's name)."
+    ),
+    frame: int = typer.Option(None, "--frame", metavar="N", help="Render frame N as a still."),
+    frames: str = typer.Option(
+        None,
+        "--frames",
+        metavar="A-B",
+        help="Render frames A to B (both included) as an animation.",
+    ),
+    tiles: int = typer.Option(
+        1, "--tiles", min=1, metavar="N", help="Cut every frame into N×N chunks."
+    ),
     overscan: int = typer.Option(
-        0, "--overscan", min=0, help="Pixels rendered beyond each inner chunk edge, then cropped."
+        0,
+        "--overscan",
+        min=0,
+        metavar="PX",
+        help="Render PX pixels beyond every inner chunk edge, then crop them (hides seams).",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
     check: bool = typer.Option(
-        False, "--check", help="Only show what would be uploaded and rendered."
+        False, "--check", help="Only show what would be uploaded and rendered; send nothing."
     ),
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Upload a project and queue it for rendering (the scene's frame range unless told).
+    """Upload a project and queue it for rendering.
 
-    PATH is a .zip of the project folder, the folder itself (zipped on the way, *.blend1
-    backups left out), or a .blend, packed with every texture and library it uses.
+    It renders the scene's frame range unless --frame or --frames says otherwise. PATH is
+    a .zip of the project folder, the folder itself (zipped on the way, *.blend1 backups
+    left out), or a .blend, packed with every texture and library it uses.
     """
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
     fields: dict[str, str] = {"tiles": str(tiles), "overscan": str(overscan)}
@@ -231,126 +183,41 @@ def submit(
         upload, chosen = _pack(path, blend, Path(tmp))
         if chosen:
             fields["blend"] = chosen
-        size = upload.stat().st_size
-        with transfer_progress() as progress, open(upload, "rb") as fh:
-            task = progress.add_task(f"uploading {upload.name}", total=size)
-            reader = ProgressReader(fh, progress, task)
-            resp = api.client.post(
-                "/api/projects",
-                data=fields,
-                files={"file": (upload.name, reader, "application/octet-stream")},  # type: ignore[dict-item]
-                timeout=httpx.Timeout(None, connect=5),
-            )
-    project = checked(resp).json()
+        progress, advance = uploading(f"uploading {upload.name}", upload.stat().st_size)
+        with progress:
+            project = api.submit(upload, fields, advance)
     if as_json:
-        console.print_json(json.dumps(project))
+        console.print_json(status_json(project))
         return
-    console.print(f"submitted [bold]{project['title']}[/bold] as [cyan]{project['id']}[/cyan]")
-    for warning in project.get("warnings", []):
+    console.print(f"submitted [bold]{project.title}[/bold] as [cyan]{project.id}[/cyan]")
+    for warning in project.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
 
 
-def _size(n: int | None) -> str:
-    value = float(n or 0)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
-
-
-STATE_STYLE = {
-    "queued": "yellow",
-    "rendering": "cyan",
-    "compositing": "magenta",
-    "done": "green",
-    "error": "red",
-}
-
-
-def _when(iso: str | None) -> str:
-    """'2026-11-28T05:26:40Z' as a short local time: '05:26' today, else 'Nov 28'."""
-    if not iso:
-        return ""
-    moment = datetime.strptime(iso, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).astimezone()
-    if moment.date() == datetime.now().astimezone().date():
-        return moment.strftime("%H:%M")
-    return moment.strftime("%b %d")
-
-
-def status_table(status: dict[str, Any]) -> Table:
-    """The farm at a glance: every project with a progress bar, and the disk use."""
-    disk = status.get("disk", {})
-    online = sum(1 for n in status.get("nodes", []) if n.get("online"))
-    table = Table(
-        title=f"blendfarm — {online} node(s) online",
-        caption=f"disk: {_size(disk.get('used'))} used, {_size(disk.get('free'))} free of "
-        f"{_size(disk.get('total'))}; projects use {_size(disk.get('data'))}",
-    )
-    table.add_column("ID", no_wrap=True, min_width=8)
-    table.add_column("Title", min_width=10, ratio=1, overflow="fold")
-    table.add_column("State", min_width=11)
-    table.add_column("Progress", no_wrap=True)
-    table.add_column("Size", no_wrap=True, justify="right")
-    table.add_column("Created", no_wrap=True)
-    for p in status.get("projects", []):
-        total, done = p["chunks_total"], p["chunks_done"]
-        state = p["state"]
-        label = f"[{STATE_STYLE.get(state, 'white')}]{state}[/]"
-        if p.get("blocklist"):
-            label += f"\n[yellow]blocked: {', '.join(p['blocklist'])}[/yellow]"
-        if state == "error" and p.get("error"):
-            label += f"\n[red]{p['error'].splitlines()[0][:60]}[/red]"
-        if p.get("waiting"):
-            label += f"\n[dim]{p['waiting']}[/dim]"
-        progress = Table.grid(padding=(0, 1))
-        progress.add_row(
-            ProgressBar(total=max(total, 1), completed=done, width=8),
-            f"{done}/{total}" if total else "-",
-        )
-        table.add_row(
-            p["id"], p["title"], label, progress, _size(p["size"]), _when(p.get("created"))
-        )
-    return table
-
-
-def _events(api: Api) -> Any:
-    """Status snapshots from the server's event stream."""
-    with api.client.stream("GET", "/api/events", timeout=httpx.Timeout(None, connect=5)) as resp:
-        checked(resp)
-        data: list[str] = []
-        for line in resp.iter_lines():
-            if line.startswith("data:"):
-                data.append(line[5:].strip())
-            elif not line and data:
-                yield json.loads("\n".join(data))
-                data = []
-
-
-@app.command()
 @friendly
 def status(
     ctx: typer.Context,
-    project_id: str = typer.Argument(None, metavar="[ID]", help="One project (default: all)."),
+    project_id: str = typer.Argument(None, metavar="ID", help="One project (default: all)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     watch: bool = typer.Option(False, "--watch", "-w", help="Keep the table live until Ctrl-C."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Show projects, their progress and the server's disk use."""
-    api: Api = ctx.obj
+    api = api_for(ctx, server)
     if project_id:
-        project = checked(api.client.get(f"/api/projects/{project_id}")).json()
+        project = api.project(project_id)
         if as_json:
-            console.print_json(json.dumps(project))
+            console.print_json(status_json(project))
             return
-        snapshot = checked(api.client.get("/api/status")).json()
-        snapshot["projects"] = [project]
+        snapshot = api.status()
+        snapshot.projects = [project]
         console.print(status_table(snapshot))
-        for w in project.get("warnings", []):
+        for w in project.warnings:
             console.print(f"[yellow]warning:[/yellow] {w}")
         return
-    snapshot = checked(api.client.get("/api/status")).json()
+    snapshot = api.status()
     if as_json:
-        console.print_json(json.dumps(snapshot["projects"]))
+        console.print_json(status_json(snapshot.projects))
         return
     if not watch:
         console.print(status_table(snapshot))
@@ -358,70 +225,59 @@ def status(
     with Live(status_table(snapshot), console=console, refresh_per_second=4) as live:
         while True:
             try:
-                for snap in _events(api):
+                for snap in api.events():
                     live.update(status_table(snap))
-            except httpx.TransportError:
+            except Unreachable:
                 time.sleep(2)  # the server went away: wait for it to come back
 
 
-def _download(api: Api, url: str, out_dir: Path, fallback: str) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with api.client.stream("GET", url, timeout=httpx.Timeout(None, connect=5)) as resp:
-        checked(resp)
-        m = re.search(r'filename="?([^";]+)"?', resp.headers.get("content-disposition", ""))
-        name = Path(m.group(1)).name if m else fallback
-        dest = out_dir / name
-        part = dest.with_name(f".{dest.name}.part")
-        total = int(resp.headers.get("content-length", 0)) or None
-        with transfer_progress() as progress, open(part, "wb") as fh:
-            task = progress.add_task(f"downloading {name}", total=total)
-            for block in resp.iter_bytes(1024 * 1024):
-                fh.write(block)
-                progress.advance(task, len(block))
-    part.replace(dest)
-    return dest
-
-
-@app.command()
 @friendly
 def fetch(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
-    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write into."),
+    out: Path = typer.Option(Path("."), "--out", "-o", metavar="DIR", help="Folder to write into."),
     raw: bool = typer.Option(False, "--raw", help="The zip of raw chunks instead of the result."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
-    """Download a finished project's result (PNG or mp4), or its raw chunks."""
-    api: Api = ctx.obj
+    """Download a finished project's result (PNG or mp4) or raw chunks."""
+    api = api_for(ctx, server)
     kind = "raw" if raw else "result"
-    path = _download(api, f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}")
+    progress = transfer_progress()
+
+    def bar(name: str, total: int | None) -> Callable[[int], None]:
+        task = progress.add_task(f"downloading {name}", total=total)
+        return lambda n: progress.advance(task, n)
+
+    with progress:
+        path = api.download(f"/api/projects/{project_id}/{kind}", out, f"{project_id}-{kind}", bar)
     console.print(str(path))
 
 
-@app.command()
 @friendly
 def rm(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Delete a project with everything it stored on the server."""
-    api: Api = ctx.obj
-    project = checked(api.client.get(f"/api/projects/{project_id}")).json()
+    api = api_for(ctx, server)
+    project = api.project(project_id)
     if not yes:
-        lost = "" if project["state"] == "done" else " All progress on this render will be lost."
-        if not typer.confirm(f"Delete {project['title']} ({project_id})?{lost}", default=False):
+        lost = "" if project.state == "done" else " All progress on this render will be lost."
+        if not typer.confirm(f"Delete {project.title} ({project_id})?{lost}", default=False):
             raise typer.Exit(1)
-    answer = checked(api.client.delete(f"/api/projects/{project_id}")).json()
-    console.print(f"deleted {project_id}, freed {_size(answer['freed'])}")
+    answer = api.delete(project_id)
+    console.print(f"deleted {project_id}, freed {size_text(answer.freed)}")
 
 
-@app.command()
 @friendly
 def retry(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project in error."),
+    server: str | None = SERVER_OPTION,
 ) -> None:
     """Put a project that ended in error back in the queue."""
-    api: Api = ctx.obj
-    project = checked(api.client.post(f"/api/projects/{project_id}/retry")).json()
-    console.print(f"{project_id} is {project['state']} again")
+    api = api_for(ctx, server)
+    project = api.retry_project(project_id)
+    console.print(f"{project_id} is {project.state} again")

@@ -1,114 +1,122 @@
-"""The long-running commands: `serve` and `node`."""
+"""The long-running commands: `serve` and `node` (main.py registers them).
+
+Their setting options are not written here: `with_settings` makes one option per setting
+declared in blendfarm.settings, so a new setting needs one line there and nothing here.
+"""
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from pathlib import Path
+from collections.abc import Callable
+from typing import Any
 
 import typer
 from rich.table import Table
 
-from ..settings import NODE_KNOBS, SERVER_KNOBS, Knob, NodeSettings, Settings
-from .main import app, console, err_console, friendly
+from ..settings import NodeSettings, Setting, Settings, declared
+from .context import console, err_console, friendly, target
 
 
-def _config_table(
-    knobs: tuple[Knob, ...], values: dict[str, object], sources: dict[str, str]
-) -> Table:
+def _option(item: Setting) -> inspect.Parameter:
+    """The typer option of one declared setting; None when not given, so the environment,
+    the config file and the default can still be told apart."""
+    default = item.shown_default()
+    brackets = f"env: {item.env}" + (f"; default: {default}" if default else "")
+    option = typer.Option(
+        None,
+        *item.flags,
+        metavar=item.metavar or None,
+        show_default=False,
+        help=f"{item.help}  [{brackets}]",
+    )
+    return inspect.Parameter(
+        item.name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=item.type | None
+    )
+
+
+def with_settings(cls: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command one option per setting of `cls`; it gets them as `cli` (name: value)."""
+    items = declared(cls)
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = [
+            p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(fn, eval_str=True).parameters.values()
+            if p.name != "cli"
+        ]
+        params = own + [_option(item) for item in items]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            cli = {item.name: kwargs.pop(item.name) for item in items}
+            return fn(cli=cli, **kwargs)
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command
+
+    return decorate
+
+
+def _config_table(settings: Settings | NodeSettings) -> Table:
     table = Table(title="configuration in effect")
     for col in ("setting", "value", "from", "env"):
         table.add_column(col)
-    for knob in knobs:
-        value = values[knob.name]
-        shown = "****" if knob.name in {"token", "password"} and value else str(value)
-        table.add_row(knob.name, shown, sources.get(knob.name, "default"), knob.env)
+    for item in declared(type(settings)):
+        shown = item.shown(getattr(settings, item.name))
+        table.add_row(item.name, shown, settings.sources.get(item.name, "default"), item.env)
     return table
 
 
-@app.command()
+PRINT_CONFIG = typer.Option(
+    False, "--print-config", help="Show the settings in effect and where each came from."
+)
+
+
 @friendly
-def serve(
-    host: str = typer.Option(None, help="Address to listen on.  [default: 0.0.0.0]"),
-    api_port: int = typer.Option(None, "--api-port", help="Port of the JSON API.  [default: 2254]"),
-    ui_port: int = typer.Option(None, "--ui-port", help="Port of the dashboard.  [default: 8080]"),
-    data: Path = typer.Option(None, "--data", help="Data dir.  [default: ./blendfarm-data]"),
-    node_timeout: float = typer.Option(
-        None,
-        "--node-timeout",
-        help="Seconds without heartbeat before a node is offline.  [default: 60]",
-    ),
-    local_nodes: int = typer.Option(
-        None, "--local-nodes", help="Also run N nodes on this machine.  [default: 0]"
-    ),
-    chunk_timeout: float = typer.Option(
-        None, "--chunk-timeout", help="Seconds one chunk may render.  [default: 3600]"
-    ),
-    print_config: bool = typer.Option(
-        False, "--print-config", help="Show the settings in effect and where each came from."
-    ),
-) -> None:
-    """Run the server: the API on :2254 and the dashboard on :8080 (Ctrl-C stops both)."""
-    cli = {
-        "host": host,
-        "api_port": api_port,
-        "ui_port": ui_port,
-        "data": str(data) if data else None,
-        "node_timeout": node_timeout,
-        "local_nodes": local_nodes,
-        "chunk_timeout": chunk_timeout,
-    }
+@with_settings(Settings)
+def serve(print_config: bool = PRINT_CONFIG, *, cli: dict[str, Any]) -> None:
+    """Run the server: the API on :2254 and the dashboard on :8080.
+
+    Ctrl-C stops both. Every setting can also come from its environment variable or from
+    blendfarm.toml in the data dir (command line first, then the environment, the file, the
+    default).
+    """
     settings = Settings.build(cli)
     if print_config:
-        values = {k.name: getattr(settings, k.name) for k in SERVER_KNOBS}
-        console.print(_config_table(SERVER_KNOBS, values, settings.sources))
+        console.print(_config_table(settings))
         return
     from ..server.run import serve as run_server
 
     run_server(settings)
 
 
-@app.command()
 @friendly
+@with_settings(NodeSettings)
 def node(
     ctx: typer.Context,
-    name: str = typer.Option(None, "--name", help="Name of this node (kept in the work dir)."),
-    work_dir: Path = typer.Option(
-        None, "--work-dir", help="Work dir.  [default: ./blendfarm-work]"
-    ),
-    blender: str = typer.Option(
-        None, "--blender", help="Blender executable.  [default: blender on PATH]"
-    ),
-    threads: int = typer.Option(None, "--threads", help="Render threads (0: all cores)."),
-    token: str = typer.Option(
-        None, "--token", help="Node token printed by the server (also BLENDFARM_TOKEN)."
-    ),
-    cold: bool = typer.Option(
-        False, "--cold", help="Start Blender for every chunk instead of keeping it warm."
-    ),
     burst: bool = typer.Option(False, "--burst", help="Exit when the queue is empty."),
-    print_config: bool = typer.Option(False, "--print-config", help="Show the settings in effect."),
+    print_config: bool = PRINT_CONFIG,
+    *,
+    cli: dict[str, Any],
 ) -> None:
-    """Run a render node: take chunks from the server and render them with Blender."""
+    """Run a render node: render chunks from the server with Blender.
+
+    Every setting can also come from its environment variable or from blendfarm.toml in
+    the work dir (command line first, then the environment, the file, the default).
+    """
     from ..node.node import Node
 
-    server = ctx.obj.server if ctx.obj is not None else None
-    # Only a --server typed on the command line counts as such; BLENDFARM_SERVER is read by
-    # NodeSettings itself, so --print-config can say where the value came from.
-    source = ctx.parent.get_parameter_source("server") if ctx.parent is not None else None
-    server_given = source is not None and source.name == "COMMANDLINE"
-    cli = {
-        "server": server if server_given else None,
-        "name": name,
-        "work_dir": str(work_dir) if work_dir else None,
-        "blender": blender,
-        "threads": threads,
-        "token": token,
-        "warm": False if cold else None,
-    }
+    # `blendfarm --server URL node` counts as the command line too; BLENDFARM_SERVER is read
+    # by NodeSettings itself, so --print-config can say where the value came from.
+    before = target(ctx)
+    if cli["server"] is None and before.from_command_line:
+        cli["server"] = before.server
     settings = NodeSettings.build(cli)
     if print_config:
-        values = {k.name: getattr(settings, k.name) for k in NODE_KNOBS}
-        console.print(_config_table(NODE_KNOBS, values, settings.sources))
+        console.print(_config_table(settings))
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise

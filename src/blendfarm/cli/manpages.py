@@ -16,6 +16,7 @@ from typing import Any
 import typer
 
 from .. import __version__
+from .helptext import help_record
 from .main import app
 
 DATE = "2026-11-28"  # fixed, so regenerating gives identical files
@@ -23,8 +24,8 @@ DATE = "2026-11-28"  # fixed, so regenerating gives identical files
 
 @dataclass(frozen=True)
 class Option:
-    names: str  # "--tiles <int range>"
-    help: str  # as `--help` shows it, default and env var included
+    names: str  # "--tiles N"
+    help: str  # as `--help` shows it, default included
 
 
 @dataclass(frozen=True)
@@ -37,12 +38,12 @@ class Command:
 
 
 def _options(cmd: Any, ctx: Any) -> list[Option]:
-    # typer bundles its own click: ask each parameter for the line `--help` prints.
+    """Each parameter as `--help` shows it (the help option itself left out)."""
     out = []
-    for param in cmd.params:
-        record = None if getattr(param, "hidden", False) else param.get_help_record(ctx)
-        if record:
-            out.append(Option(record[0], " ".join(record[1].split())))
+    for param in cmd.get_params(ctx):
+        record = help_record(param)
+        if record and param.name != "help":
+            out.append(Option(record[0], record[1]))
     return out
 
 

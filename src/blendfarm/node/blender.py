@@ -75,12 +75,24 @@ class Renderer(Protocol):
 class BlenderSession:
     """A running Blender that renders on command."""
 
-    def __init__(self, executable: str, blend: Path, log: LogSink, threads: int = 0):
+    def __init__(
+        self,
+        executable: str,
+        blend: Path,
+        log: LogSink,
+        threads: int = 0,
+        trust_scripts: bool = False,
+    ):
         self.blend = blend
         self.log = log
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        cmd = [executable, "-b", "-noaudio", str(blend), "--python", str(SCRIPT)]
+        # No Python from the submitted file runs unless the node's owner trusts it: neither
+        # registered text blocks nor Python drivers (whatever the user's preferences say);
+        # blender_script.py turns off Freestyle's Python style modules.
+        autoexec = "--enable-autoexec" if trust_scripts else "--disable-autoexec"
+        cmd = [executable, "-b", "-noaudio", autoexec, str(blend), "--python", str(SCRIPT)]
+        cmd += ["--", "--trust-scripts"] if trust_scripts else []
         if threads > 0:
             cmd[1:1] = ["-t", str(threads)]
         try:
@@ -186,12 +198,14 @@ class SessionRenderer:
         threads: int = 0,
         warm: bool = True,
         timeout: float = 3600.0,
+        trust_scripts: bool = False,
     ):
         self.executable = executable
         self.log = log
         self.threads = threads
         self.warm = warm
         self.timeout = timeout
+        self.trust_scripts = trust_scripts
         self._session: BlenderSession | None = None
         self._lock = threading.Lock()
         self._running: set[BlenderSession] = set()
@@ -205,7 +219,7 @@ class SessionRenderer:
             self._session = None
         if old is not None:
             self._end(old, quit=True)
-        session = BlenderSession(self.executable, blend, self.log, self.threads)
+        session = BlenderSession(self.executable, blend, self.log, self.threads, self.trust_scripts)
         with self._running_lock:
             self._running.add(session)
         with self._lock:

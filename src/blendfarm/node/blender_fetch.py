@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import lzma
 import os
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,15 +14,25 @@ from ..archive import remove_tree
 from ..client import ApiClient
 from ..errors import BlendfarmError
 
+# What unpacking a damaged or hostile tarball can raise (FilterError is a TarError).
+TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
+
 
 def unpack_blender(tarball: Path, dest: Path) -> Path:
-    """Unpack a Blender tarball with the 'data' filter (no absolute paths, no links out)."""
+    """Unpack a Blender tarball with the 'data' filter (no absolute paths, no links out).
+
+    Whatever goes wrong is a BlendfarmError with one sentence; nothing is left behind.
+    """
     staging = dest.with_name(f".{dest.name}.tmp")
     remove_tree(staging)
     staging.mkdir(parents=True)
     try:
-        with tarfile.open(tarball) as tar:
-            tar.extractall(staging, filter="data")
+        try:
+            with tarfile.open(tarball) as tar:
+                tar.extractall(staging, filter="data")
+        except TAR_ERRORS as exc:
+            why = str(exc).rstrip(".") or type(exc).__name__
+            raise BlendfarmError(f"the server's Blender cannot be unpacked: {why}") from None
         executable = find_blender_in(staging)
         remove_tree(dest)
         staging.rename(dest)

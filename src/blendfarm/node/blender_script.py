@@ -1,9 +1,15 @@
-"""Runs inside Blender (`blender -b FILE --python blender_script.py`): a render session.
+"""Runs inside Blender (`blender -b FILE --python blender_script.py [-- --trust-scripts]`):
+a render session. Works with Blender 3.4 to 5.x.
 
 It reads one JSON command per line on stdin and answers each with one line on stdout that
 starts with MARKER. Blender keeps running between commands, so a node renders many chunks of
 the same file without paying Blender's start-up and scene loading each time. Every setting a
 chunk depends on is set again for every render, so nothing leaks from one chunk to the next.
+
+Unless the node trusts scripts, Blender was started with --disable-autoexec (no registered
+text blocks, no Python drivers), and this script turns off Freestyle's Python style modules,
+which Blender runs at render time whatever --disable-autoexec says. The probe lists what was
+not run (`scripts_blocked`) so the artist learns why a frame may differ.
 
 Commands:
   {"op": "probe"}
@@ -20,6 +26,8 @@ import traceback
 import bpy
 
 MARKER = "@@BLENDFARM@@"
+OPTIONS = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
+TRUSTED = "--trust-scripts" in OPTIONS
 
 
 def answer(payload):
@@ -27,11 +35,19 @@ def answer(payload):
     sys.stdout.flush()
 
 
+def compositor_tree(scene):
+    """The scene's compositing nodes, if it uses them."""
+    if hasattr(scene, "compositing_node_group"):  # Blender 5.0 on: a node group of its own
+        return scene.compositing_node_group
+    return scene.node_tree if scene.use_nodes else None
+
+
 def uses_compositor(scene):
-    if not (scene.use_nodes and scene.render.use_compositing and scene.node_tree):
+    tree = compositor_tree(scene)
+    if not (scene.render.use_compositing and tree):
         return False
-    plain = {"R_LAYERS", "COMPOSITE", "VIEWER", "REROUTE", "FRAME"}
-    return any(node.type not in plain for node in scene.node_tree.nodes)
+    plain = {"R_LAYERS", "COMPOSITE", "VIEWER", "REROUTE", "FRAME", "GROUP_INPUT", "GROUP_OUTPUT"}
+    return any(node.type not in plain for node in tree.nodes)
 
 
 def missing_files():
@@ -45,6 +61,87 @@ def missing_files():
         if not os.path.exists(bpy.path.abspath(library.filepath)):
             missing.append(library.filepath)
     return missing
+
+
+def plural(count, one, many):
+    return f"{count} {one if count == 1 else many}"
+
+
+def datablocks():
+    """Every data-block of the file (objects, materials, shape keys, ...) and the node trees
+    embedded in them (a material's or world's nodes), each once."""
+    seen = set()
+    for attr in dir(bpy.data):
+        try:
+            collection = getattr(bpy.data, attr)
+        except (AttributeError, RuntimeError):
+            continue
+        if not isinstance(collection, bpy.types.bpy_prop_collection):
+            continue
+        for block in collection:
+            if not isinstance(block, bpy.types.ID):
+                break
+            for item in (block, getattr(block, "node_tree", None)):
+                if isinstance(item, bpy.types.ID) and item.as_pointer() not in seen:
+                    seen.add(item.as_pointer())
+                    yield item
+
+
+def python_drivers():
+    """Drivers that need Python: scripted expressions too complex for Blender's own
+    evaluator (simple ones such as `frame * 0.1` still run without Python)."""
+    count = 0
+    for block in datablocks():
+        animation = getattr(block, "animation_data", None)
+        for fcurve in animation.drivers if animation else ():
+            driver = fcurve.driver
+            if driver.type == "SCRIPTED" and not driver.is_simple_expression:
+                count += 1
+    return count
+
+
+def turn_off_freestyle_scripts():
+    """Disable every Freestyle Python style module; how many would have run."""
+    count = 0
+    for scene in bpy.data.scenes:
+        for layer in scene.view_layers:
+            settings = getattr(layer, "freestyle_settings", None)
+            if settings is None or settings.mode != "SCRIPT":
+                continue
+            for module in settings.modules:
+                if module.use and module.script:
+                    module.use = False
+                    count += scene.render.use_freestyle and layer.use_freestyle
+    return count
+
+
+def block_scripts():
+    """Keep the Python of the file from running; what was not run, in words."""
+    blocked = []
+    try:
+        drivers = python_drivers()
+    except Exception:  # only a report: --disable-autoexec keeps them from running anyway
+        traceback.print_exc()
+        drivers = 0
+    if drivers:
+        blocked.append(
+            plural(drivers, "Python driver was", "Python drivers were") + " not evaluated"
+        )
+    texts = sum(1 for text in bpy.data.texts if text.use_module)
+    if texts:
+        blocked.append(
+            plural(
+                texts,
+                "text block registered to run on load was",
+                "text blocks registered to run on load were",
+            )
+            + " not run"
+        )
+    if turn_off_freestyle_scripts():
+        blocked.append("Freestyle Python style modules were turned off")
+    if not blocked and bpy.app.autoexec_fail:
+        blocked.append(f"Blender did not run {bpy.app.autoexec_fail_message}")
+    return blocked
 
 
 def probe():
@@ -68,6 +165,7 @@ def probe():
         "file_version": ".".join(str(v) for v in bpy.data.version),
         "blender_version": bpy.app.version_string,
         "missing": missing_files(),
+        "scripts_blocked": BLOCKED,
     }
 
 
@@ -118,7 +216,9 @@ def main():
             if op == "quit":
                 answer({"ok": True})
                 break
-            if op == "probe":
+            if SETUP_ERROR and op in {"probe", "render"}:
+                answer({"ok": False, "error": SETUP_ERROR})
+            elif op == "probe":
                 answer({"ok": True, "probe": probe()})
             elif op == "render":
                 answer({"ok": True, **render(cmd)})
@@ -130,4 +230,11 @@ def main():
             answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
 
+try:
+    BLOCKED = [] if TRUSTED else block_scripts()
+    SETUP_ERROR = None
+except Exception as exc:  # never render a file whose Python could not be kept from running
+    traceback.print_exc()
+    BLOCKED = []
+    SETUP_ERROR = f"could not keep the file's Python from running: {type(exc).__name__}: {exc}"
 main()

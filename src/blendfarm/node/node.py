@@ -115,6 +115,7 @@ class Node:
             self.settings.threads,
             self.settings.warm,
             self.settings.chunk_timeout,
+            self.settings.trust_scripts,
         )
 
     def _choose_blender(self) -> str:

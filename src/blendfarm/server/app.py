@@ -26,11 +26,9 @@ from ..settings import Settings
 from . import routes_admin as admin
 from . import routes_nodes as nodes
 from . import routes_projects as projects
-from .auth import Guard, load_secrets
-from .compositing import Background
-from .farm import Farm
-from .files import DataDir
 from .openapi import api, openapi_document
+from .origins import HostAndOrigin, origins_on, server_names
+from .services import Background, build_farm
 from .store import Store
 
 log = logging.getLogger("blendfarm.server")
@@ -66,7 +64,7 @@ ROUTES = [
     Route("/api/tasks/{task_id}/probe", nodes.task_probe, methods=["POST"]),
     Route("/api/tasks/{task_id}/fail", nodes.task_fail, methods=["POST"]),
     Route("/api/tasks/{task_id}/release", nodes.task_release, methods=["POST"]),
-    Route("/api/logs", projects.server_log, methods=["GET"]),
+    Route("/api/logs", admin.server_log, methods=["GET"]),
     Route("/api/purge", admin.purge, methods=["POST"]),
     Route("/api/blender", admin.blender_status, methods=["GET"]),
     Route("/api/blender", admin.blender_upload, methods=["PUT"]),
@@ -103,14 +101,6 @@ async def _server_error(request: Request, exc: Exception) -> Response:
     )
 
 
-def build_farm(settings: Settings, store: Store | None = None) -> Farm:
-    """The farm behind an app: data dir, database, secrets."""
-    data = DataDir(settings.data)
-    store = store or Store(data.db_path)
-    secrets = load_secrets(data.root, settings.token, settings.password)
-    return Farm(settings, store, data, Guard(secrets))
-
-
 def create_app(
     settings: Settings, store: Store | None = None, background: bool = True
 ) -> Starlette:
@@ -130,17 +120,19 @@ def create_app(
             if worker:
                 await run_in_threadpool(worker.stop)
 
-    origins, origin_pattern = settings.cors_origins()
+    names = server_names(settings.host, settings.allowed_hosts.split(","))
+    dashboard = origins_on(names, settings.ui_port, settings.ui_origin)
+    own = dashboard + origins_on(names, settings.api_port)
     app = Starlette(
         routes=ROUTES,
         middleware=[
+            Middleware(HostAndOrigin, names=names, origins=own),
             Middleware(
                 CORSMiddleware,
-                allow_origins=origins,
-                allow_origin_regex=origin_pattern,
+                allow_origins=dashboard,
                 allow_methods=["GET", "POST", "PUT", "DELETE"],
                 allow_headers=["Content-Type", "X-Blendfarm-Password", "Authorization"],
-            )
+            ),
         ],
         exception_handlers={
             BlendfarmError: _blendfarm_error,
@@ -164,8 +156,10 @@ def create_ui_app(settings: Settings, static_dir: Path = STATIC_DIR) -> Starlett
             headers={"Cache-Control": "no-cache"},
         )
 
+    names = server_names(settings.host, settings.allowed_hosts.split(","))
     app = Starlette(
         routes=[Route("/config.js", config_js, methods=["GET"])],
+        middleware=[Middleware(HostAndOrigin, names=names, origins=())],
         exception_handlers={HTTPException: _http_error},
     )
     app.mount("/", StaticFiles(directory=static_dir, html=True), name="static")

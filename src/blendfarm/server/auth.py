@@ -16,12 +16,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import Forbidden, TooManyRequests, Unauthorized
+from ..atomic import replacing
+from ..errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 
 SECRETS_FILE = "secrets.json"
 SCRYPT = {"n": 2**14, "r": 8, "p": 1}
-FAILURES_ALLOWED = 5
-FAILURE_WINDOW = 60.0
+FREE_GUESSES = 5  # wrong passwords from one address before it has to wait
+LONGEST_WAIT = 30.0  # the wait doubles per wrong guess up to this: never a long lock-out
+FORGET_AFTER = 900.0  # an address quiet this long starts afresh
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, str | int]:
@@ -50,11 +52,13 @@ class Secrets:
 
 
 def _write_private(path: Path, data: dict[str, object]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh)
-    os.replace(tmp, path)
+    """Write a secrets file atomically (a crash leaves the old one), readable by us only."""
+    with replacing(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
 
 
 def load_secrets(data_dir: Path, token: str = "", password: str = "") -> Secrets:
@@ -90,12 +94,32 @@ def save_password(data_dir: Path, password: str) -> dict[str, str | int]:
     return dict(stored["password"])
 
 
-class Guard:
-    """Checks node tokens and admin passwords for the API."""
+def guess_wait(wrong: int) -> float:
+    """Seconds an address must wait after `wrong` wrong guesses in a row."""
+    if wrong < FREE_GUESSES:
+        return 0.0
+    return float(min(LONGEST_WAIT, 2.0 ** (wrong - FREE_GUESSES)))
 
-    def __init__(self, secrets_: Secrets):
+
+@dataclass
+class _Guesses:
+    wrong: int = 0
+    last: float = 0.0
+
+
+class Guard:
+    """Checks node tokens and admin passwords for the API.
+
+    Wrong passwords are limited per client address with a backoff (`guess_wait`): a guesser
+    gets a handful of tries a minute at most, and the admin sharing its address waits half a
+    minute at worst, never a lock-out. The address is the connection's, never a forwarded
+    header unless the admin named the proxy (`trusted_proxies`).
+    """
+
+    def __init__(self, secrets_: Secrets, fixed_password: bool = False):
         self.secrets = secrets_
-        self._failures: dict[str, list[float]] = {}
+        self.fixed_password = fixed_password
+        self._guesses: dict[str, _Guesses] = {}
         self._lock = threading.Lock()
 
     def check_token(self, header: str | None) -> None:
@@ -103,15 +127,33 @@ class Guard:
         if not given or not hmac.compare_digest(given.encode(), self.secrets.token.encode()):
             raise Unauthorized("a valid node token is required (blendfarm node --token)")
 
-    def check_password(self, given: str | None, client: str) -> None:
-        now = time.monotonic()
+    def check_password(self, given: str | None, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
         with self._lock:
-            recent = [t for t in self._failures.get(client, []) if now - t < FAILURE_WINDOW]
-            self._failures[client] = recent
-            if len(recent) >= FAILURES_ALLOWED:
-                raise TooManyRequests("too many wrong passwords; wait a minute")
+            seen = self._guesses.get(client)
+            if seen is not None and now - seen.last > FORGET_AFTER:
+                seen = None
+                del self._guesses[client]
+            if seen is not None:
+                left = seen.last + guess_wait(seen.wrong) - now
+                if left > 0:
+                    raise TooManyRequests(
+                        f"too many wrong passwords from {client}: try again in {left:.0f} s"
+                    )
         if given and check_password(given, self.secrets.password_hash):
+            with self._lock:
+                self._guesses.pop(client, None)
             return
         with self._lock:
-            self._failures.setdefault(client, []).append(now)
+            record = self._guesses.setdefault(client, _Guesses())
+            record.wrong += 1
+            record.last = now
         raise Forbidden("wrong admin password")
+
+    def may_change_password(self) -> None:
+        """Conflict when the password comes from BLENDFARM_PASSWORD (a change would not last)."""
+        if self.fixed_password:
+            raise Conflict(
+                "this server's admin password is set by BLENDFARM_PASSWORD: change it there "
+                "and restart the server (a password changed here would revert at the next start)"
+            )

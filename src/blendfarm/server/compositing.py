@@ -1,4 +1,4 @@
-"""The server's background work: leases that run out, and stitching finished chunks.
+"""Stitching finished chunks into frames, and frames into the project's result.
 
 Frames are stitched as soon as all their chunks are in (so the dashboard shows a thumbnail
 early); when every frame is, the result (PNG or mp4) and the raw zip are written under
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import threading
 from collections import defaultdict
 from typing import Any
 
@@ -25,63 +24,22 @@ from ..compositor import (
 from ..errors import NotFound
 from ..states import ProjectState, TaskState
 from ..tiles import chunk_rect
-from .farm import Farm
+from .files import DataDir
+from .store import Store
 
 log = logging.getLogger("blendfarm.server")
 
 
-class Background:
-    """Two daemon threads: the reaper (leases, offline nodes) and the compositor."""
+class Compositor:
+    """Stitches frames and finishes projects from the stored chunks."""
 
-    def __init__(self, farm: Farm, interval: float = 0.5):
-        self.farm = farm
-        self.interval = interval
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        self._seen_version = -1
-
-    def start(self) -> None:
-        for target, name in ((self._reap_loop, "reaper"), (self._composite_loop, "compositor")):
-            t = threading.Thread(target=target, name=f"blendfarm-{name}", daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def stop(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
-
-    def _reap_loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                self.reap()
-            except Exception:  # keep the farm alive; the next tick tries again
-                log.exception("lease reaper failed")
-
-    def reap(self) -> None:
-        store = self.farm.store
-        expired = store.expire_leases()
-        if expired:
-            log.warning("leases ran out for tasks %s: back in the queue", expired)
-        for name in store.mark_offline(self.farm.settings.node_timeout):
-            log.warning(
-                "node %s is offline (no heartbeat for %gs)", name, self.farm.settings.node_timeout
-            )
-
-    def _composite_loop(self) -> None:
-        while not self._stop.wait(self.interval):
-            version = self.farm.store.version
-            if version == self._seen_version:
-                continue
-            self._seen_version = version
-            try:
-                self.composite_all()
-            except Exception:
-                log.exception("compositing pass failed")
+    def __init__(self, store: Store, data: DataDir):
+        self.store = store
+        self.data = data
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
-        for row in self.farm.store.projects():
+        for row in self.store.projects():
             if row["state"] not in (ProjectState.RENDERING.value, ProjectState.COMPOSITING.value):
                 continue
             try:
@@ -90,12 +48,12 @@ class Background:
                 continue  # deleted meanwhile
             except Exception as exc:
                 log.exception("compositing project %s failed", row["id"])
-                self.farm.store.update_project(
+                self.store.update_project(
                     row["id"], state=ProjectState.ERROR.value, error=f"compositing failed: {exc}"
                 )
 
     def composite(self, project: dict[str, Any]) -> None:
-        store, data = self.farm.store, self.farm.data
+        store, data = self.store, self.data
         pid = project["id"]
         # Read the row again: a probe may have landed since the pass listed the projects.
         project = store.project(pid)
@@ -138,7 +96,7 @@ class Background:
     def finish(
         self, project: dict[str, Any], frames: list[int], tasks: list[dict[str, Any]]
     ) -> None:
-        store, data = self.farm.store, self.farm.data
+        store, data = self.store, self.data
         pid = project["id"]
         animation = bool(project["animation"])
         raw = data.raw(pid)

@@ -1,7 +1,8 @@
 """The OpenAPI document, generated from the routes so it cannot drift from them.
 
-Every endpoint is decorated with `@api(...)`, which names its request and response shapes;
-`openapi_document` walks the app's routes and builds the document from those notes.
+Every endpoint is decorated with `@api(...)`, which names its request and response messages
+(types of `protocol`); `openapi_document` walks the app's routes and builds the document from
+those notes, and the schemas from the message types themselves.
 """
 
 from __future__ import annotations
@@ -12,201 +13,26 @@ from typing import Any, TypeVar
 
 from starlette.routing import BaseRoute, Route
 
+from ..protocol import schema_name, schemas
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _str = {"type": "string"}
-_int = {"type": "integer"}
-_nullable_int = {"type": ["integer", "null"]}
-_nullable_str = {"type": ["string", "null"]}
+Shape = type | str
+"""A message type of `protocol` (or, while routes move over, its schema name)."""
 
-PROJECT = {
-    "type": "object",
-    "required": ["id", "title", "state", "chunks_done", "chunks_total", "created", "size"],
-    "properties": {
-        "id": _str,
-        "title": _str,
-        "blend": _str,
-        "state": {"enum": ["queued", "rendering", "compositing", "done", "error"]},
-        "error": _nullable_str,
-        "animation": {"type": "boolean"},
-        "frame_start": _nullable_int,
-        "frame_end": _nullable_int,
-        "tiles": _int,
-        "overscan": _int,
-        "chunks_done": _int,
-        "chunks_total": _int,
-        "chunks_rendering": _int,
-        "frames_done": _int,
-        "width": _nullable_int,
-        "height": _nullable_int,
-        "fps": {"type": ["number", "null"]},
-        "size": _int,
-        "created": _str,
-        "updated": _str,
-        "result_url": _nullable_str,
-        "raw_url": _nullable_str,
-        "thumbnail_url": _nullable_str,
-        "result_type": _nullable_str,
-        "blocklist": {"type": "array", "items": _str},
-        "warnings": {"type": "array", "items": _str},
-    },
-}
-NODE = {
-    "type": "object",
-    "required": ["name", "online", "state", "chunks_done"],
-    "properties": {
-        "name": _str,
-        "online": {"type": "boolean"},
-        "state": {"enum": ["idle", "rendering", "offline"]},
-        "blender_version": _nullable_str,
-        "started": _str,
-        "last_seen": _str,
-        "chunks_done": _int,
-        "current": {"type": ["object", "null"]},
-        "log_tail": {"type": "array", "items": _str},
-    },
-}
-LINES = {"type": "object", "properties": {"lines": {"type": "array", "items": _str}}}
 
-SCHEMAS: dict[str, dict[str, Any]] = {
-    "Error": {
-        "type": "object",
-        "required": ["error"],
-        "properties": {
-            "error": {
-                "type": "object",
-                "required": ["code", "message", "status"],
-                "properties": {"code": _str, "message": _str, "status": _int},
-            }
-        },
-    },
-    "Project": PROJECT,
-    "ProjectList": {"type": "array", "items": {"$ref": "#/components/schemas/Project"}},
-    "Node": NODE,
-    "NodeList": {"type": "array", "items": {"$ref": "#/components/schemas/Node"}},
-    "Lines": LINES,
-    "Health": {
-        "type": "object",
-        "properties": {"ok": {"type": "boolean"}, "version": _str, "server_id": _str},
-    },
-    "Status": {
-        "type": "object",
-        "properties": {
-            "projects": {"$ref": "#/components/schemas/ProjectList"},
-            "nodes": {"$ref": "#/components/schemas/NodeList"},
-            "disk": {
-                "type": "object",
-                "properties": {k: _int for k in ("used", "free", "total", "data")},
-            },
-            "server_id": _str,
-            "version": _str,
-        },
-    },
-    "Deleted": {"type": "object", "properties": {"deleted": _str, "freed": _int}},
-    "Purged": {"type": "object", "properties": {"purged": {"type": "boolean"}}},
-    "Ok": {"type": "object", "properties": {"ok": {"type": "boolean"}}},
-    "Accepted": {"type": "object", "properties": {"accepted": {"type": "boolean"}, "reason": _str}},
-    "Submission": {
-        "type": "object",
-        "required": ["file"],
-        "additionalProperties": False,
-        "properties": {
-            "file": {"type": "string", "format": "binary"},
-            "blend": _str,
-            "title": {"type": "string", "maxLength": 200},
-            "animation": {"type": "string", "enum": ["true", "false"]},
-            "frame": _str,
-            "frames": _str,
-            "frame_start": _str,
-            "frame_end": _str,
-            "tiles": _str,
-            "overscan": _str,
-        },
-    },
-    "NewPassword": {
-        "type": "object",
-        "required": ["password"],
-        "properties": {"password": {"type": "string", "minLength": 8}},
-    },
-    "BlenderStatus": {
-        "type": "object",
-        "required": ["available", "nodes"],
-        "properties": {
-            "available": {"type": "boolean"},
-            "filename": _str,
-            "sha256": _str,
-            "size": _int,
-            "uploaded": _str,
-            "executable": _str,
-            "nodes": {"type": "object"},
-        },
-    },
-    "NodeHello": {
-        "type": "object",
-        "properties": {"blender_version": _str, "hostname": _str, "cores": _int, "version": _str},
-    },
-    "NodeWelcome": {
-        "type": "object",
-        "properties": {
-            "server_id": _str,
-            "node_timeout": {"type": "number"},
-            "heartbeat": {"type": "number"},
-        },
-    },
-    "Heartbeat": {
-        "type": "object",
-        "properties": {
-            "tasks": {"type": "array", "items": _int},
-            "log": {"type": "array", "items": _str},
-        },
-    },
-    "HeartbeatAnswer": {
-        "type": "object",
-        "properties": {"server_id": _str, "cancel": {"type": "array", "items": _int}},
-    },
-    "Task": {
-        "type": "object",
-        "required": ["id", "lease", "kind", "project"],
-        "properties": {
-            "id": _int,
-            "lease": _str,
-            "kind": {"enum": ["probe", "chunk"]},
-            "project": _str,
-            "sha256": _str,
-            "blend": _str,
-            "frame": _int,
-            "row": _int,
-            "col": _int,
-        },
-    },
-    "Probe": {
-        "type": "object",
-        "properties": {
-            "resolution_x": _int,
-            "resolution_y": _int,
-            "resolution_percentage": _int,
-            "frame_start": _int,
-            "frame_end": _int,
-            "fps": {"type": "number"},
-            "fps_base": {"type": "number"},
-        },
-    },
-    "Failure": {
-        "type": "object",
-        "properties": {"node": _str, "message": _str, "log": {"type": "array", "items": _str}},
-    },
-    "FailureAnswer": {
-        "type": "object",
-        "properties": {"recorded": {"type": "boolean"}, "project_error": {"type": "boolean"}},
-    },
-}
+def _name(shape: Shape | None) -> str | None:
+    if shape is None or isinstance(shape, str):
+        return shape
+    return schema_name(shape)
 
 
 def api(
     summary: str,
     *,
-    request: str | None = None,
-    response: str | None = None,
+    request: Shape | None = None,
+    response: Shape | None = None,
     media: str | None = None,
     status: int = 200,
     auth: str | None = None,
@@ -217,8 +43,8 @@ def api(
     def mark(fn: F) -> F:
         fn.openapi = {  # type: ignore[attr-defined]
             "summary": summary,
-            "request": request,
-            "response": response,
+            "request": _name(request),
+            "response": _name(response),
             "media": media,
             "status": status,
             "auth": auth,
@@ -272,7 +98,7 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
         }
     if route.path.endswith("/lease"):
         op["responses"]["204"] = {"description": "no work right now"}
-    error = {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}}
+    error = {"description": "error", "content": {"application/json": {"schema": _ref("ErrorBody")}}}
     for code in ("400", "404", "409", "413"):
         op["responses"][code] = error
     if note["auth"] == "token":
@@ -282,10 +108,10 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
         op["security"] = [{"adminPassword": []}]
         op["responses"]["403"] = error
         op["responses"]["429"] = error
-    if note["request"] == "Submission":
+    if note["request"] == "SubmissionForm":
         op["requestBody"] = {
             "required": True,
-            "content": {"multipart/form-data": {"schema": _ref("Submission")}},
+            "content": {"multipart/form-data": {"schema": _ref("SubmissionForm")}},
         }
         op["responses"]["507"] = error
     elif note["request"]:
@@ -302,7 +128,8 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
 
 
 def openapi_document(routes: Iterable[BaseRoute], version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of every API route."""
+    """The OpenAPI 3.1 document of every API route, its shapes from `protocol`."""
+    named, components = schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         if not isinstance(route, Route) or not route.path.startswith("/api/"):
@@ -321,7 +148,7 @@ def openapi_document(routes: Iterable[BaseRoute], version: str) -> dict[str, Any
         },
         "paths": paths,
         "components": {
-            "schemas": SCHEMAS,
+            "schemas": {**components, **named},
             "securitySchemes": {
                 "nodeToken": {"type": "http", "scheme": "bearer"},
                 "adminPassword": {"type": "apiKey", "in": "header", "name": "X-Blendfarm-Password"},

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
-from typing import Any
+import re
+from typing import Any, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
+from starlette.responses import Response
 
+from .. import protocol
 from ..errors import BadInput, TooLarge
-from .farm import Farm
+from .services import Farm
 
 log = logging.getLogger("blendfarm.server")
+T = TypeVar("T")
 MAX_CHUNK_UPLOAD = 4 * 1024**3
 MAX_LOG_BODY = 16 * 1024**2  # log lines past the kept amount are truncated, not refused
 EVENT_INTERVAL = 0.5
@@ -31,55 +33,34 @@ def node_auth(request: Request) -> Farm:
     return farm
 
 
-def admin_auth(request: Request) -> Farm:
+async def admin_auth(request: Request) -> Farm:
+    """The farm, once the admin password checks out (scrypt runs off the event loop)."""
     farm = farm_of(request)
     client = request.client.host if request.client else "?"
-    farm.guard.check_password(request.headers.get("x-blendfarm-password"), client)
+    given = request.headers.get("x-blendfarm-password")
+    await run_in_threadpool(farm.guard.check_password, given, client)
     return farm
 
 
-async def json_body(request: Request, limit: int = 1024 * 1024) -> dict[str, Any]:
+async def message_body(request: Request, kind: type[T], limit: int = 1024 * 1024) -> T:
+    """The request's JSON body as a `protocol` message; BadInput with the reason when not."""
     body = await request.body()
     if len(body) > limit:
         raise TooLarge("the request body is too large")
-    try:
-        data = json.loads(body or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise BadInput("the request body is not valid JSON") from None
-    if not isinstance(data, dict):
-        raise BadInput("the request body must be a JSON object")
-    return data
+    return protocol.decode(body, kind)
+
+
+class MessageResponse(Response):
+    """A `protocol` message (or list of them) as JSON."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return protocol.encode(content)
 
 
 def task_id_of(request: Request) -> int:
     raw = request.path_params["task_id"]
-    if not str(raw).isdigit() or len(str(raw)) > 12:
+    if not re.fullmatch(r"[0-9]{1,12}", str(raw)):
         raise BadInput("the task id must be a number")
     return int(raw)
-
-
-async def body_to_file(request: Request, farm: Farm, limit: int) -> Path:
-    """Stream a raw request body to a temporary file in the data dir."""
-    tmp = farm.data.temp_file()
-    size = 0
-    try:
-        with open(tmp, "wb") as fh:
-            async for block in request.stream():
-                size += len(block)
-                if size > limit:
-                    raise TooLarge(f"the upload is larger than {limit} bytes")
-                fh.write(block)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return tmp
-
-
-async def check_room(request: Request, farm: Farm) -> None:
-    """Refuse an upload by its declared size before reading it: too large, or the disk would
-    be left with less than the reserve."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit():
-        if int(length) > farm.settings.max_upload:
-            raise TooLarge(f"the upload is larger than {farm.settings.max_upload} bytes")
-        await run_in_threadpool(farm.data.require_free, int(length), farm.settings.disk_reserve)

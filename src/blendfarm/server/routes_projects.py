@@ -7,21 +7,13 @@ import logging
 from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.responses import FileResponse, Response, StreamingResponse
 
-from .. import __version__
-from ..errors import BadInput
+from .. import protocol as p
 from .openapi import api
-from .requests import (
-    EVENT_INTERVAL,
-    KEEPALIVE,
-    check_room,
-    farm_of,
-    node_auth,
-)
+from .requests import EVENT_INTERVAL, KEEPALIVE, MessageResponse, farm_of, node_auth
+from .uploads import check_declared, discard, receive_form
 from .validate import parse_submission
 
 log = logging.getLogger("blendfarm.server")
@@ -29,73 +21,53 @@ log = logging.getLogger("blendfarm.server")
 # -- projects -----------------------------------------------------------------------------------
 
 
-@api("List every project.", response="ProjectList")
+@api("List every project.", response=list[p.Project])
 async def list_projects(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(farm_of(request).projects))
+    return MessageResponse(await run_in_threadpool(farm_of(request).views.projects))
 
 
 @api(
     "Submit a project: a zip of the project folder (or a lone .blend) and how to render it.",
-    request="Submission",
-    response="Project",
+    request=p.SubmissionForm,
+    response=p.Project,
     status=201,
 )
 async def submit_project(request: Request) -> Response:
     farm = farm_of(request)
-    settings = farm.settings
-    await check_room(request, farm)
-    content_type = request.headers.get("content-type", "")
-    if not content_type.startswith("multipart/form-data"):
-        raise BadInput("send the project as multipart/form-data with a 'file' field")
+    limit, reserve = farm.settings.max_upload, farm.settings.disk_reserve
+    await check_declared(request, farm.data, limit, reserve)
+    form = await receive_form(request, farm.data, limit, reserve)
     try:
-        form = await request.form(max_files=1, max_fields=20)
-    except (ValueError, KeyError, AssertionError) as exc:
-        raise BadInput(f"the form could not be read: {exc}") from None
-    except HTTPException as exc:
-        raise BadInput(f"the form could not be read: {exc.detail}") from None
-    try:
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise BadInput("the form has no 'file' with the project")
-        fields = {k: v for k, v in form.items() if isinstance(v, str)}
-        if any(isinstance(v, UploadFile) for k, v in form.multi_items() if k != "file"):
-            raise BadInput("only the 'file' field may hold a file")
-        sub = parse_submission(fields, settings.max_tiles)
-        tmp = farm.data.temp_file()
-        try:
-            with open(tmp, "wb") as fh:
-                while block := await upload.read(1024 * 1024):
-                    fh.write(block)
-            view = await run_in_threadpool(farm.submit, tmp, upload.filename or "", sub)
-        finally:
-            tmp.unlink(missing_ok=True)  # adopted into the project on success
+        sub = parse_submission(form.fields, farm.settings.max_tiles)
+        assert form.file is not None
+        view = await run_in_threadpool(farm.submissions.submit, form.file, form.filename, sub)
     finally:
-        await form.close()
-    return JSONResponse(view, status_code=201)
+        discard(form.file)  # adopted into the project on success
+    return MessageResponse(view, status_code=201)
 
 
-@api("One project.", response="Project")
+@api("One project.", response=p.Project)
 async def get_project(request: Request) -> Response:
     farm = farm_of(request)
-    return JSONResponse(await run_in_threadpool(farm.project_view, request.path_params["pid"]))
+    return MessageResponse(await run_in_threadpool(farm.views.project, _pid(request)))
 
 
-@api("Delete a project and everything it stored.", response="Deleted")
+@api("Delete a project and everything it stored.", response=p.Deleted)
 async def delete_project(request: Request) -> Response:
     farm = farm_of(request)
-    return JSONResponse(await run_in_threadpool(farm.delete, request.path_params["pid"]))
+    return MessageResponse(await run_in_threadpool(farm.submissions.delete, _pid(request)))
 
 
-@api("Put a project in error back in the queue.", response="Project")
+@api("Put a project in error back in the queue.", response=p.Project)
 async def retry_project(request: Request) -> Response:
     farm = farm_of(request)
-    return JSONResponse(await run_in_threadpool(farm.retry, request.path_params["pid"]))
+    return MessageResponse(await run_in_threadpool(farm.submissions.retry, _pid(request)))
 
 
 @api("The finished image (PNG) or animation (mp4).", media="application/octet-stream")
 async def project_result(request: Request) -> Response:
     path, media, name = await run_in_threadpool(
-        farm_of(request).finished_file, request.path_params["pid"], "result"
+        farm_of(request).views.finished_file, _pid(request), "result"
     )
     return FileResponse(path, media_type=media, filename=name, content_disposition_type="inline")
 
@@ -103,58 +75,60 @@ async def project_result(request: Request) -> Response:
 @api("The raw chunks as a zip.", media="application/zip")
 async def project_raw(request: Request) -> Response:
     path, media, name = await run_in_threadpool(
-        farm_of(request).finished_file, request.path_params["pid"], "raw"
+        farm_of(request).views.finished_file, _pid(request), "raw"
     )
     return FileResponse(path, media_type=media, filename=name)
 
 
 @api("A small PNG of the latest stitched frame.", media="image/png")
 async def project_thumbnail(request: Request) -> Response:
-    path = await run_in_threadpool(farm_of(request).thumbnail, request.path_params["pid"])
+    path = await run_in_threadpool(farm_of(request).views.thumbnail, _pid(request))
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @api("The project's archive, for nodes (token).", media="application/zip", auth="token")
 async def project_archive(request: Request) -> Response:
     farm = node_auth(request)
-    path, sha = await run_in_threadpool(farm.archive, request.path_params["pid"])
+    path, sha = await run_in_threadpool(farm.dispatch.archive, _pid(request))
     return FileResponse(path, media_type="application/zip", headers={"X-Sha256": sha})
+
+
+def _pid(request: Request) -> str:
+    return str(request.path_params["pid"])
 
 
 # -- the farm ---------------------------------------------------------------------------------
 
 
-@api("Is the server up?", response="Health")
+@api("Is the server up?", response=p.Health)
 async def health(request: Request) -> Response:
-    farm = farm_of(request)
-    return JSONResponse({"ok": True, "version": __version__, "server_id": farm.store.server_id})
+    return MessageResponse(farm_of(request).views.health())
 
 
-@api("Projects, nodes and disk use at once.", response="Status")
+@api("Projects, nodes and disk use at once.", response=p.Status)
 async def status(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(farm_of(request).status))
+    return MessageResponse(await run_in_threadpool(farm_of(request).views.status))
 
 
 @api("The same as /api/status, as a server-sent event on every change.", media="text/event-stream")
 async def events(request: Request) -> Response:
-    farm = farm_of(request)
+    views = farm_of(request).views
     stopping: asyncio.Event = request.app.state.stopping
 
-    async def stream() -> AsyncIterator[str]:
+    async def stream() -> AsyncIterator[bytes]:
         seen = -1
         quiet = 0.0
         while not stopping.is_set():
             if await request.is_disconnected():
                 return
-            version = farm.store.version
+            version = views.version
             if version != seen:
                 seen = version
                 quiet = 0.0
-                payload = await run_in_threadpool(farm.status_event, version)
-                yield payload
+                yield await run_in_threadpool(views.status_event, version)
             elif quiet >= KEEPALIVE:
                 quiet = 0.0
-                yield ": keep-alive\n\n"
+                yield b": keep-alive\n\n"
             await asyncio.sleep(EVENT_INTERVAL)
             quiet += EVENT_INTERVAL
 
@@ -165,19 +139,12 @@ async def events(request: Request) -> Response:
     )
 
 
-@api("Every node seen in the last hour.", response="NodeList")
+@api("Every node seen in the last hour.", response=list[p.Node])
 async def list_nodes(request: Request) -> Response:
-    return JSONResponse(await run_in_threadpool(farm_of(request).nodes))
+    return MessageResponse(await run_in_threadpool(farm_of(request).views.nodes))
 
 
-@api("A node's recent log.", response="Lines")
+@api("A node's recent log.", response=p.Lines)
 async def node_log(request: Request) -> Response:
-    farm = farm_of(request)
-    return JSONResponse(
-        {"lines": await run_in_threadpool(farm.node_log, request.path_params["name"])}
-    )
-
-
-@api("The server's recent log.", response="Lines")
-async def server_log(request: Request) -> Response:
-    return JSONResponse({"lines": list(farm_of(request).logs.lines)})
+    views = farm_of(request).views
+    return MessageResponse(await run_in_threadpool(views.node_log, request.path_params["name"]))

@@ -91,6 +91,10 @@ def serve(settings: Settings, console: Console | None = None) -> None:
             log_level="warning",
             lifespan="on",
             timeout_graceful_shutdown=5,
+            # X-Forwarded-For is believed only from proxies the admin names (never by default:
+            # uvicorn would trust 127.0.0.1, so a local guesser could pick any address).
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=settings.trusted_proxies or None,
         )
     )
     ui = _Server(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
+from ..parsing import parse_bool as _bool
+from ..parsing import parse_frames
 from ..tiles import effective_size
 
 SUBMIT_FIELDS = frozenset(
@@ -29,6 +31,8 @@ MAX_FRAMES = 100_000
 MAX_OVERSCAN = 4096
 MAX_LOG_LINE = 2000
 MAX_LOG_LINES = 500
+MAX_BLOCKED = 5  # notes a probe may give on the Python it did not run
+MAX_NOTE = 200
 
 
 @dataclass(frozen=True)
@@ -52,25 +56,6 @@ def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -
     if high is not None and value > high:
         raise BadInput(f"{name} must be at most {high}")
     return value
-
-
-def _bool(name: str, raw: str) -> bool:
-    text = raw.strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"", "0", "false", "no", "off"}:
-        return False
-    raise BadInput(f"{name} must be true or false")
-
-
-def parse_frames(text: str) -> tuple[int, int]:
-    """'A-B' (both inclusive) or 'N' as a frame range."""
-    m = re.fullmatch(r"\s*(-?\d{1,9})\s*(?:(?:-|\.\.|:)\s*(-?\d{1,9})\s*)?", text)
-    if not m:
-        raise BadInput(f"frames must look like 1-250, not {text[:40]!r}")
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) is not None else start
-    return start, end
 
 
 def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
@@ -167,6 +152,10 @@ def plan_from_probe(project: Mapping[str, Any], probe: Mapping[str, Any]) -> Pla
     missing = list(probe.get("missing") or [])
     if missing:
         warnings.append("files the scene needs are missing: " + ", ".join(map(str, missing[:10])))
+    blocked = probe.get("scripts_blocked")
+    if isinstance(blocked, list):
+        for note in blocked[:MAX_BLOCKED]:
+            warnings.append(f"{str(note)[:MAX_NOTE]} (nodes run no Python from submitted files)")
     return Plan(width, height, list(range(start, end + 1)), animation, fps, fps_base, warnings)
 
 

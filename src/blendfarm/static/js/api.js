@@ -1,65 +1,49 @@
 // Talking to the blendfarm JSON API (docs/api.md), which lives on another port than this page.
 //
-// Where the API is, by precedence:
-//   1. `?api=http://host:port` in the page URL (remembered in sessionStorage for the tab),
-//   2. what this tab remembered before,
-//   3. <meta name="blendfarm-api" content="...">, or window.BLENDFARM_API set by config.js,
-//   4. http(s)://<this page's hostname>:<window.BLENDFARM_API_PORT from config.js, else 2254>.
+// The dashboard talks only to the API it was served with: the same host as this page, on the
+// port that the UI server's /config.js names (window.BLENDFARM_API_PORT, else 2254). Nothing in
+// the page address, the tab's storage or the page itself can point it elsewhere, so a link to
+// the dashboard cannot send the admin password to another machine.
 
-const STORAGE_KEY = "blendfarm-api";
 const DEFAULT_PORT = 2254;
+// Older dashboards remembered an API given with `?api=` under this key: forget it.
+const OLD_STORAGE_KEY = "blendfarm-api";
 
-function cleanBase(value) {
-  if (!value) return null;
+function forgetOldSetting() {
   try {
-    const url = new URL(value, location.href);
-    if (url.protocol !== "http:" && url.protocol !== "https:") return null;
-    return url.href.replace(/\/+$/, "");
+    sessionStorage.removeItem(OLD_STORAGE_KEY);
   } catch {
-    return null;
-  }
-}
-
-function sessionGet() {
-  try {
-    return sessionStorage.getItem(STORAGE_KEY);
-  } catch {
-    return null;
-  }
-}
-
-function sessionSet(value) {
-  try {
-    sessionStorage.setItem(STORAGE_KEY, value);
-  } catch {
-    /* storage may be disabled; the query parameter still works for this load */
+    /* storage may be disabled: then nothing was remembered either */
   }
 }
 
 function resolveBase() {
-  const fromQuery = cleanBase(new URLSearchParams(location.search).get("api"));
-  if (fromQuery) {
-    sessionSet(fromQuery);
-    return fromQuery;
+  const port = Number.parseInt(window.BLENDFARM_API_PORT, 10);
+  const url = new URL("http://127.0.0.1/");
+  if (location.protocol === "http:" || location.protocol === "https:") {
+    url.protocol = location.protocol;
+    url.hostname = location.hostname;
   }
-  const remembered = cleanBase(sessionGet());
-  if (remembered) return remembered;
-  const meta = document.querySelector('meta[name="blendfarm-api"]');
-  const configured = cleanBase(meta && meta.content.trim()) || cleanBase(window.BLENDFARM_API);
-  if (configured) return configured;
-  const protocol = location.protocol === "https:" ? "https:" : "http:";
-  const host = location.hostname.includes(":") ? `[${location.hostname}]` : location.hostname;
-  const port = Number.parseInt(window.BLENDFARM_API_PORT, 10) || DEFAULT_PORT;
-  return `${protocol}//${host || "127.0.0.1"}:${port}`;
+  url.port = String(port > 0 && port < 65536 ? port : DEFAULT_PORT);
+  return url.origin;
 }
+
+forgetOldSetting();
 
 export const API = resolveBase();
 
-/** An absolute URL for an API path such as "/api/projects/ab12/result". */
+/** An absolute URL for an API path such as "/api/projects/ab12/result" (links the API gave). */
 export function apiUrl(path) {
   if (!path) return null;
   if (/^https?:\/\//i.test(path)) return path;
   return API + (path.startsWith("/") ? path : `/${path}`);
+}
+
+/** The URL of an API call: always on the farm's API, whatever the path says. */
+function endpoint(path) {
+  const url = new URL(path, `${API}/`);
+  if (url.origin !== API) throw new ApiError(`Not an API path: ${path}`);
+  return url.href;
 }
 
 export class ApiError extends Error {
@@ -114,7 +98,7 @@ export function errorFromBody(status, bodyText) {
 export async function request(method, path, { body, headers } = {}) {
   let response;
   try {
-    response = await fetch(apiUrl(path), { method, body, headers, cache: "no-store" });
+    response = await fetch(endpoint(path), { method, body, headers, cache: "no-store" });
   } catch {
     throw new ApiError(`The server at ${API} could not be reached.`);
   }
@@ -136,7 +120,7 @@ export async function request(method, path, { body, headers } = {}) {
 export function upload(method, path, body, { headers = {}, onProgress, onSent } = {}) {
   const xhr = new XMLHttpRequest();
   const promise = new Promise((resolve, reject) => {
-    xhr.open(method, apiUrl(path));
+    xhr.open(method, endpoint(path));
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.upload.onprogress = (event) => {
       if (onProgress) onProgress(event.loaded, event.lengthComputable ? event.total : 0);

@@ -1,4 +1,4 @@
-// Settings: the Blender the workers use, purging everything, the server's log.
+// Settings: the Blender the workers use, purging everything, the server's log (admin only).
 
 import { request, upload } from "./api.js";
 import { ago, bytes, dateTime } from "./format.js";
@@ -166,9 +166,70 @@ async function submitPurge(event) {
 
 // ---------------------------------------------------------------- log
 
+// The server's log is for the admin: it is read with the password, which is kept here, in
+// memory, for this page's life (never in any storage) once the server accepted it.
+let logPassword = null;
 let logTimer = null;
 
+function showLogText(data) {
+  const pre = $("#server-log");
+  const lines = (data && data.lines) || [];
+  const text = lines.length ? lines.join("\n") : "(the log is empty)";
+  if (pre.textContent !== text) {
+    const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8 || !pre.textContent;
+    pre.textContent = text;
+    if (atBottom) pre.scrollTop = pre.scrollHeight;
+  }
+}
+
+/** Shows the log (unlocked) or the password form (locked). */
+function setLogUnlocked(unlocked) {
+  show($("#log-form"), !unlocked);
+  show($("#log-refresh"), unlocked);
+  show($("#server-log"), unlocked);
+  if (!unlocked) $("#server-log").textContent = "";
+}
+
+async function readLog(password) {
+  return request("GET", "/api/logs", { headers: { "X-Blendfarm-Password": password } });
+}
+
+async function submitLogPassword(event) {
+  event.preventDefault();
+  const input = $("#log-password");
+  const button = $("#log-submit");
+  message($("#log-error"), "");
+  fieldError(input, "");
+  if (!input.value) {
+    fieldError(input, "Enter the admin password.");
+    input.focus();
+    return;
+  }
+  if (button.disabled) return;
+  button.disabled = true;
+  const password = input.value;
+  try {
+    const data = await readLog(password);
+    logPassword = password;
+    lastLogFetch = Date.now();
+    input.value = "";
+    setLogUnlocked(true);
+    showLogText(data);
+    $("#server-log").focus();
+  } catch (err) {
+    if (err.status === 403 || err.status === 429) {
+      fieldError(input, err.message);
+      input.focus();
+    } else {
+      message($("#log-error"), `The log could not be read: ${err.message}`);
+    }
+  } finally {
+    button.disabled = false;
+  }
+}
+
 async function refreshLog(force = false) {
+  if (!logPassword) return;
   const wait = LOG_MIN_INTERVAL - (Date.now() - lastLogFetch);
   if (logLoading || (!force && wait > 0)) {
     // read it once more when allowed, so the last change is not missed
@@ -182,19 +243,18 @@ async function refreshLog(force = false) {
   }
   logLoading = true;
   lastLogFetch = Date.now();
-  const pre = $("#server-log");
   try {
-    const data = await request("GET", "/api/logs");
-    const lines = (data && data.lines) || [];
-    const text = lines.length ? lines.join("\n") : "(the log is empty)";
-    if (pre.textContent !== text) {
-      const atBottom = pre.scrollHeight - pre.scrollTop - pre.clientHeight < 8 || pre.textContent === "Loading…";
-      pre.textContent = text;
-      if (atBottom) pre.scrollTop = pre.scrollHeight;
-    }
+    showLogText(await readLog(logPassword));
     message($("#log-error"), "");
   } catch (err) {
-    message($("#log-error"), `The log could not be read: ${err.message}`);
+    if (err.status === 403) {
+      // the password was changed meanwhile: ask again
+      logPassword = null;
+      setLogUnlocked(false);
+      fieldError($("#log-password"), err.message);
+    } else {
+      message($("#log-error"), `The log could not be read: ${err.message}`);
+    }
   } finally {
     logLoading = false;
   }
@@ -212,8 +272,9 @@ export function initSettings() {
   $("#blender-form").addEventListener("submit", submitBlender);
   $("#bl-cancel").addEventListener("click", () => blenderUpload && blenderUpload.abort());
   $("#purge-form").addEventListener("submit", submitPurge);
+  $("#log-form").addEventListener("submit", submitLogPassword);
   $("#log-refresh").addEventListener("click", () => refreshLog(true));
-  for (const id of ["bl-password", "purge-password"]) {
+  for (const id of ["bl-password", "purge-password", "log-password"]) {
     const input = $(`#${id}`);
     input.addEventListener("input", () => fieldError(input, ""));
   }

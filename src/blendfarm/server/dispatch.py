@@ -1,0 +1,217 @@
+"""The node protocol: hello, heartbeats, leases, and what nodes send back.
+
+A task is leased under a lease string the server remembers for good, so a late result for an
+unfinished chunk is still accepted; anything under a lease never issued for the task is a 409.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+from .. import protocol as p
+from ..atomic import fsync_file
+from ..errors import BadInput, Conflict
+from ..pngio import NotAPng, png_header, read_png
+from ..settings import Settings
+from ..states import Event, ProjectState, TaskKind, TaskState
+from ..tiles import blender_border, chunk_rect, grow
+from .auth import Guard
+from .blender_shelf import BlenderShelf
+from .files import DataDir
+from .store import Store
+from .validate import clean_log, plan_from_probe
+
+log = logging.getLogger("blendfarm.server")
+
+
+class Dispatch:
+    """Hands out work to nodes and takes their results."""
+
+    def __init__(
+        self, settings: Settings, store: Store, data: DataDir, blender: BlenderShelf, guard: Guard
+    ):
+        self.settings = settings
+        self.store = store
+        self.data = data
+        self.blender = blender
+        self.guard = guard
+
+    def _clean(self, lines: list[str]) -> list[str]:
+        """A node's log lines as anyone may see them: truncated, and never the node token."""
+        token = self.guard.secrets.token
+        return [line.replace(token, "****") if token else line for line in clean_log(lines)]
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def register(self, name: str, info: p.NodeInfo) -> p.Welcome:
+        self.store.node_seen(name, p.to_builtins(info))
+        log.info("node %s online (Blender %s)", name, info.blender_version or "unknown")
+        return p.Welcome(
+            server_id=self.store.server_id,
+            blender_sha256=self._blender_sha(),
+            node_timeout=self.settings.node_timeout,
+            heartbeat=max(1.0, self.settings.node_timeout / 3),
+            chunk_timeout=self.settings.chunk_timeout,
+        )
+
+    def heartbeat(self, name: str, beat: p.Heartbeat) -> p.HeartbeatAnswer:
+        self.store.node_seen(name)
+        lost = self.store.renew(name, beat.tasks, self.settings.node_timeout)
+        self.store.node_log(name, self._clean(beat.log))
+        return p.HeartbeatAnswer(
+            server_id=self.store.server_id, cancel=lost, blender_sha256=self._blender_sha()
+        )
+
+    def leave(self, name: str) -> p.Ok:
+        self.store.node_left(name)
+        return p.Ok(ok=True)
+
+    def _blender_sha(self) -> str | None:
+        info = self.blender.info()
+        return None if info is None else str(info["sha256"])
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def lease(self, name: str) -> p.Task | None:
+        self.store.node_seen(name)
+        task = self.store.lease(name, self.settings.node_timeout, self.settings.max_failures)
+        if task is None:
+            return None
+        return self._describe(task)
+
+    def _describe(self, task: dict[str, object]) -> p.Task:
+        proj = self.store.project(str(task["project_id"]))
+        out = p.Task(
+            id=int(str(task["id"])),
+            lease=str(task["lease"]),
+            kind=TaskKind(str(task["kind"])),
+            project=proj["id"],
+            title=proj["title"],
+            sha256=proj["sha256"],
+            archive_size=proj["archive_size"],
+            archive_url=f"/api/projects/{proj['id']}/archive",
+            blend=proj["blend"],
+            timeout=self.settings.chunk_timeout,
+        )
+        if out.kind is TaskKind.CHUNK:
+            w, h, n = proj["width"], proj["height"], proj["tiles"]
+            row, col = int(str(task["row"])), int(str(task["col"]))
+            rect = chunk_rect(w, h, n, row, col)
+            render = grow(rect, w, h, proj["overscan"]) if n > 1 else rect
+            border = blender_border(render, w, h) if n > 1 else None
+            out.frame, out.row, out.col = int(str(task["frame"])), row, col
+            out.tiles, out.width, out.height = n, w, h
+            out.rect, out.render_rect = rect, render
+            if border is not None:
+                out.border = [border.min_x, border.max_x, border.min_y, border.max_y]
+        return out
+
+    def check_lease(self, task_id: int, lease: str) -> dict[str, object]:
+        """The task, when `lease` was ever issued for it; Conflict otherwise."""
+        task = self.store.task(task_id)
+        if not lease or lease not in self.store.leases_of(task_id):
+            raise Conflict(f"task {task_id} was not leased with that lease")
+        return task
+
+    # -- results ----------------------------------------------------------------------------
+
+    def chunk_result(self, task_id: int, lease: str, upload: Path) -> p.Accepted:
+        """Take a chunk's PNG (from a node); idempotent, and valid after the lease expired."""
+        try:
+            task = self.check_lease(task_id, lease)
+            if task["kind"] != TaskKind.CHUNK.value:
+                raise BadInput(f"task {task_id} is a {task['kind']}, not a chunk")
+            if task["state"] == TaskState.DONE.value:
+                return p.Accepted(accepted=False, reason="the chunk is already done")
+            proj = self.store.project(str(task["project_id"]))
+            frame, row, col = (int(str(task[k])) for k in ("frame", "row", "col"))
+            rect = chunk_rect(proj["width"], proj["height"], proj["tiles"], row, col)
+            try:
+                width, height, _depth, _colour = png_header(upload)
+            except NotAPng:
+                raise BadInput("the chunk result is not a PNG image") from None
+            if (width, height) != (rect.width, rect.height):
+                raise BadInput(
+                    f"the chunk image is {width}x{height}, expected {rect.width}x{rect.height}"
+                )
+            try:
+                read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
+            except NotAPng as exc:
+                raise BadInput(f"the chunk image is damaged: {exc}") from None
+            dest = self.data.chunk(proj["id"], frame, row, col)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            size = upload.stat().st_size
+            os.replace(upload, dest)
+            fsync_file(dest)  # on the disk before the database says the chunk is done
+            if self.store.complete(task_id):
+                self.store.add_size(proj["id"], size)
+                self.store.sync_state(proj["id"])
+            return p.Accepted(accepted=True)
+        finally:
+            upload.unlink(missing_ok=True)
+
+    def probe_result(self, task_id: int, lease: str, probe: p.Probe) -> p.Accepted:
+        task = self.check_lease(task_id, lease)
+        if task["kind"] != TaskKind.PROBE.value:
+            raise BadInput(f"task {task_id} is a {task['kind']}, not a probe")
+        if task["state"] == TaskState.DONE.value:
+            return p.Accepted(accepted=False, reason="the probe is already done")
+        proj = self.store.project(str(task["project_id"]))
+        raw = p.to_builtins(probe)
+        try:
+            plan = plan_from_probe(proj, raw)
+        except BadInput as exc:
+            # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
+            self.store.release(task_id, Event.RESET)
+            self.store.update_project(proj["id"], state=ProjectState.ERROR.value, error=str(exc))
+            return p.Accepted(accepted=True)
+        self.store.add_chunks(
+            proj["id"],
+            plan.frames,
+            proj["tiles"],
+            width=plan.width,
+            height=plan.height,
+            fps=plan.fps,
+            fps_base=plan.fps_base,
+            frame_start=plan.frames[0],
+            frame_end=plan.frames[-1],
+            animation=int(plan.animation),
+            warnings=json.dumps(plan.warnings),
+            probe=json.dumps(raw),
+        )
+        self.store.complete(task_id)
+        self.store.sync_state(proj["id"])
+        log.info(
+            "project %s probed: %dx%d, frames %d-%d",
+            proj["id"],
+            plan.width,
+            plan.height,
+            plan.frames[0],
+            plan.frames[-1],
+        )
+        return p.Accepted(accepted=True)
+
+    def task_failed(self, task_id: int, lease: str, failure: p.Failure) -> p.FailureAnswer:
+        task = self.check_lease(task_id, lease)
+        node = failure.node or "unknown"
+        text = self._clean([(failure.message or "the render failed").strip()[:2000]])[0]
+        tail = self._clean(failure.log)[-10:]
+        full = text if not tail else text + "\n" + "\n".join(tail)
+        # The lines themselves already reached the node's log through its heartbeats.
+        gave_up = self.store.fail(task_id, node, full, self.settings.max_failures)
+        log.warning("task %s of %s failed on %s: %s", task_id, task["project_id"], node, text)
+        if gave_up:
+            log.error("project %s in error: %s", task["project_id"], text)
+        return p.FailureAnswer(recorded=True, project_error=bool(gave_up))
+
+    def release(self, task_id: int, lease: str) -> p.Ok:
+        self.check_lease(task_id, lease)
+        self.store.release(task_id, Event.RESET)
+        return p.Ok(ok=True)
+
+    def archive(self, pid: str) -> tuple[Path, str]:
+        row = self.store.project(pid)
+        return self.data.archive(pid), row["sha256"]

@@ -1,0 +1,19 @@
+"""Leases that run out and nodes that went silent: the reaper puts their work back."""
+
+from __future__ import annotations
+
+import logging
+
+from ..settings import Settings
+from .store import Store
+
+log = logging.getLogger("blendfarm.server")
+
+
+def reap(store: Store, settings: Settings) -> None:
+    """Requeue every task whose lease expired; mark silent nodes offline."""
+    expired = store.expire_leases()
+    if expired:
+        log.warning("leases ran out for tasks %s: back in the queue", expired)
+    for name in store.mark_offline(settings.node_timeout):
+        log.warning("node %s is offline (no heartbeat for %gs)", name, settings.node_timeout)

@@ -1,0 +1,101 @@
+"""Projects in and out: a submission becomes a project; delete and retry act on one."""
+
+from __future__ import annotations
+
+import logging
+import zipfile
+from pathlib import Path
+
+from .. import protocol as p
+from ..archive import choose_blend, inspect_zip, is_blend_file, is_zip_file, wrap_blend
+from ..blendversion import read_version
+from ..errors import BadInput, Conflict
+from ..settings import Settings
+from ..states import ProjectState
+from .files import DataDir, sha256_file
+from .store import Store
+from .validate import Submission
+from .views import Views
+
+log = logging.getLogger("blendfarm.server")
+
+
+class Submissions:
+    """Creates, deletes and re-queues projects."""
+
+    def __init__(self, settings: Settings, store: Store, data: DataDir, views: Views):
+        self.settings = settings
+        self.store = store
+        self.data = data
+        self.views = views
+
+    def submit(self, upload: Path, filename: str, sub: Submission) -> p.Project:
+        """Store an uploaded zip (or lone .blend) as a new project; the upload is consumed."""
+        archive = upload
+        try:
+            if not is_zip_file(upload):
+                if not is_blend_file(upload):
+                    raise BadInput(f"{filename or 'the upload'} is neither a zip nor a .blend file")
+                archive = self.data.temp_file(".zip")
+                name = Path(filename).name if filename.lower().endswith(".blend") else "scene.blend"
+                wrap_blend(upload, archive, name)
+            summary = inspect_zip(
+                archive,
+                self.settings.max_unpacked,
+                self.settings.max_ratio,
+                self.settings.max_entries,
+            )
+            blend = choose_blend(summary, sub.blend)
+            with zipfile.ZipFile(archive) as zf, zf.open(summary.entries[blend]) as member:
+                saved_by = read_version(member)
+            if saved_by is None:
+                raise BadInput(f"{blend} is not a .blend file")
+            sha = sha256_file(archive)
+            size = archive.stat().st_size
+            pid = self.store.create_project(
+                {
+                    "title": sub.title or Path(blend).stem,
+                    "blend": blend,
+                    "sha256": sha,
+                    "archive_size": size,
+                    "animation": sub.animation,
+                    "frame_start": sub.frame_start,
+                    "frame_end": sub.frame_end,
+                    "tiles": sub.tiles,
+                    "overscan": sub.overscan,
+                    "file_version": f"{saved_by[0]}.{saved_by[1]}",
+                }
+            )
+            self.data.adopt_upload(archive, pid)
+        finally:
+            upload.unlink(missing_ok=True)
+            archive.unlink(missing_ok=True)
+        frames = (
+            "the scene's frames"
+            if sub.frame_start is None
+            else f"frames {sub.frame_start}-{sub.frame_end}"
+        )
+        log.info(
+            "project %s submitted: %s, %s, %dx%d chunks, overscan %d",
+            pid,
+            blend,
+            frames,
+            sub.tiles,
+            sub.tiles,
+            sub.overscan,
+        )
+        return self.views.project(pid)
+
+    def delete(self, pid: str) -> p.Deleted:
+        self.store.delete_project(pid)
+        freed = self.data.delete_project(pid)
+        log.info("project %s deleted, %d bytes freed", pid, freed)
+        return p.Deleted(deleted=pid, freed=freed)
+
+    def retry(self, pid: str) -> p.Project:
+        row = self.store.project(pid)
+        if row["state"] != ProjectState.ERROR.value:
+            raise Conflict(f"project {pid} is {row['state']}, not in error")
+        self.store.retry(pid)
+        log.info("project %s put back in the queue", pid)
+        return self.views.project(pid)

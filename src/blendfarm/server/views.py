@@ -1,0 +1,249 @@
+"""What people read: projects, nodes and the farm at a glance, shaped as `protocol` messages.
+
+Views only read the store and the data dir; they never change anything.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .. import protocol as p
+from ..blendversion import can_open
+from ..errors import Conflict, NotFound
+from ..settings import Settings
+from ..states import ProjectState, TaskKind
+from .blender_shelf import BlenderShelf
+from .files import DataDir
+from .store import Store
+
+OFFLINE_SHOWN = 3600.0  # offline nodes stay listed this long
+LOG_TAIL = 8
+
+
+def iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def waiting_reason(
+    state: ProjectState, file_version: str | None, online_blenders: list[str | None]
+) -> str | None:
+    """Why a project that has work gets none: no node online, or none with a new enough Blender."""
+    if state not in (ProjectState.QUEUED, ProjectState.RENDERING):
+        return None
+    if not online_blenders:
+        return "waiting for a node to come online"
+    if file_version and not any(can_open(v, file_version) for v in online_blenders):
+        have = ", ".join(sorted({str(v) for v in online_blenders}))
+        return f"waiting for a node with Blender {file_version} or newer (online nodes run {have})"
+    return None
+
+
+def safe_stem(title: str) -> str:
+    """A title as a file name stem: letters, digits, '-' and '_'."""
+    keep = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in title)
+    return "-".join(filter(None, keep.split("-")))[:60]
+
+
+class Views:
+    """Read-only shapes of the farm for the API and the event stream."""
+
+    def __init__(self, settings: Settings, store: Store, data: DataDir, blender: BlenderShelf):
+        self.settings = settings
+        self.store = store
+        self.data = data
+        self.blender = blender
+        self._event_lock = threading.Lock()
+        self._event_cache: tuple[int, bytes] = (-1, b"")
+
+    @property
+    def version(self) -> int:
+        """Grows on every change of the farm (the event stream watches it)."""
+        return self.store.version
+
+    # -- projects ---------------------------------------------------------------------------
+
+    def project(self, pid: str) -> p.Project:
+        view = self._project(self.store.project(pid), self.store.counts(pid))
+        return self._with_waiting(view, self.nodes())
+
+    def projects(self, nodes: list[p.Node] | None = None) -> list[p.Project]:
+        counts = self.store.counts()
+        nodes = self.nodes() if nodes is None else nodes
+        return [self._with_waiting(self._project(r, counts), nodes) for r in self.store.projects()]
+
+    def _with_waiting(self, view: p.Project, nodes: list[p.Node]) -> p.Project:
+        online = [n.blender_version for n in nodes if n.online]
+        view.waiting = waiting_reason(view.state, view.file_version, online)
+        return view
+
+    def _project(self, row: dict[str, Any], counts: dict[str, dict[str, int]]) -> p.Project:
+        pid = row["id"]
+        c = counts.get(pid, {})
+        state = ProjectState(row["state"])
+        done = state is ProjectState.DONE
+        animation = bool(row["animation"])
+        base = f"/api/projects/{pid}"
+        return p.Project(
+            id=pid,
+            title=row["title"],
+            blend=row["blend"],
+            state=state,
+            error=row["error"],
+            animation=animation,
+            frame_start=row["frame_start"],
+            frame_end=row["frame_end"],
+            tiles=row["tiles"],
+            overscan=row["overscan"],
+            chunks_done=c.get("done", 0),
+            chunks_total=c.get("total", 0),
+            chunks_rendering=c.get("rendering", 0),
+            frames_done=c.get("frames", 0),
+            width=row["width"],
+            height=row["height"],
+            fps=(row["fps"] / row["fps_base"]) if row["fps"] else None,
+            size=row["size"],
+            created=iso(row["created"]) or "",
+            updated=iso(row["updated"]) or "",
+            result_url=f"{base}/result" if done else None,
+            raw_url=f"{base}/raw" if done else None,
+            thumbnail_url=f"{base}/thumbnail" if row["thumbnail"] else None,
+            result_type=("video/mp4" if animation else "image/png") if done else None,
+            blocklist=self.store.blocklist(pid, self.settings.max_failures),
+            warnings=json.loads(row["warnings"]),
+            file_version=row["file_version"],
+            waiting=None,
+        )
+
+    def finished_file(self, pid: str, kind: str) -> tuple[Path, str, str]:
+        """(path, media type, download name) of a finished project's result or raw zip."""
+        row = self.store.project(pid)
+        if row["state"] != ProjectState.DONE.value:
+            raise Conflict(f"project {pid} is not finished yet ({row['state']})")
+        stem = safe_stem(row["title"]) or pid
+        if kind == "raw":
+            raw = self.data.raw(pid)
+            if not raw.exists():
+                raise NotFound(
+                    f"the raw chunks of project {pid} are missing from the server's disk"
+                )
+            return raw, "application/zip", f"{stem}-{pid}-raw.zip"
+        animation = bool(row["animation"])
+        media, ext = ("video/mp4", "mp4") if animation else ("image/png", "png")
+        path = self.data.result(pid, animation)
+        if not path.exists():
+            raise NotFound(f"the result of project {pid} is missing from the server's disk")
+        return path, media, f"{stem}-{pid}.{ext}"
+
+    def thumbnail(self, pid: str) -> Path:
+        self.store.project(pid)
+        path = self.data.thumbnail(pid)
+        if not path.exists():
+            raise NotFound(f"project {pid} has no stitched frame yet")
+        return path
+
+    # -- nodes ------------------------------------------------------------------------------
+
+    def nodes(self) -> list[p.Node]:
+        now = time.time()
+        out = []
+        for n in self.store.nodes():
+            if n["offline"] and now - n["last_seen"] > OFFLINE_SHOWN:
+                continue
+            cur = n["current"]
+            out.append(
+                p.Node(
+                    name=n["name"],
+                    online=not n["offline"],
+                    state="offline" if n["offline"] else ("rendering" if cur else "idle"),
+                    blender_version=n["blender_version"],
+                    started=iso(n["started"]),
+                    last_seen=iso(n["last_seen"]),
+                    chunks_done=n["chunks_done"],
+                    current=None
+                    if cur is None
+                    else p.CurrentTask(
+                        project=cur["project_id"],
+                        title=cur["title"],
+                        kind=TaskKind(cur["kind"]),
+                        frame=cur["frame"],
+                        row=cur["row"],
+                        col=cur["col"],
+                    ),
+                    log_tail=n["log"][-LOG_TAIL:],
+                    info=p.convert(n["info"], p.NodeInfo, "a node's stored info"),
+                )
+            )
+        return out
+
+    def node_log(self, name: str) -> p.Lines:
+        for n in self.store.nodes():
+            if n["name"] == name:
+                return p.Lines(lines=list(n["log"]))
+        raise NotFound(f"no node {name!r}")
+
+    def blender_status(self) -> p.BlenderStatus:
+        """The server's Blender and the Blender every node runs."""
+        info = self.blender.info()
+        nodes = {
+            n.name: p.NodeBlender(
+                version=n.blender_version, sha256=n.info.blender_sha256 or None, online=n.online
+            )
+            for n in self.nodes()
+        }
+        if info is None:
+            return p.BlenderStatus(
+                available=False,
+                filename=None,
+                sha256=None,
+                size=None,
+                uploaded=None,
+                executable=None,
+                nodes=nodes,
+            )
+        return p.BlenderStatus(
+            available=True,
+            filename=str(info["filename"]),
+            sha256=str(info["sha256"]),
+            size=int(info["size"]),
+            uploaded=iso(float(info["uploaded"])),
+            executable=str(info["executable"]),
+            nodes=nodes,
+        )
+
+    # -- the farm at a glance ---------------------------------------------------------------
+
+    def health(self) -> p.Health:
+        return p.Health(ok=True, version=__version__, server_id=self.store.server_id)
+
+    def status(self) -> p.Status:
+        nodes = self.nodes()
+        projects = self.projects(nodes)
+        usage = self.data.disk_usage()
+        return p.Status(
+            server_id=self.store.server_id,
+            version=__version__,
+            projects=projects,
+            nodes=nodes,
+            disk=p.Disk(
+                total=usage["total"],
+                used=usage["used"],
+                free=usage["free"],
+                data=sum(pr.size for pr in projects),
+            ),
+        )
+
+    def status_event(self, version: int) -> bytes:
+        """The status as a server-sent event, made once per store version for every watcher."""
+        with self._event_lock:
+            if self._event_cache[0] != version:
+                text = p.encode(self.status())
+                self._event_cache = (version, b"event: status\ndata: " + text + b"\n\n")
+            return self._event_cache[1]
