@@ -42,6 +42,7 @@ class StopRequest:
         self.soon = False
         self.now = False
         self._read, self._write = os.pipe()
+        self._fds: tuple[int, ...] = (self._read, self._write)
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
 
@@ -70,11 +71,16 @@ class StopRequest:
                 pass
 
     def close(self) -> None:
-        for fd in (self._read, self._write):
+        """Free the pipe; only once nothing can ask or wait any more."""
+        fds, self._fds = getattr(self, "_fds", ()), ()
+        for fd in fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
+
+    def __del__(self) -> None:
+        self.close()
 
     def handler(self, signum: int, frame: FrameType | None) -> None:
         """The signal handler: raises the flags, nothing more."""
