@@ -38,7 +38,7 @@ class FakeRenderer:
         write_png(Path(command["output"]), np.full((height, width, 3), command["frame"], np.uint8))
         return Path(command["output"])
 
-    def abort(self) -> None:
+    def abort(self, polite: bool = False) -> None:
         pass
 
     def close(self) -> None:
@@ -51,7 +51,7 @@ def make_node(
     settings = NodeSettings(
         server="http://testserver", name=name, work_dir=tmp_path / name, token="tok-123"
     )
-    return Node(settings, client=farm.client, renderer=renderer, say=lambda _m: None)
+    return Node(settings, http=farm.client, renderer=renderer, say=lambda _m: None)
 
 
 def test_a_node_renders_a_project_to_the_end(farm: InProcessFarm, tmp_path: Path) -> None:
@@ -103,7 +103,7 @@ def test_names_are_kept_in_the_work_dir(tmp_path: Path) -> None:
 def test_the_project_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
     import os
 
-    from blendfarm.node.node import trim_cache
+    from blendfarm.node.projects import trim_cache
 
     for i in range(5):
         folder = tmp_path / f"p{i}"

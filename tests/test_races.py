@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from apphelpers import NODE, PROBE, InProcessFarm
+from blendfarm.protocol import Task, convert, to_builtins
 from test_node import FakeRenderer, make_node
 
 
@@ -31,25 +32,26 @@ def test_a_cancel_for_a_finished_task_does_not_stop_the_next_one(
     farm.submit({"frames": "1-3"})
     renderer = FakeRenderer()
     aborted: list[bool] = []
-    renderer.abort = lambda: aborted.append(True)  # type: ignore[method-assign]
+    renderer.abort = lambda polite=False: aborted.append(True)  # type: ignore[method-assign]
     node = make_node(farm, tmp_path, renderer)
     node.register()
-    first = farm.lease(node.name)
-    assert first is not None
-    node._current = first  # the heartbeat is sent while the node works on the first task...
-    farm.answer(first)  # ...its result lands first, so the answer will cancel it...
-    second = farm.lease(node.name)
-    real_post = node.client.post
+    first = convert(farm.lease(node.name), Task)
+    # The heartbeat is sent while the node works on the first task...
+    node.in_flight.begin(first)
+    farm.answer(to_builtins(first))  # ...its result lands first, so the answer will cancel it...
+    second = convert(farm.lease(node.name), Task)
+    http = node.client.http
+    real_request = http.request
 
-    def post(url: str, **kwargs: object):  # type: ignore[no-untyped-def]
-        resp = real_post(url, **kwargs)  # type: ignore[arg-type]
+    def request(method: str, url: str, **kwargs: object):  # type: ignore[no-untyped-def]
+        resp = real_request(method, url, **kwargs)  # type: ignore[arg-type]
         if url.endswith("/heartbeat"):
-            node._current = second  # ...and the node moved on while the request was in flight
+            node.in_flight.begin(second)  # ...and the node moved on while the request was away
         return resp
 
-    node.client.post = post  # type: ignore[method-assign]
-    node.heartbeat()
-    assert aborted == [] and not node._lost.is_set()
+    http.request = request  # type: ignore[method-assign]
+    node.heartbeats.beat()
+    assert aborted == [] and not node.in_flight.lost.is_set()
 
 
 def test_a_cancel_arriving_while_the_result_uploads_keeps_the_warm_blender(
@@ -58,23 +60,25 @@ def test_a_cancel_arriving_while_the_result_uploads_keeps_the_warm_blender(
     farm.submit({"frames": "1-2"})
     renderer = FakeRenderer()
     aborted: list[bool] = []
-    renderer.abort = lambda: aborted.append(True)  # type: ignore[method-assign]
+    renderer.abort = lambda polite=False: aborted.append(True)  # type: ignore[method-assign]
     node = make_node(farm, tmp_path, renderer)
     node.register()
     farm.answer(farm.lease(node.name))  # type: ignore[arg-type]  (the probe)
-    task = farm.lease(node.name)
-    assert task is not None and task["kind"] == "chunk"
-    real_request = node.client.request
+    task = convert(farm.lease(node.name), Task)
+    assert task.kind == "chunk"
+    http = node.client.http
+    real_request = http.request
 
     def request(method: str, url: str, **kwargs: object):  # type: ignore[no-untyped-def]
         resp = real_request(method, url, **kwargs)  # type: ignore[arg-type]
         if method == "PUT":
-            node.heartbeat()  # the beat lands after the result: the server cancels the task
+            node.heartbeats.beat()  # the beat lands after the result: the server cancels it
         return resp
 
-    node.client.request = request  # type: ignore[method-assign]
+    http.request = request  # type: ignore[method-assign]
     node.run_task(task)
     assert aborted == []  # Blender had finished: nothing to stop, the session stays warm
+    assert node.chunks_done == 1
 
 
 def expire_every_lease(farm: InProcessFarm) -> None:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import signal
 from collections.abc import Callable
-from types import FrameType
 from typing import Any
 
 import typer
@@ -122,12 +120,10 @@ def node(
         return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    worker = Node(settings, say=lambda msg: err_console.print(msg, highlight=False))
+    from ..node.stopping import StopRequest
 
-    def stop(signum: int, frame: FrameType | None) -> None:
-        err_console.print("stopping: handing the current chunk back")
-        worker.stop()
-
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    # First SIGTERM/SIGINT: stop soon (the chunk goes back); a second one: kill Blender now.
+    stop = StopRequest()
+    stop.install()
+    worker = Node(settings, say=lambda msg: err_console.print(msg, highlight=False), stop=stop)
     worker.run(burst=burst)

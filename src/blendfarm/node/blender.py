@@ -62,7 +62,12 @@ class Renderer(Protocol):
 
     def render(self, blend: Path, command: dict[str, Any]) -> Path: ...
 
-    def abort(self) -> None: ...
+    def abort(self, polite: bool = False) -> None:
+        """Stop every Blender now, from any thread (SIGTERM when `polite`, else SIGKILL).
+
+        Must never wait on a lock another thread may hold for long.
+        """
+        ...
 
     def close(self) -> None: ...
 
@@ -153,12 +158,17 @@ class BlenderSession:
         how = f"signal {-code}" if code < 0 else f"code {code}"
         return f"Blender exited ({how}): {detail.strip()}"
 
+    def signal(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to Blender's whole process group; safe from any thread, never blocks."""
+        if self.proc.returncode is None:  # not reaped yet, so its pid is still its own
+            try:
+                os.killpg(self.proc.pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def kill(self) -> None:
         if self.alive:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            self.signal(signal.SIGKILL)
         try:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
@@ -174,7 +184,12 @@ class BlenderSession:
 
 
 class SessionRenderer:
-    """Renders through Blender sessions; `warm` keeps one open per .blend between chunks."""
+    """Renders through Blender sessions; `warm` keeps one open per .blend between chunks.
+
+    `_lock` only guards which session is current and is never held while Blender starts,
+    answers or quits; `abort` takes neither it nor any lock held for long: it signals the
+    process groups of every session still running (`_running`), from any thread.
+    """
 
     def __init__(
         self,
@@ -193,34 +208,48 @@ class SessionRenderer:
         self.trust_scripts = trust_scripts
         self._session: BlenderSession | None = None
         self._lock = threading.Lock()
+        self._running: set[BlenderSession] = set()
+        self._running_lock = threading.Lock()  # held for a set operation, never longer
 
     def _session_for(self, blend: Path) -> BlenderSession:
         with self._lock:
-            s = self._session
-            if s is not None and (s.blend != blend or not s.alive):
-                s.close()
-                s = None
-            if s is None:
-                s = BlenderSession(
-                    self.executable, blend, self.log, self.threads, self.trust_scripts
-                )
-                self._session = s
-            return s
-
-    def _done(self, failed: bool) -> None:
+            old = self._session
+            if old is not None and old.blend == blend and old.alive:
+                return old
+            self._session = None
+        if old is not None:
+            self._end(old, quit=True)
+        session = BlenderSession(self.executable, blend, self.log, self.threads, self.trust_scripts)
+        with self._running_lock:
+            self._running.add(session)
         with self._lock:
-            if self._session is not None and (failed or not self.warm):
-                self._session.close()
-                self._session = None
+            self._session = session
+        return session
+
+    def _end(self, session: BlenderSession, quit: bool) -> None:
+        """Close (ask Blender to quit) or kill one session and forget it."""
+        if quit:
+            session.close()
+        else:
+            session.kill()
+        with self._running_lock:
+            self._running.discard(session)
+
+    def _done(self, session: BlenderSession, failed: bool) -> None:
+        if failed or not self.warm:
+            with self._lock:
+                if self._session is session:
+                    self._session = None
+            self._end(session, quit=not failed)
 
     def _run(self, blend: Path, command: dict[str, Any], timeout: float) -> dict[str, Any]:
         session = self._session_for(blend)
         try:
             answer = session.ask(command, timeout)
         except BlenderFailed:
-            self._done(failed=True)
+            self._done(session, failed=True)
             raise
-        self._done(failed=False)
+        self._done(session, failed=False)
         return answer
 
     def probe(self, blend: Path) -> dict[str, Any]:
@@ -236,17 +265,20 @@ class SessionRenderer:
         self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s")
         return Path(answer["output"])
 
-    def abort(self) -> None:
-        """Kill Blender now (the node is stopping, or lost its lease)."""
-        with self._lock:
-            session = self._session
-            self._session = None
-        if session is not None:
-            session.kill()
+    def abort(self, polite: bool = False) -> None:
+        """Stop every Blender of this renderer at once (the node stops, or lost its lease).
+
+        Signals each process group directly, so it never waits for a session being started,
+        asked or closed on another thread; that thread sees Blender gone and cleans up.
+        """
+        with self._running_lock:
+            running = list(self._running)
+        for session in running:
+            session.signal(signal.SIGTERM if polite else signal.SIGKILL)
 
     def close(self) -> None:
         with self._lock:
             session = self._session
             self._session = None
         if session is not None:
-            session.close()
+            self._end(session, quit=True)

@@ -10,11 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from ..archive import remove_tree
+from ..client import ApiClient
 from ..errors import BlendfarmError
-from .downloads import download_verified
 
 # What unpacking a damaged or hostile tarball can raise (FilterError is a TarError).
 TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
@@ -55,7 +53,7 @@ def find_blender_in(folder: Path) -> Path:
 
 
 def fetch_blender(
-    client: httpx.Client, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
+    client: ApiClient, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
 ) -> Path:
     """The executable of the server's Blender described by `info`, downloaded when missing.
 
@@ -81,8 +79,8 @@ def fetch_blender(
                 say(f"  {shown[0] * 10}% of Blender downloaded")
 
         try:
-            download_verified(
-                client, "/api/blender/download", part, sha, "the server's Blender", progress
+            client.fetch_verified(
+                "/api/blender/download", part, sha, "the server's Blender", progress
             )
             executable = unpack_blender(part, dest)
             (dest / ".complete").touch()

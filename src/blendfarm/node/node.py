@@ -1,8 +1,9 @@
 """`blendfarm node`: ask the server for work, render it with Blender, send it back.
 
-The node never gives up on the server: every call is retried with backoff and jitter. A
-heartbeat thread renews the lease while Blender runs and ships Blender's log lines. Projects
-are downloaded once (cached by content hash, verified) and unpacked safely.
+The node never gives up on the server: every call goes through the one `ApiClient` with a
+retry policy that waits out an absent server until the node is asked to stop. The pieces:
+`heartbeat` (lease renewal and log lines, on its own thread), `projects` (the download
+cache), `tasks` (one task to its end), `stopping` (signals and the guard that acts on them).
 """
 
 from __future__ import annotations
@@ -19,103 +20,81 @@ from typing import Any
 import httpx
 
 from .. import __version__
-from ..archive import remove_tree, safe_extract
-from ..errors import BlenderFailed, BlendfarmError
-from ..pngio import NotAPng, read_png, write_png
+from ..client import ApiClient, Retry, Stopped
+from ..errors import BlendfarmError, InsufficientStorage, Unauthorized
+from ..protocol import NodeInfo, Task, to_builtins
 from ..settings import NodeSettings
-from ..tiles import Rect, crop_box
 from .blender import Renderer, SessionRenderer, blender_version, find_blender
 from .blender_fetch import fetch_blender
-from .downloads import download_verified, error_text
+from .heartbeat import Heartbeats, InFlight, LogBuffer
 from .names import node_name
+from .projects import ProjectCache
+from .stopping import StopGuard, StopRequest, interruptible
+from .tasks import TaskRunner
 
 log = logging.getLogger("blendfarm.node")
 IDLE_WAIT = (0.5, 5.0)
-RETRY_WAIT = (0.5, 15.0)
-MAX_UNPACKED = 200 * 1024**3
-PROJECTS_KEPT = 8  # unpacked projects a node keeps; older ones are downloaded again if needed
-
-
-class Stopped(Exception):
-    """The node was asked to stop."""
+REFUSED_TOKEN = "the server refused this node's token (--token)"
 
 
 class Node:
-    """One render node. `run()` loops until stopped (or `max_chunks` / `burst` say so)."""
+    """One render node. `run()` loops until stopped (or `max_chunks` / `burst` say so).
+
+    `http` replaces the HTTP client (tests pass the in-process app's); `stop` is the request
+    the signal handlers raise (`stopping.StopRequest.install`), else the node makes its own.
+    """
 
     def __init__(
         self,
         settings: NodeSettings,
-        client: httpx.Client | None = None,
+        http: httpx.Client | None = None,
         renderer: Renderer | None = None,
         say: Callable[[str], None] | None = None,
+        stop: StopRequest | None = None,
     ):
         self.settings = settings
         self.work = settings.work_dir.resolve()
         self.work.mkdir(parents=True, exist_ok=True)
         self.name = node_name(self.work, settings.name)
         self.say = say or (lambda msg: log.info(msg))
-        headers = {"Authorization": f"Bearer {settings.token}"} if settings.token else {}
-        self.client = client or httpx.Client(
-            base_url=settings.server.rstrip("/"),
-            headers=headers,
-            timeout=httpx.Timeout(60.0, connect=10.0),
-        )
-        if client is not None and settings.token:
-            self.client.headers.update(headers)
-        self._renderer = renderer
-        self._own_renderer = renderer is None
-        self.blender_sha = ""
-        self._new_blender = threading.Event()
-        self._server_changed = threading.Event()
-        self.blender_version = ""
         self.stop_event = threading.Event()
-        self.heartbeat_every = 10.0
-        self.server_id = ""
-        self._current: dict[str, Any] | None = None
-        self._task_lock = threading.Lock()
-        self._blender_done = False
-        self._lost = threading.Event()
-        self._log_lines: list[str] = []
-        self._log_lock = threading.Lock()
+        self.stop_request = stop or StopRequest()
+        self.client = ApiClient(
+            settings.server,
+            token=settings.token,
+            http=http,
+            retry=Retry(wait=self.stop_event.wait, say=self.say),
+        )
+        self._renderer = renderer
+        self.blender_version = ""
+        self.blender_sha = ""
+        self.log = LogBuffer()
+        self.in_flight = InFlight()
+        self.heartbeats = Heartbeats(
+            self.client,
+            self.name,
+            self.in_flight,
+            self.log,
+            self.stop_event,
+            self._kill_blender,
+            self.say,
+            follow_blender=renderer is None and not settings.blender,
+        )
+        self.projects = ProjectCache(self.work, self.client, self.say, self.stop_event)
+        self.tasks = TaskRunner(
+            self.name,
+            settings,
+            self.work,
+            self.client,
+            self.projects,
+            self.in_flight,
+            lambda: self.renderer,
+            self.stop_event,
+            self.say,
+        )
         self.chunks_done = 0
 
-    # -- plumbing ---------------------------------------------------------------------------
-
-    def log_line(self, line: str) -> None:
-        with self._log_lock:
-            self._log_lines.append(line[:2000])
-            if len(self._log_lines) > 2000:
-                del self._log_lines[:-1000]
-
-    def _take_log(self) -> list[str]:
-        with self._log_lock:
-            lines, self._log_lines = self._log_lines, []
-        return lines
-
-    def _call(self, method: str, url: str, *, retry: bool = True, **kw: Any) -> httpx.Response:
-        """An API call, retried with backoff and jitter while the server is away."""
-        wait = RETRY_WAIT[0]
-        while True:
-            if self.stop_event.is_set() and retry:
-                raise Stopped()
-            try:
-                resp = self.client.request(method, url, **kw)
-            except httpx.TransportError as exc:
-                if not retry:
-                    raise BlendfarmError(f"server unreachable: {exc}") from None
-                self.say(f"server unreachable ({exc.__class__.__name__}); retrying in {wait:.0f} s")
-                self.stop_event.wait(wait * random.uniform(0.5, 1.5))
-                wait = min(wait * 2, RETRY_WAIT[1])
-                continue
-            # 507 (server disk full) is an answer about this request, not a server that is away.
-            if resp.status_code >= 500 and resp.status_code != 507 and retry:
-                self.stop_event.wait(wait * random.uniform(0.5, 1.5))
-                wait = min(wait * 2, RETRY_WAIT[1])
-                continue
-            if resp.status_code == 401:
-                raise BlendfarmError("the server refused this node's token (--token)")
-            return resp
+    # -- Blender ------------------------------------------------------------------------------
 
     @property
     def renderer(self) -> Renderer:
@@ -129,10 +108,10 @@ class Node:
         self.blender_version = blender_version(executable)
         using = f"rendering with Blender {self.blender_version} ({executable})"
         self.say(using)
-        self.log_line(f"blendfarm: {using}")
+        self.log.add(f"blendfarm: {using}")
         return SessionRenderer(
             executable,
-            self.log_line,
+            self.log.add,
             self.settings.threads,
             self.settings.warm,
             self.settings.chunk_timeout,
@@ -145,12 +124,11 @@ class Node:
         while True:
             if self.settings.blender:
                 return find_blender(self.settings.blender)
-            resp = self._call("GET", "/api/blender")
-            info = resp.json() if resp.status_code == 200 else {}
-            if info.get("available"):
-                self.blender_sha = str(info["sha256"])
-                return str(fetch_blender(self.client, self.work, info, self.say))
-            self.blender_sha = ""
+            status = self.client.blender_status()
+            if status.available and status.sha256:
+                self._set_blender_sha(status.sha256)
+                return str(self._fetch_blender(to_builtins(status)))
+            self._set_blender_sha("")
             try:
                 return find_blender("")
             except BlendfarmError:
@@ -162,201 +140,73 @@ class Node:
                     raise Stopped() from None
                 wait = min(wait * 2, 60.0)
 
+    def _fetch_blender(self, info: dict[str, Any]) -> Path:
+        """The server's Blender, downloaded on a helper thread a stop does not wait for."""
+        return interruptible(
+            lambda: fetch_blender(self.client, self.work, info, self.say),
+            self.stop_event,
+            "blender-download",
+        )
+
+    def _set_blender_sha(self, sha: str) -> None:
+        self.blender_sha = sha
+        self.heartbeats.blender_sha = sha
+
     def _switch_blender(self) -> None:
         """The server has a new Blender: drop the old one between chunks and register again."""
-        self._new_blender.clear()
+        self.heartbeats.new_blender.clear()
         if self._renderer is not None:
             self._renderer.close()
         self._renderer = None
         self.say("the server has a new Blender: switching")
         self.register()
 
+    def _kill_blender(self, polite: bool = False) -> None:
+        """Stop Blender from any thread, at once (see Renderer.abort)."""
+        renderer = self._renderer
+        if renderer is not None:
+            renderer.abort(polite)
+
+    # -- the server ---------------------------------------------------------------------------
+
     def register(self) -> None:
         """Say hello to the server with the Blender this node renders with (chosen first)."""
         if self._renderer is None:  # choosing Blender is what makes its version known
             self._renderer = self._start_renderer()
-        body = {
-            "blender_version": self.blender_version or "unknown",
-            "blender_sha256": self.blender_sha,
-            "hostname": socket.gethostname(),
-            "cores": os.cpu_count() or 1,
-            "version": __version__,
-        }
-        resp = self._call("POST", f"/api/nodes/{self.name}/register", json=body)
-        if resp.status_code != 200:
-            raise BlendfarmError(error_text(resp))
-        welcome = resp.json()
-        self.heartbeat_every = float(welcome.get("heartbeat", 10.0))
-        self._new_server(welcome.get("server_id", ""))
+        info = NodeInfo(
+            blender_version=self.blender_version or "unknown",
+            blender_sha256=self.blender_sha,
+            hostname=socket.gethostname()[:100],
+            cores=os.cpu_count() or 1,
+            version=__version__,
+        )
+        try:
+            welcome = self.client.register(self.name, info)
+        except Unauthorized:
+            raise BlendfarmError(REFUSED_TOKEN) from None
+        self.heartbeats.every = welcome.heartbeat
+        self.projects.server_is(welcome.server_id)
+        self.heartbeats.server_id = welcome.server_id
         self.say(
-            f"node {self.name} registered with {self.settings.server} "
+            f"node {self.name} registered with {self.client.server} "
             f"(Blender {self.blender_version})"
         )
 
-    def _new_server(self, server_id: str) -> None:
-        """A different server identity (database purged): cached projects are stale."""
-        marker = self.work / "server-id"
-        old = marker.read_text().strip() if marker.exists() else ""
-        if server_id and old and old != server_id:
-            self.say("the server's identity changed: dropping cached projects")
-            remove_tree(self.work / "projects")
-        if server_id:
-            marker.write_text(server_id)
-        self.server_id = server_id
-
-    # -- heartbeat ----------------------------------------------------------------------------
-
-    def _heartbeat_loop(self) -> None:
-        while not self.stop_event.wait(self.heartbeat_every):
-            self.heartbeat()
-
-    def heartbeat(self) -> None:
-        current = self._current
-        lines = self._take_log()
-        body = {"tasks": [current["id"]] if current else [], "log": lines}
-        try:
-            resp = self.client.post(f"/api/nodes/{self.name}/heartbeat", json=body)
-        except httpx.TransportError:
-            with self._log_lock:  # keep them for the next beat
-                self._log_lines[:0] = lines
-            return
-        if resp.status_code != 200:
-            return
-        answer = resp.json()
-        if current and current["id"] in answer.get("cancel", []):
-            with self._task_lock:
-                # The answer may be about a task finished meanwhile: only stop the one it names.
-                if self._current is current and not self._blender_done:
-                    self.say(f"lost the lease on task {current['id']}: stopping Blender")
-                    self._lost.set()
-                    if self._renderer is not None:
-                        self._renderer.abort()
-        if self._own_renderer and not self.settings.blender:
-            if (answer.get("blender_sha256") or "") != self.blender_sha:
-                self._new_blender.set()
-        if answer.get("server_id") and answer["server_id"] != self.server_id:
-            self._server_changed.set()  # handled between tasks, not under a running render
-
-    # -- projects -----------------------------------------------------------------------------
-
-    def project_dir(self, task: dict[str, Any]) -> Path:
-        """The unpacked project of `task`, downloaded and verified once."""
-        sha = str(task["sha256"])
-        if not sha.isalnum():
-            raise BlendfarmError("the server sent a bad project hash")
-        folder = self.work / "projects" / sha
-        if (folder / ".complete").exists():
-            (folder / ".complete").touch()  # recently used: kept when the cache is trimmed
-            return folder
-        downloads = self.work / "downloads"
-        downloads.mkdir(parents=True, exist_ok=True)
-        part = downloads / f"{sha}.zip.part"
-        download_verified(self.client, task["archive_url"], part, sha, f"project {task['project']}")
-        staging = self.work / "projects" / f".{sha}.tmp"
-        remove_tree(staging)
-        staging.mkdir(parents=True)
-        try:
-            safe_extract(part, staging, MAX_UNPACKED)
-            (staging / ".complete").touch()
-            remove_tree(folder)
-            staging.rename(folder)
-        finally:
-            part.unlink(missing_ok=True)
-            remove_tree(staging)
-        self.say(f"project {task['project']} downloaded ({task.get('archive_size', 0)} bytes)")
-        trim_cache(self.work / "projects", keep=PROJECTS_KEPT)
-        return folder
-
-    # -- the work -----------------------------------------------------------------------------
-
-    def run_task(self, task: dict[str, Any]) -> None:
-        """Render one task and report it; failures are reported to the server, not raised."""
-        tid, lease = task["id"], task["lease"]
-        with self._task_lock:
-            self._current = task
-            self._blender_done = False
-            self._lost.clear()
-        try:
-            folder = self.project_dir(task)
-            blend = (folder / task["blend"]).resolve()
-            if not blend.is_relative_to(folder) or not blend.exists():
-                raise BlendfarmError(f"{task['blend']} is not in the project")
-            if task["kind"] == "probe":
-                probe = self.renderer.probe(blend)
-                with self._task_lock:
-                    self._blender_done = True
-                self._call("POST", f"/api/tasks/{tid}/probe", params={"lease": lease}, json=probe)
-                self.say(
-                    f"probed {task['title']}: {probe['resolution_x']}x"
-                    f"{probe['resolution_y']} at {probe['resolution_percentage']}%"
-                )
-                return
-            out_dir = self.work / "out"
-            out_dir.mkdir(exist_ok=True)
-            output = out_dir / f"{tid}.png"
-            output.unlink(missing_ok=True)
-            self.say(
-                f"rendering {task['title']} frame {task['frame']} chunk {task['row']},{task['col']}"
-            )
-            self.renderer.render(
-                blend,
-                {
-                    "frame": task["frame"],
-                    "border": task.get("border"),
-                    "output": str(output),
-                    "threads": self.settings.threads,
-                    "timeout": float(task.get("timeout") or self.settings.chunk_timeout),
-                },
-            )
-            with self._task_lock:
-                self._blender_done = True  # from here on a lost lease has nothing to stop
-            if self.stop_event.is_set():
+    def _lease(self) -> Task | None:
+        """The next task, or None when the queue has nothing for this node."""
+        while True:
+            try:
+                return self.client.lease(self.name)
+            except Unauthorized:
+                raise BlendfarmError(REFUSED_TOKEN) from None
+            except InsufficientStorage as exc:  # the server's disk is full: it may be freed
+                self.say(f"the server cannot take work: {exc}; waiting")
+            except BlendfarmError as exc:
+                self.say(f"the server gave no task: {exc}; waiting")
+            if self.stop_event.wait(IDLE_WAIT[1]):
                 raise Stopped()
-            if self._lost.is_set():
-                self.say(f"task {tid} went to another node meanwhile: result dropped")
-                return
-            finish_chunk(output, Rect(**task["render_rect"]), Rect(**task["rect"]))
-            with open(output, "rb") as fh:
-                resp = self._call(
-                    "PUT", f"/api/tasks/{tid}/result", params={"lease": lease}, content=fh.read()
-                )
-            output.unlink(missing_ok=True)
-            if resp.status_code == 507:
-                raise BlendfarmError(f"the server could not store the chunk: {error_text(resp)}")
-            if resp.status_code != 200:
-                self.say(f"the server refused chunk {tid}: {error_text(resp)}")
-            else:
-                self.chunks_done += 1
-        except Stopped:
-            self._hand_back(task)
-            raise
-        except (BlendfarmError, OSError, ValueError, KeyError) as exc:
-            if self.stop_event.is_set():
-                self._hand_back(task)
-                raise Stopped() from None
-            if self._lost.is_set():
-                self.say(f"task {tid} went to another node meanwhile: Blender stopped")
-                return
-            message = str(exc) if not isinstance(exc, OSError) else f"node error: {exc}"
-            tail = exc.log if isinstance(exc, BlenderFailed) else []
-            self.say(f"task {tid} failed: {message}")
-            self._call(
-                "POST",
-                f"/api/tasks/{tid}/fail",
-                params={"lease": lease},
-                json={"node": self.name, "message": message, "log": tail[-30:]},
-            )
-        finally:
-            with self._task_lock:
-                self._current = None
 
-    def _hand_back(self, task: dict[str, Any]) -> None:
-        try:
-            self.client.post(
-                f"/api/tasks/{task['id']}/release", params={"lease": task["lease"]}, timeout=5
-            )
-        except httpx.HTTPError:
-            pass  # the lease will run out on its own
+    # -- the loop -----------------------------------------------------------------------------
 
     def run(self, max_chunks: int | None = None, burst: bool = False) -> int:
         """Work until stopped; `max_chunks` tasks at most; `burst` stops when the queue is empty.
@@ -364,81 +214,58 @@ class Node:
         Returns how many tasks this call handled.
         """
         handled = 0
-        beat: threading.Thread | None = None
+        guard = StopGuard(self.stop_request, self._stopping, self._stopping_now, self._kill_blender)
+        guard.start()
+        self.projects.clean()
         try:
             self.register()
-            beat = threading.Thread(target=self._heartbeat_loop, daemon=True)
-            beat.start()
+            self.heartbeats.start()
             idle = IDLE_WAIT[0]
             while not self.stop_event.is_set():
                 if max_chunks is not None and handled >= max_chunks:
                     break
-                if self._new_blender.is_set():
+                if self.heartbeats.new_blender.is_set():
                     self._switch_blender()
-                if self._server_changed.is_set():
-                    self._server_changed.clear()
+                if self.heartbeats.server_changed.is_set():
+                    self.heartbeats.server_changed.clear()
                     self.register()  # learns the new identity and drops stale projects
-                resp = self._call("POST", f"/api/nodes/{self.name}/lease")
-                if resp.status_code == 204:
+                task = self._lease()
+                if task is None:
                     if burst:
                         break
                     self.stop_event.wait(idle * random.uniform(0.8, 1.2))
                     idle = min(idle * 1.5, IDLE_WAIT[1])
                     continue
-                if resp.status_code == 507:  # the server's disk is full: wait, it may be freed
-                    self.say(f"the server cannot take work: {error_text(resp)}; waiting")
-                    self.stop_event.wait(IDLE_WAIT[1])
-                    continue
-                if resp.status_code != 200:
-                    raise BlendfarmError(error_text(resp))
                 idle = IDLE_WAIT[0]
-                self.run_task(resp.json())
+                self.run_task(task)
                 handled += 1
-                self.heartbeat()
+                self.heartbeats.beat()
         except Stopped:
             pass
         finally:
             self.stop_event.set()
             if self._renderer is not None:
                 self._renderer.close()
-            if beat is not None:
-                beat.join(timeout=5)
-            try:
-                self.client.post(f"/api/nodes/{self.name}/leave", timeout=5)
-            except httpx.HTTPError:
-                pass
+            guard.finish()
+            self.heartbeats.join(timeout=1)
+            self.client.leave(self.name)
         return handled
 
-    def stop(self) -> None:
-        """Stop soon: kill Blender, hand the current task back, leave."""
+    def run_task(self, task: Task) -> None:
+        """Do one leased task to its end (see `tasks`); Stopped when the node stops meanwhile."""
+        if self.tasks.run(task):
+            self.chunks_done += 1
+
+    def _stopping(self) -> None:
+        task = self.in_flight.task
+        doing = f"handing task {task.id} back" if task else "no task in hand"
+        self.say(f"stopping: {doing} (a second signal kills Blender at once)")
         self.stop_event.set()
-        if self._renderer is not None:
-            self._renderer.abort()
 
+    def _stopping_now(self) -> None:
+        self.say("stopping now: killing Blender")
+        self.stop_event.set()
 
-def trim_cache(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the `keep` most recently used unpacked projects; returns those deleted."""
-    done = sorted(
-        (p for p in folder.iterdir() if (p / ".complete").exists()),
-        key=lambda p: (p / ".complete").stat().st_mtime,
-        reverse=True,
-    )
-    for old in done[keep:]:
-        remove_tree(old)
-    return done[keep:]
-
-
-def finish_chunk(path: Path, rendered: Rect, wanted: Rect) -> None:
-    """Check what Blender wrote (whole, the expected size) and cut the overscan off, in place."""
-    try:
-        img = read_png(path)
-    except NotAPng as exc:
-        raise BlendfarmError(f"Blender wrote a damaged image ({exc}); is the disk full?") from None
-    if img.shape[:2] != (rendered.height, rendered.width):
-        raise BlendfarmError(
-            f"Blender rendered {img.shape[1]}x{img.shape[0]}, expected "
-            f"{rendered.width}x{rendered.height}"
-        )
-    if rendered != wanted:
-        box = crop_box(rendered, wanted)
-        write_png(path, img[box.y0 : box.y1, box.x0 : box.x1])
+    def stop(self) -> None:
+        """Stop soon (a second call: now). Safe from any thread and from a signal handler."""
+        self.stop_request.ask()
