@@ -15,6 +15,16 @@ settings.register_profile("blendfarm", deadline=None)
 settings.load_profile("blendfarm")
 
 
+@pytest.fixture(autouse=True)
+def own_config_dir(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Owner keys the CLI remembers go to a folder of the test's own, never the user's."""
+    folder = tmp_path_factory.mktemp("config")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def blender() -> str:
     return require_blender()

@@ -39,7 +39,7 @@ def test_a_project_goes_from_upload_to_result(farm: InProcessFarm) -> None:
     assert farm.client.get(p["thumbnail_url"]).headers["content-type"] == "image/png"
     nodes = farm.client.get("/api/nodes").json()
     assert nodes[0]["name"] == "n1" and nodes[0]["chunks_done"] == 8
-    gone = farm.client.delete(f"/api/projects/{pid}")
+    gone = farm.client.delete(f"/api/projects/{pid}", headers=ADMIN)
     assert gone.json()["freed"] > 0
     assert not (farm.settings.data / "projects" / pid).exists()
     assert_error(farm.client.get(f"/api/projects/{pid}"), 404)
@@ -178,7 +178,9 @@ def test_a_probe_that_cannot_be_tiled_puts_the_project_in_error(farm: InProcessF
     p = farm.client.get(f"/api/projects/{pid}").json()
     assert p["state"] == "error" and "cannot be cut" in p["error"]
     assert farm.lease() is None
-    farm.client.post(f"/api/projects/{pid}/retry")  # retried, it is probed again, not stuck
+    farm.client.post(
+        f"/api/projects/{pid}/retry", headers=ADMIN
+    )  # retried, it is probed again, not stuck
     again = farm.lease()
     assert again is not None and again["kind"] == "probe" and again["project"] == pid
 
@@ -209,7 +211,10 @@ def test_three_failures_error_the_project_and_retry_recovers(farm: InProcessFarm
     p = farm.client.get(f"/api/projects/{pid}").json()
     assert p["state"] == "error" and "boom" in p["error"]
     assert farm.lease("a") is None
-    assert farm.client.post(f"/api/projects/{pid}/retry").json()["state"] in ("queued", "rendering")
+    assert farm.client.post(f"/api/projects/{pid}/retry", headers=ADMIN).json()["state"] in (
+        "queued",
+        "rendering",
+    )
     assert farm.run_all("a") == 1
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
 
@@ -218,7 +223,7 @@ def test_unfinished_results_are_a_conflict(farm: InProcessFarm) -> None:
     pid = farm.submit().json()["id"]
     assert "not finished" in assert_error(farm.client.get(f"/api/projects/{pid}/result"), 409)
     assert_error(farm.client.get(f"/api/projects/{pid}/thumbnail"), 404)
-    assert_error(farm.client.post(f"/api/projects/{pid}/retry"), 409)
+    assert_error(farm.client.post(f"/api/projects/{pid}/retry", headers=ADMIN), 409)
 
 
 def test_every_error_has_the_one_json_shape(farm: InProcessFarm) -> None:
@@ -283,7 +288,7 @@ def test_a_foreign_host_or_a_foreign_origin_changing_the_farm_is_refused(
     assert_error(farm.client.delete(f"/api/projects/{pid}", headers=other), 403)
     assert farm.client.get(f"/api/projects/{pid}").status_code == 200
     # The dashboard's own origin, and clients that send no Origin (CLI, nodes), may.
-    mine = {"Origin": "http://127.0.0.1:8080"}
+    mine = {"Origin": "http://127.0.0.1:8080", **ADMIN}
     assert farm.client.delete(f"/api/projects/{pid}", headers=mine).status_code == 200
     # Reading stays open to any page (progress is public on the LAN).
     assert farm.client.get("/api/status", headers=other).status_code == 200
@@ -331,7 +336,7 @@ def test_a_crash_while_compositing_leaves_the_project_retryable(farm: InProcessF
     assert not (farm.settings.data / "projects" / pid / "result.png").exists()
     assert not list((farm.settings.data / "projects" / pid).glob(".*tmp*"))
     chunk.write_bytes(good)
-    farm.client.post(f"/api/projects/{pid}/retry")
+    farm.client.post(f"/api/projects/{pid}/retry", headers=ADMIN)
     farm.background.composite_all()
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
 
@@ -552,3 +557,25 @@ def test_a_submission_is_written_once_and_adopted_in_place(
     assert len(made) == 1  # one file on the data disk for the upload, no spool copy
     assert archive.read_bytes() == fake_project_zip()
     assert not made[0].exists()  # renamed into the project, not copied
+
+
+def test_only_the_owner_or_the_admin_may_delete_or_retry_a_project(farm: InProcessFarm) -> None:
+    answer = farm.submit({"frame": "1"}).json()
+    pid, key = answer["id"], answer["owner_key"]
+    assert key and farm.client.get(f"/api/projects/{pid}").json()["owner_key"] is None
+    assert "owner key" in assert_error(farm.client.delete(f"/api/projects/{pid}"), 403)
+    wrong = {"X-Blendfarm-Owner-Key": "not-the-key"}
+    assert_error(farm.client.delete(f"/api/projects/{pid}", headers=wrong), 403)
+    other = farm.submit({"frame": "1"}).json()  # another project's key opens nothing else
+    mixed = {"X-Blendfarm-Owner-Key": other["owner_key"]}
+    assert_error(farm.client.delete(f"/api/projects/{pid}", headers=mixed), 403)
+    assert_error(farm.client.post(f"/api/projects/{pid}/retry"), 403)
+    assert_error(  # the owner may retry (here: it is not in error, so the state says no)
+        farm.client.post(f"/api/projects/{pid}/retry", headers={"X-Blendfarm-Owner-Key": key}),
+        409,
+    )
+    bad_password = {"X-Blendfarm-Password": "guess"}
+    assert_error(farm.client.delete(f"/api/projects/{pid}", headers=bad_password), 403)
+    mine = {"X-Blendfarm-Owner-Key": key}
+    assert farm.client.delete(f"/api/projects/{pid}", headers=mine).json()["deleted"] == pid
+    assert farm.client.delete(f"/api/projects/{other['id']}", headers=ADMIN).status_code == 200

@@ -596,3 +596,21 @@ def test_the_cli_modules_import_no_server_code_and_form_no_cycle() -> None:
     assert "blendfarm.cli.main" not in set().union(
         *(imports for module, imports in graph.items() if module.endswith("_commands"))
     )
+
+
+def test_rm_and_retry_use_the_key_this_shell_got_or_the_admin_password(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path, own_config_dir: Path
+) -> None:
+    archive = tmp_path / "p.zip"
+    archive.write_bytes(fake_project_zip())
+    res = run(runner, farm, "submit", str(archive), "--frame", "1", "--json")
+    mine = json.loads(res.stdout)["id"]
+    keys = own_config_dir / "blendfarm" / "owner-keys.json"
+    assert mine in json.loads(keys.read_text()) and keys.stat().st_mode & 0o777 == 0o600
+    theirs = farm.submit({"frame": "1"}).json()["id"]  # submitted from another machine
+    res = run(runner, farm, "rm", theirs, "--yes")
+    assert res.exit_code == 1 and "owner key" in res.output and "Traceback" not in res.output
+    res = run(runner, farm, "retry", theirs)
+    assert res.exit_code == 1 and "owner key" in res.output
+    assert run(runner, farm, "rm", theirs, "--yes", "--password", "pw-456").exit_code == 0
+    assert run(runner, farm, "rm", mine, "--yes").exit_code == 0

@@ -22,11 +22,11 @@ import httpx
 
 from . import protocol as p
 from .errors import BlendfarmError, Unreachable, from_status
+from .protocol import OWNER_HEADER, PASSWORD_HEADER
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
 DEFAULT_SERVER = "http://127.0.0.1:2254"
-PASSWORD_HEADER = "X-Blendfarm-Password"
 BLOCK = 1024 * 1024
 
 
@@ -156,11 +156,20 @@ class ApiClient:
                 timeout=httpx.Timeout(None, connect=5),
             )
 
-    def delete(self, pid: str) -> p.Deleted:
-        return self._call("DELETE", f"/api/projects/{_seg(pid)}", p.Deleted)
+    def delete(self, pid: str, owner_key: str | None = None) -> p.Deleted:
+        headers = self._owner(owner_key)
+        return self._call("DELETE", f"/api/projects/{_seg(pid)}", p.Deleted, headers=headers)
 
-    def retry_project(self, pid: str) -> p.Project:
-        return self._call("POST", f"/api/projects/{_seg(pid)}/retry", p.Project)
+    def retry_project(self, pid: str, owner_key: str | None = None) -> p.Project:
+        headers = self._owner(owner_key)
+        return self._call("POST", f"/api/projects/{_seg(pid)}/retry", p.Project, headers=headers)
+
+    def _owner(self, owner_key: str | None) -> dict[str, str]:
+        """The owner key of a project, and the admin password when the client has one."""
+        headers = {OWNER_HEADER: owner_key} if owner_key else {}
+        if self.password:
+            headers[PASSWORD_HEADER] = self.password
+        return headers
 
     def download(
         self,

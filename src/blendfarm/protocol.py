@@ -26,6 +26,9 @@ from .tiles import Rect
 
 T = TypeVar("T")
 
+PASSWORD_HEADER = "X-Blendfarm-Password"  # the admin password
+OWNER_HEADER = "X-Blendfarm-Owner-Key"  # a project's owner key, returned once at submit
+
 Name = Annotated[str, Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 Short = Annotated[str, Meta(max_length=100)]
 TaskId = Annotated[int, Meta(ge=0, lt=2**62)]
@@ -89,6 +92,9 @@ class Project(Message):
     file_version: str | None
     waiting: str | None
     """Why a project with work gets none right now (no node online, none new enough)."""
+    owner_key: str | None
+    """The key that lets its submitter delete or retry it: in the answer to the submission
+    only (the server keeps only a hash of it)."""
 
 
 class SubmissionForm(Message):

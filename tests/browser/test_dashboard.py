@@ -133,6 +133,8 @@ def test_upload_form_renders_live_to_finished_result(ui, farm, scenes) -> None:
         names = zipfile.ZipFile(io.BytesIO(zipped.content)).namelist()
     pid = result_url.split("/")[-2]
     assert sorted(names) == [f"{pid}-1-{r}-{c}.png" for r in range(2) for c in range(2)]
+    # this browser uploaded it, so it holds the project's owner key (delete needs no password)
+    assert pid in page.evaluate("JSON.parse(localStorage.getItem('blendfarm-owner-keys'))")
 
     # the thumbnail of the stitched frame is shown
     thumb = item.locator(".thumb img")
@@ -203,6 +205,8 @@ def test_a_failed_project_shows_why_and_can_be_retried(ui, farm, scenes) -> None
     expect(item.locator(".error-text")).to_have_text(message.strip().splitlines()[0].strip())
     expect(item.get_by_text("No preview")).to_be_visible()
 
+    # uploaded elsewhere: this browser has no owner key, so it asks for the admin password
+    page.once("dialog", lambda d: d.accept(farm.password))
     item.get_by_role("button", name="Retry No camera").click()
     expect(page.get_by_role("status").filter(has_text="Retrying “No camera”")).to_be_visible()
     expect(item).not_to_have_attribute("data-state", "error")
@@ -257,7 +261,14 @@ def test_delete_asks_first_and_removes_the_project(ui, farm, scenes) -> None:
     expect(dialog).to_be_hidden()
     expect(item).to_be_visible()
 
+    # uploaded through the API, not this browser: deleting it needs the admin password
     item.get_by_role("button", name="Delete Unfinished still").click()
+    password = dialog.get_by_label(re.compile("admin password"))
+    expect(password).to_be_visible()
+    ui.console.allow(r"status of 403 .*\[.*/api/projects/")
+    dialog.get_by_role("button", name="Delete", exact=True).click()
+    expect(dialog.locator("#delete-dialog-error")).to_contain_text("owner key")
+    password.fill(farm.password)
     dialog.get_by_role("button", name="Delete", exact=True).click()
     expect(dialog).to_be_hidden()
     expect(item).to_have_count(0)

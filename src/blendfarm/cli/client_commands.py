@@ -16,6 +16,7 @@ from rich.table import Table
 from ..archive import folder_files, inspect_zip, is_blend_file, zip_folder
 from ..client import status_json
 from ..errors import BadInput, Unreachable
+from ..owner_keys import recall, remember
 from ..parsing import parse_frames
 from .context import (
     SERVER_OPTION,
@@ -27,6 +28,14 @@ from .context import (
     uploading,
 )
 from .tables import size_text, status_table
+
+OWNER_PASSWORD_OPTION = typer.Option(
+    None,
+    "--password",
+    envvar="BLENDFARM_PASSWORD",
+    metavar="PASSWORD",
+    help="The admin password, for a project this shell did not submit.  [env: BLENDFARM_PASSWORD]",
+)
 
 
 def _project_folder(path: Path) -> bool:
@@ -186,6 +195,8 @@ def submit(
         progress, advance = uploading(f"uploading {upload.name}", upload.stat().st_size)
         with progress:
             project = api.submit(upload, fields, advance)
+    if project.owner_key:
+        remember(project.id, project.owner_key)
     if as_json:
         console.print_json(status_json(project))
         return
@@ -258,16 +269,22 @@ def rm(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask."),
+    password: str | None = OWNER_PASSWORD_OPTION,
     server: str | None = SERVER_OPTION,
 ) -> None:
-    """Delete a project with everything it stored on the server."""
+    """Delete a project with everything it stored on the server.
+
+    Needs the project's owner key, which the shell that submitted it remembers, or the admin
+    password (--password).
+    """
     api = api_for(ctx, server)
+    api.password = password or ""
     project = api.project(project_id)
     if not yes:
         lost = "" if project.state == "done" else " All progress on this render will be lost."
         if not typer.confirm(f"Delete {project.title} ({project_id})?{lost}", default=False):
             raise typer.Exit(1)
-    answer = api.delete(project_id)
+    answer = api.delete(project_id, recall(project_id))
     console.print(f"deleted {project_id}, freed {size_text(answer.freed)}")
 
 
@@ -275,9 +292,14 @@ def rm(
 def retry(
     ctx: typer.Context,
     project_id: str = typer.Argument(..., metavar="ID", help="The project in error."),
+    password: str | None = OWNER_PASSWORD_OPTION,
     server: str | None = SERVER_OPTION,
 ) -> None:
-    """Put a project that ended in error back in the queue."""
+    """Put a project that ended in error back in the queue.
+
+    Needs the project's owner key (remembered by the shell that submitted it) or --password.
+    """
     api = api_for(ctx, server)
-    project = api.retry_project(project_id)
+    api.password = password or ""
+    project = api.retry_project(project_id, recall(project_id))
     console.print(f"{project_id} is {project.state} again")

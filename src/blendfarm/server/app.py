@@ -131,7 +131,12 @@ def create_app(
                 CORSMiddleware,
                 allow_origins=dashboard,
                 allow_methods=["GET", "POST", "PUT", "DELETE"],
-                allow_headers=["Content-Type", "X-Blendfarm-Password", "Authorization"],
+                allow_headers=[
+                    "Content-Type",
+                    "X-Blendfarm-Password",
+                    "X-Blendfarm-Owner-Key",
+                    "Authorization",
+                ],
             ),
         ],
         exception_handlers={

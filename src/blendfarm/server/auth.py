@@ -107,6 +107,25 @@ class _Guesses:
     last: float = 0.0
 
 
+def new_owner_key() -> tuple[str, str]:
+    """A project's owner key and the hash the server keeps of it."""
+    key = secrets.token_urlsafe(24)
+    return key, owner_key_hash(key)
+
+
+def owner_key_hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request offers to act on a project: its owner key, the admin password, or none."""
+
+    owner_key: str | None
+    password: str | None
+    client: str
+
+
 class Guard:
     """Checks node tokens and admin passwords for the API.
 
@@ -149,6 +168,20 @@ class Guard:
             record.wrong += 1
             record.last = now
         raise Forbidden("wrong admin password")
+
+    def check_owner(self, stored_hash: str | None, given: Credentials, action: str) -> None:
+        """Forbidden unless `given` holds the project's owner key or the admin password."""
+        if given.owner_key and stored_hash:
+            offered = owner_key_hash(given.owner_key)
+            if hmac.compare_digest(offered.encode(), stored_hash.encode()):
+                return
+        if given.password:
+            self.check_password(given.password, given.client)
+            return
+        raise Forbidden(
+            f"{action} needs the project's owner key (kept by the browser or shell that "
+            "submitted it) or the admin password"
+        )
 
     def may_change_password(self) -> None:
         """Conflict when the password comes from BLENDFARM_PASSWORD (a change would not last)."""

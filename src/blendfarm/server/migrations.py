@@ -67,8 +67,15 @@ def _step_1_tables(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE projects ADD COLUMN file_version TEXT")
 
 
+def _step_2_owner_keys(db: sqlite3.Connection) -> None:
+    """Projects keep the hash of their owner key (delete, retry... need it or the admin).
+
+    Projects made before have none: only the admin may change them."""
+    db.execute("ALTER TABLE projects ADD COLUMN owner_key_hash TEXT")
+
+
 Step = Callable[[sqlite3.Connection], None]
-STEPS: tuple[Step, ...] = (_step_1_tables,)
+STEPS: tuple[Step, ...] = (_step_1_tables, _step_2_owner_keys)
 SCHEMA_VERSION = len(STEPS)
 
 

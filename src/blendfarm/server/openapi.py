@@ -108,6 +108,10 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
         op["security"] = [{"adminPassword": []}]
         op["responses"]["403"] = error
         op["responses"]["429"] = error
+    if note["auth"] == "owner":
+        op["security"] = [{"ownerKey": []}, {"adminPassword": []}]
+        op["responses"]["403"] = error
+        op["responses"]["429"] = error
     if note["request"] == "SubmissionForm":
         op["requestBody"] = {
             "required": True,
@@ -152,6 +156,7 @@ def openapi_document(routes: Iterable[BaseRoute], version: str) -> dict[str, Any
             "securitySchemes": {
                 "nodeToken": {"type": "http", "scheme": "bearer"},
                 "adminPassword": {"type": "apiKey", "in": "header", "name": "X-Blendfarm-Password"},
+                "ownerKey": {"type": "apiKey", "in": "header", "name": "X-Blendfarm-Owner-Key"},
             },
         },
     }

@@ -99,7 +99,7 @@ class ProjectStore:
             db.execute(
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
                 " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
-                " file_version) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " file_version, owner_key_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     new.title,
@@ -116,6 +116,7 @@ class ProjectStore:
                     now,
                     now,
                     new.file_version,
+                    new.owner_key_hash,
                 ),
             )
             db.execute(

@@ -12,6 +12,8 @@ from starlette.responses import Response
 
 from .. import protocol
 from ..errors import BadInput, TooLarge
+from ..protocol import OWNER_HEADER, PASSWORD_HEADER
+from .auth import Credentials
 from .services import Farm
 
 log = logging.getLogger("blendfarm.server")
@@ -37,9 +39,18 @@ async def admin_auth(request: Request) -> Farm:
     """The farm, once the admin password checks out (scrypt runs off the event loop)."""
     farm = farm_of(request)
     client = request.client.host if request.client else "?"
-    given = request.headers.get("x-blendfarm-password")
+    given = request.headers.get(PASSWORD_HEADER)
     await run_in_threadpool(farm.guard.check_password, given, client)
     return farm
+
+
+def credentials(request: Request) -> Credentials:
+    """The owner key and admin password a request carries, and who sent it."""
+    return Credentials(
+        owner_key=request.headers.get(OWNER_HEADER),
+        password=request.headers.get(PASSWORD_HEADER),
+        client=request.client.host if request.client else "?",
+    )
 
 
 async def message_body(request: Request, kind: type[T], limit: int = 1024 * 1024) -> T:

@@ -12,7 +12,14 @@ from starlette.responses import FileResponse, Response, StreamingResponse
 
 from .. import protocol as p
 from .openapi import api
-from .requests import EVENT_INTERVAL, KEEPALIVE, MessageResponse, farm_of, node_auth
+from .requests import (
+    EVENT_INTERVAL,
+    KEEPALIVE,
+    MessageResponse,
+    credentials,
+    farm_of,
+    node_auth,
+)
 from .uploads import check_declared, discard, receive_form
 from .validate import parse_submission
 
@@ -52,16 +59,24 @@ async def get_project(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.views.project, _pid(request)))
 
 
-@api("Delete a project and everything it stored.", response=p.Deleted)
+@api(
+    "Delete a project and everything it stored (owner key or admin password).",
+    response=p.Deleted,
+    auth="owner",
+)
 async def delete_project(request: Request) -> Response:
-    farm = farm_of(request)
-    return MessageResponse(await run_in_threadpool(farm.submissions.delete, _pid(request)))
+    farm, who = farm_of(request), credentials(request)
+    return MessageResponse(await run_in_threadpool(farm.submissions.delete, _pid(request), who))
 
 
-@api("Put a project in error back in the queue.", response=p.Project)
+@api(
+    "Put a project in error back in the queue (owner key or admin password).",
+    response=p.Project,
+    auth="owner",
+)
 async def retry_project(request: Request) -> Response:
-    farm = farm_of(request)
-    return MessageResponse(await run_in_threadpool(farm.submissions.retry, _pid(request)))
+    farm, who = farm_of(request), credentials(request)
+    return MessageResponse(await run_in_threadpool(farm.submissions.retry, _pid(request), who))
 
 
 @api("The finished image (PNG) or animation (mp4).", media="application/octet-stream")

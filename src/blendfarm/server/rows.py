@@ -23,6 +23,7 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     tiles: int
     overscan: int
     file_version: str | None = None
+    owner_key_hash: str | None = None  # sha256 of the key handed to the submitter once
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -48,6 +49,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     result: str | None  # file name of the result once done
     thumbnail: bool
     file_version: str | None  # the Blender that saved the .blend ('4.2'), when known
+    owner_key_hash: str | None  # None for projects made before owner keys: admin only
     created: float
     updated: float
 
@@ -131,6 +133,7 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         result=r["result"],
         thumbnail=bool(r["thumbnail"]),
         file_version=r["file_version"],
+        owner_key_hash=r["owner_key_hash"],
         created=r["created"],
         updated=r["updated"],
     )

@@ -1,4 +1,8 @@
-"""Projects in and out: a submission becomes a project; delete and retry act on one."""
+"""Projects in and out: a submission becomes a project; delete and retry act on one.
+
+Whoever submits gets the project's owner key, once; changing the project afterwards needs
+that key or the admin password.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ from ..blendversion import read_version
 from ..errors import BadInput, Conflict
 from ..settings import Settings
 from ..states import ProjectEvent, can_move
+from .auth import Credentials, Guard, new_owner_key
 from .files import DataDir, sha256_file
 from .rows import NewProject
 from .store import Store
@@ -24,7 +29,8 @@ log = logging.getLogger("blendfarm.server")
 class Submissions:
     """Creates, deletes and re-queues projects."""
 
-    def __init__(self, settings: Settings, store: Store, data: DataDir, views: Views):
+    def __init__(self, settings: Settings, store: Store, data: DataDir, views: Views, guard: Guard):
+        self.guard = guard
         self.settings = settings
         self.store = store
         self.data = data
@@ -52,6 +58,7 @@ class Submissions:
             if saved_by is None:
                 raise BadInput(f"{blend} is not a .blend file")
             sha = sha256_file(archive)
+            key, key_hash = new_owner_key()
             size = archive.stat().st_size
             pid = self.store.projects.create(
                 NewProject(
@@ -65,6 +72,7 @@ class Submissions:
                     tiles=sub.tiles,
                     overscan=sub.overscan,
                     file_version=f"{saved_by[0]}.{saved_by[1]}",
+                    owner_key_hash=key_hash,
                 )
             )
             self.data.adopt_upload(archive, pid)
@@ -85,15 +93,19 @@ class Submissions:
             sub.tiles,
             sub.overscan,
         )
-        return self.views.project(pid)
+        view = self.views.project(pid)
+        view.owner_key = key  # shown once, to the submitter
+        return view
 
-    def delete(self, pid: str) -> p.Deleted:
+    def delete(self, pid: str, who: Credentials) -> p.Deleted:
+        self.guard.check_owner(self.store.projects.get(pid).owner_key_hash, who, "deleting it")
         self.store.projects.delete(pid)
         freed = self.data.delete_project(pid)
         log.info("project %s deleted, %d bytes freed", pid, freed)
         return p.Deleted(deleted=pid, freed=freed)
 
-    def retry(self, pid: str) -> p.Project:
+    def retry(self, pid: str, who: Credentials) -> p.Project:
+        self.guard.check_owner(self.store.projects.get(pid).owner_key_hash, who, "retrying it")
         with self.store.db.transaction():  # checked and retried at once: two retries race
             row = self.store.projects.get(pid)
             if not can_move(row.state, ProjectEvent.RETRY):

@@ -118,6 +118,7 @@ class Views:
             warnings=list(row.warnings),
             file_version=row.file_version,
             waiting=None,
+            owner_key=None,
         )
 
     def finished_file(self, pid: str, kind: str) -> tuple[Path, str, str]:

@@ -2,6 +2,7 @@
 
 import { apiUrl, request } from "./api.js";
 import { ago, bytes, dateTime, plural } from "./format.js";
+import { ownerHeaders, ownsProject } from "./owners.js";
 import { patch, subscribe } from "./store.js";
 import { $, confirmDialog, el, icon, message, setAttr, setText, show, toast } from "./ui.js";
 
@@ -285,7 +286,14 @@ function render(status) {
 
 async function retry(p) {
   try {
-    const fresh = await request("POST", `/api/projects/${encodeURIComponent(p.id)}/retry`);
+    let password = "";
+    if (!ownsProject(p.id)) {
+      password = window.prompt(`“${p.title || p.id}” was uploaded from another browser: admin password?`) || "";
+      if (!password) return;
+    }
+    const fresh = await request("POST", `/api/projects/${encodeURIComponent(p.id)}/retry`, {
+      headers: ownerHeaders(p.id, password),
+    });
     if (fresh && fresh.id === p.id) {
       patch((s) => {
         s.projects = s.projects.map((x) => (x.id === p.id ? fresh : x));
@@ -312,16 +320,22 @@ async function remove(p) {
       `are done, and the upload and rendered chunks (${bytes(p.size)}) are deleted from the server.`;
   }
   setText($("#delete-dialog-text"), text);
+  const password = $("#delete-password");
+  password.value = "";
+  show($("#delete-password-row"), !ownsProject(p.id));
   let freed = null;
   const confirmed = await confirmDialog(dialog, {
     errorBox: $("#delete-dialog-error"),
     confirmButton: $("#delete-confirm"),
     onConfirm: async () => {
       try {
-        const answer = await request("DELETE", `/api/projects/${encodeURIComponent(p.id)}`);
+        const answer = await request("DELETE", `/api/projects/${encodeURIComponent(p.id)}`, {
+          headers: ownerHeaders(p.id, password.value),
+        });
         freed = answer && answer.freed;
       } catch (err) {
         if (err.status === 404) return; // already gone
+        if (err.status === 403) show($("#delete-password-row"), true);
         throw err;
       }
     },

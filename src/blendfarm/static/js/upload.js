@@ -7,6 +7,7 @@ import { highlight } from "./home.js";
 import { patch } from "./store.js";
 import { $, el, fieldError, message, show, toast } from "./ui.js";
 import { blendFiles, listZip } from "./zip.js";
+import { rememberOwner } from "./owners.js";
 
 let form;
 let inputs;
@@ -244,6 +245,7 @@ async function submit(event) {
     show($("#up-progress"), false);
     reset();
     if (project && project.id) {
+      rememberOwner(project.id, project.owner_key);
       patch((s) => {
         if (!s.projects.some((p) => p.id === project.id)) s.projects.push(project);
       });
