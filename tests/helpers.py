@@ -112,6 +112,7 @@ class FarmProcesses:
             BLENDFARM_PASSWORD=PASSWORD,
             BLENDFARM_SERVER=self.url,
             COLUMNS="200",
+            XDG_CONFIG_HOME=str(root / "config"),  # owner keys the CLI keeps stay in the test
         )
         self.client = httpx.Client(base_url=self.url, timeout=30)
 
