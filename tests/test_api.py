@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from starlette import formparsers
 
-from apphelpers import ADMIN, NODE, InProcessFarm, fake_project_zip, png_bytes
+from apphelpers import ADMIN, NODE, PROBE, InProcessFarm, fake_project_zip, png_bytes
 from blendfarm.errors import Forbidden, TooManyRequests
 from blendfarm.server.app import ROUTES
 
@@ -579,3 +579,53 @@ def test_only_the_owner_or_the_admin_may_delete_or_retry_a_project(farm: InProce
     mine = {"X-Blendfarm-Owner-Key": key}
     assert farm.client.delete(f"/api/projects/{pid}", headers=mine).json()["deleted"] == pid
     assert farm.client.delete(f"/api/projects/{other['id']}", headers=ADMIN).status_code == 200
+
+
+def test_a_project_too_big_for_the_farm_is_refused_with_a_sentence(farm: InProcessFarm) -> None:
+    # At submit, when the frames are given: 100,000 frames in 64x64 chunks is 409,600,000.
+    message = assert_error(farm.submit({"frames": "1-100000", "tiles": "64"}), 400)
+    assert "more than this farm takes" in message and "409600000" in message
+    assert not list((farm.settings.data / "tmp").iterdir())
+    assert farm.client.get("/api/projects").json() == []
+    # At planning, for the scene's own frame range and size.
+    for probe, says in (
+        ({**PROBE, "frame_start": 1, "frame_end": 300_000}, "300000 frames"),
+        ({**PROBE, "resolution_x": 65536, "resolution_y": 65536}, "16384 per side"),
+    ):
+        pid = farm.submit({"tiles": "2"}).json()["id"]
+        task = farm.lease()
+        assert task is not None and task["kind"] == "probe"
+        farm.answer(task, probe)
+        project = farm.client.get(f"/api/projects/{pid}").json()
+        assert project["state"] == "error" and says in project["error"], project["error"]
+        assert project["chunks_total"] == 0
+
+
+def test_health_answers_while_a_quarter_million_chunks_are_planned(tmp_path: Path) -> None:
+    import threading
+
+    farm = InProcessFarm(tmp_path)
+    pid = farm.submit({"frames": "1-61", "tiles": "64"}).json()["id"]  # 249,856 chunks
+    probe = farm.lease()
+    assert probe is not None
+    answered_during: list[float] = []  # health answers while some chunks were made, not all
+    size = {"resolution_x": 640, "resolution_y": 480}
+    planning = threading.Thread(target=farm.answer, args=(probe, {**PROBE, **size}))
+    planning.start()
+    while planning.is_alive():
+        started = time.monotonic()
+        assert farm.client.get("/api/health").status_code == 200
+        took = time.monotonic() - started
+        made = farm.farm.store.projects.counts(pid).get(pid)
+        if made is not None and 0 < made.total < 61 * 64 * 64:
+            answered_during.append(took)
+    planning.join()
+    # The store was free between batches of chunks: health answered while the plan was being
+    # made. (How fast is measured in bench/, not asserted here.)
+    assert answered_during, "no health answer while the chunks were being made"
+    project = farm.client.get(f"/api/projects/{pid}").json()
+    assert project["chunks_total"] == 61 * 64 * 64 and project["state"] == "queued"
+    print(
+        f"health during planning: {len(answered_during)} answers, "
+        f"slowest {max(answered_during) * 1000:.0f} ms"
+    )

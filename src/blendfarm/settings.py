@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .errors import BadInput
+from .limits import Limits
 from .parsing import parse_bool
 
 CONFIG_FILE = "blendfarm.toml"
@@ -210,6 +211,10 @@ class Settings:
     max_ratio: float = setting(200.0, "Largest compression ratio of a project zip (zip bombs).")
     max_entries: int = setting(100_000, "Most files and folders in a project zip.")
     max_tiles: int = setting(64, "Most chunks per side of a frame.")
+    max_chunks: int = setting(
+        250_000, "Most chunks in one project (frames x tiles x tiles), checked at submit."
+    )
+    max_side: int = setting(16_384, "Most pixels per side of a frame a project may render.")
     max_failures: int = setting(
         3, "Failures before a node is blocklisted for a project, or a chunk errors the project."
     )
@@ -239,6 +244,11 @@ class Settings:
     def build(cls, cli: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Settings:
         values, sources = resolve(cls, cli, env)
         return cls(**values, sources=sources)
+
+    @property
+    def limits(self) -> Limits:
+        """What one project may ask of the farm."""
+        return Limits(max_chunks=self.max_chunks, max_side=self.max_side)
 
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -128,8 +128,11 @@ def can_move(state: ProjectState, event: ProjectEvent) -> bool:
 
 
 def progress_event(chunks_total: int, chunks_done: int, tasks_rendering: int) -> ProjectEvent:
-    """What a project's task counts say happened: every chunk done, work begun, or none left."""
-    if chunks_total and chunks_done == chunks_total:
+    """What a project's task counts say happened: every chunk done, work begun, or none left.
+
+    A project whose probe is still open (its chunks are being created) is not rendered yet,
+    even when every chunk made so far is done."""
+    if chunks_total and chunks_done == chunks_total and not tasks_rendering:
         return ProjectEvent.RENDERED
     if tasks_rendering or chunks_done:
         return ProjectEvent.START

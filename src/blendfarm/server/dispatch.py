@@ -163,7 +163,7 @@ class Dispatch:
         proj = self.store.projects.get(task.project_id)
         raw = p.to_builtins(probe)
         try:
-            plan = plan_from_probe(msgspec.structs.asdict(proj), raw)
+            plan = plan_from_probe(msgspec.structs.asdict(proj), raw, self.settings.limits)
         except BadInput as exc:
             # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
             if not self.store.tasks.reject_probe(task_id, str(exc)):

@@ -14,6 +14,7 @@ from .. import protocol as p
 from ..archive import choose_blend, inspect_zip, is_blend_file, is_zip_file, wrap_blend
 from ..blendversion import read_version
 from ..errors import BadInput, Conflict
+from ..limits import check_size
 from ..settings import Settings
 from ..states import ProjectEvent, can_move
 from .auth import Credentials, Guard, new_owner_key
@@ -39,6 +40,12 @@ class Submissions:
     def submit(self, upload: Path, filename: str, sub: Submission) -> p.Project:
         """Store an uploaded zip (or lone .blend) as a new project; the upload is consumed."""
         archive = upload
+        if sub.frame_start is not None and sub.frame_end is not None:
+            try:
+                check_size(sub.frame_end - sub.frame_start + 1, sub.tiles, self.settings.limits)
+            except BadInput:
+                upload.unlink(missing_ok=True)
+                raise
         try:
             if not is_zip_file(upload):
                 if not is_blend_file(upload):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+import time
 from typing import Any
 
 from ..blendversion import can_open
@@ -30,6 +31,8 @@ from .database import Database
 from .projects_store import ProjectStore
 from .rows import TaskRow, task_row
 from .validate import Plan
+
+CHUNK_BATCH = 4096  # chunk rows made in one transaction when a probe's plan comes in
 
 
 class TaskStore:
@@ -180,29 +183,52 @@ class TaskStore:
 
     def finish_probe(self, task_id: int, plan: Plan, probe: dict[str, Any]) -> bool:
         """A probe's result: the project's plan is stored, its chunks are made and the probe
-        is done; False (nothing changed) when the probe already was done."""
+        is done; False (nothing more changed) when the probe already was done.
+
+        Chunks are made in transactions of whole frames, at most CHUNK_BATCH rows each, with
+        the store free for others in between: a project of a quarter million chunks never
+        holds the farm still. The probe stays open until the last batch, so the project is
+        not "rendered" while chunks are still being made; nodes may start on the first ones.
+        """
         with self.db.transaction(changes=False) as db:
             task = self._get(db, task_id)
-            state = task_move(task.state, TaskEvent.COMPLETE)
             if task.state is TaskState.DONE:
                 return False
+            task_move(task.state, TaskEvent.COMPLETE)  # a probe that may complete at all
             pid = task.project_id
             self.projects.set_plan(pid, plan, probe)
-            has_chunks = db.execute(
-                "SELECT 1 FROM tasks WHERE project_id = ? AND kind = ?", (pid, TaskKind.CHUNK.value)
-            ).fetchone()
-            if not has_chunks:
-                (tiles,) = db.execute("SELECT tiles FROM projects WHERE id = ?", (pid,)).fetchone()
+            (tiles,) = db.execute("SELECT tiles FROM projects WHERE id = ?", (pid,)).fetchone()
+        per_batch = max(1, CHUNK_BATCH // (tiles * tiles))
+        for i in range(0, len(plan.frames), per_batch):
+            frames = plan.frames[i : i + per_batch]
+            with self.db.transaction() as db:
+                if self._get(db, task_id).state is TaskState.DONE:
+                    return False  # another result for the same probe was first
+                made = {
+                    r[0]
+                    for r in db.execute(
+                        "SELECT DISTINCT frame FROM tasks WHERE project_id = ? AND kind = ?"
+                        " AND frame BETWEEN ? AND ?",
+                        (pid, TaskKind.CHUNK.value, frames[0], frames[-1]),
+                    )
+                }
                 db.executemany(
                     "INSERT INTO tasks (project_id, kind, frame, row, col, state)"
                     " VALUES (?,?,?,?,?,?)",
                     [
                         (pid, TaskKind.CHUNK.value, f, r, c, TaskState.QUEUED.value)
-                        for f in plan.frames
+                        for f in frames
+                        if f not in made
                         for r in range(tiles)
                         for c in range(tiles)
                     ],
                 )
+            time.sleep(0)  # let requests waiting for the store in before the next batch
+        with self.db.transaction(changes=False) as db:
+            task = self._get(db, task_id)
+            state = task_move(task.state, TaskEvent.COMPLETE)
+            if task.state is TaskState.DONE:
+                return False
             self._finish(db, task, state)
             return True
 

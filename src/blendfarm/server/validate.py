@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import BadInput
+from ..limits import MAX_FRAMES, Limits, check_size
 from ..parsing import parse_bool as _bool
 from ..parsing import parse_frames
 from ..tiles import effective_size
@@ -27,7 +28,6 @@ SUBMIT_FIELDS = frozenset(
     }
 )
 MAX_TITLE = 200
-MAX_FRAMES = 100_000
 MAX_OVERSCAN = 4096
 MAX_LOG_LINE = 2000
 MAX_LOG_LINES = 500
@@ -115,8 +115,11 @@ class Plan:
     warnings: list[str]
 
 
-def plan_from_probe(project: Mapping[str, Any], probe: Mapping[str, Any]) -> Plan:
+def plan_from_probe(
+    project: Mapping[str, Any], probe: Mapping[str, Any], limits: Limits | None = None
+) -> Plan:
     """Frames, size and warnings of a project once a node has read its scene."""
+    limits = limits or Limits()
     try:
         width, height = effective_size(
             int(probe["resolution_x"]),
@@ -141,6 +144,12 @@ def plan_from_probe(project: Mapping[str, Any], probe: Mapping[str, Any]) -> Pla
     tiles = int(project["tiles"])
     if tiles > min(width, height):
         raise BadInput(f"a {width}x{height} frame cannot be cut into {tiles}x{tiles} chunks")
+    if max(width, height) > limits.max_side:
+        raise BadInput(
+            f"the scene renders {width}x{height} pixels, more than this farm takes "
+            f"({limits.max_side} per side): lower the resolution or its percentage"
+        )
+    check_size(end - start + 1, tiles, limits)
     warnings = []
     if tiles > 1 and probe.get("compositor"):
         warnings.append(
