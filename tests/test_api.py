@@ -323,21 +323,46 @@ def test_heartbeat_renews_leases_and_keeps_logs(farm: InProcessFarm) -> None:
     assert farm.client.get("/api/nodes/n1/log").json()["lines"] == ["Fra:1 Sample 1/4"]
 
 
-def test_a_crash_while_compositing_leaves_the_project_retryable(farm: InProcessFarm) -> None:
+def test_a_damaged_chunk_file_is_rendered_again_and_the_project_still_finishes(
+    farm: InProcessFarm,
+) -> None:
     pid = farm.submit({"frame": "1", "tiles": "2"}).json()["id"]
     while (task := farm.lease()) is not None:
         farm.answer(task)
     chunk = farm.settings.data / "projects" / pid / "chunks" / "1-0-0.png"
-    good = chunk.read_bytes()
-    chunk.write_bytes(b"garbage")  # the disk lost a chunk: stitching fails
+    chunk.write_bytes(b"garbage")  # the disk lost what it held (a power cut, a bad sector)
     farm.background.composite_all()
     p = farm.client.get(f"/api/projects/{pid}").json()
-    assert p["state"] == "error" and "compositing failed" in p["error"]
+    assert p["state"] == "rendering" and p["chunks_done"] == 3 and p["error"] is None
     assert not (farm.settings.data / "projects" / pid / "result.png").exists()
-    assert not list((farm.settings.data / "projects" / pid).glob(".*tmp*"))
-    chunk.write_bytes(good)
-    farm.client.post(f"/api/projects/{pid}/retry", headers=ADMIN)
+    assert not list((farm.settings.data / "projects" / pid).glob("**/.*tmp*"))
+    again = farm.lease()  # only that chunk is rendered again
+    assert again is not None and (again["frame"], again["row"], again["col"]) == (1, 0, 0)
+    farm.answer(again)
+    assert farm.lease() is None
     farm.background.composite_all()
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+
+
+def test_retry_renders_again_the_chunks_whose_files_are_gone(farm: InProcessFarm) -> None:
+    farm.register("n1")
+    pid = farm.submit({"frames": "1-2", "tiles": "2"}).json()["id"]
+    farm.answer(farm.lease())  # the probe
+    for _ in range(4):  # frame 1 renders...
+        farm.answer(farm.lease())
+    task = farm.lease()  # ...and a chunk of frame 2 fails on the only node: the project errs
+    assert task is not None
+    farm.client.post(
+        f"/api/tasks/{task['id']}/fail",
+        params={"lease": task["lease"]},
+        headers=NODE,
+        json={"node": "n1", "message": "out of memory"},
+    )
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "error"
+    (farm.settings.data / "projects" / pid / "chunks" / "1-1-1.png").unlink()  # lost meanwhile
+    farm.client.post(f"/api/projects/{pid}/retry", headers=ADMIN)
+    assert farm.client.get(f"/api/projects/{pid}").json()["chunks_done"] == 3
+    farm.run_all()
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
 
 

@@ -35,6 +35,7 @@ TASK_TABLE = {
     (Q, TaskEvent.REJECT): Q,
     (Q, TaskEvent.RETRY): Q,
     (R, TaskEvent.RETRY): Q,
+    (D, TaskEvent.LOST): Q,  # its file was found missing or damaged: render it again
 }
 
 PQ, PR, PC, PD, PE = (
@@ -64,6 +65,8 @@ PROJECT_TABLE = {
     (PC, RENDERED): PC,
     (PC, FINISHED): PD,
     (PC, FAILED): PE,
+    (PC, START): PR,  # a chunk's file was lost while compositing
+    (PC, REQUEUED): PQ,
     (PD, RENDERED): PD,
     (PE, START): PE,
     (PE, REQUEUED): PE,
@@ -135,6 +138,7 @@ def test_only_queued_and_rendering_projects_hand_out_work() -> None:
         (4, 1, 0, START),  # a chunk is done
         (4, 0, 2, START),
         (4, 4, 0, RENDERED),
+        (4, 4, 1, START),  # its probe is still making chunks: not rendered yet
     ],
 )
 def test_a_projects_task_counts_say_what_happened(

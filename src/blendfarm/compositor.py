@@ -7,7 +7,7 @@ Work is on numpy arrays so 16-bit depth and alpha survive.
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import replacing
-from .pngio import read_png, to_uint8, write_png
+from .pngio import NotAPng, png_header, read_png, to_uint8, write_png_rows
 from .tiles import Rect
 
 THUMBNAIL_WIDTH = 320
@@ -55,9 +55,87 @@ def _match(img: np.ndarray, planes: int, dtype: np.dtype) -> np.ndarray:
     raise ValueError(f"cannot combine a {img.shape[2]}-channel chunk into a {planes}-channel frame")
 
 
-def stitch_files(chunks: Sequence[tuple[Rect, Path]], width: int, height: int, out: Path) -> None:
-    """Stitch chunk PNG files into the frame PNG `out` (written atomically)."""
-    write_png(out, stitch([(rect, read_png(path)) for rect, path in chunks], width, height))
+class BadChunks(ValueError):
+    """Chunk files that are missing or cannot be decoded (their chunks must be rendered again)."""
+
+    def __init__(self, paths: list[Path], reason: str):
+        super().__init__(f"{len(paths)} chunk file(s) {reason}: {', '.join(p.name for p in paths)}")
+        self.paths = paths
+
+
+def stitch_files(
+    chunks: Sequence[tuple[Rect, Path]],
+    width: int,
+    height: int,
+    out: Path,
+    thumbnail: Path | None = None,
+) -> None:
+    """Stitch chunk PNG files into the frame PNG `out` (written atomically), band by band.
+
+    Only one band of chunks (one row of the grid) is in memory at a time, so a frame of any
+    size costs the memory of one band. `thumbnail`, when given, gets a small 8-bit copy made
+    on the way. BadChunks names the chunk files that are missing or damaged.
+    """
+    if not chunks:
+        raise ValueError("no chunks to stitch")
+    missing = [path for _, path in chunks if not path.is_file()]
+    if missing:
+        raise BadChunks(missing, "are missing")
+    planes, dtype = _frame_format([path for _, path in chunks])
+    bands: dict[tuple[int, int], list[tuple[Rect, Path]]] = {}
+    for rect, path in chunks:
+        bands.setdefault((rect.y0, rect.y1), []).append((rect, path))
+    order = sorted(bands)
+    if (
+        order[0][0] != 0
+        or order[-1][1] != height
+        or any(a[1] != b[0] for a, b in zip(order, order[1:], strict=False))
+    ):
+        raise ValueError("the chunks do not cover the frame from top to bottom")
+    step = max(1, -(-width // (2 * THUMBNAIL_WIDTH)))  # thumbnail rows/columns kept
+    small: list[np.ndarray] = []
+
+    def rows() -> Iterator[np.ndarray]:
+        for y0, y1 in order:
+            band = np.zeros((y1 - y0, width, planes), dtype=dtype)
+            bad = []
+            for rect, path in bands[(y0, y1)]:
+                try:
+                    img = read_png(path)
+                except NotAPng:
+                    bad.append(path)
+                    continue
+                if img.shape[0] != rect.height or img.shape[1] != rect.width:
+                    bad.append(path)
+                    continue
+                band[:, rect.x0 : rect.x1] = _match(img, planes, dtype)
+            if bad:
+                raise BadChunks(bad, "are damaged")
+            for i in range(band.shape[0]):
+                if (y0 + i) % step == 0:
+                    small.append(band[i, ::step])
+                yield band[i].reshape(width * planes)
+
+    write_png_rows(out, width, height, planes, dtype, rows())
+    if thumbnail is not None:
+        write_thumbnail_array(np.stack(small), thumbnail)
+
+
+def _frame_format(paths: Sequence[Path]) -> tuple[int, np.dtype]:
+    """(channels, dtype) of the stitched frame: the widest of its chunks (by their headers)."""
+    planes, deep = 1, False
+    bad = []
+    for path in paths:
+        try:
+            _w, _h, depth, colour = png_header(path)
+        except NotAPng:
+            bad.append(path)
+            continue
+        planes = max(planes, {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}.get(colour, 4))
+        deep = deep or depth > 8
+    if bad:
+        raise BadChunks(bad, "are damaged")
+    return planes, np.dtype(np.uint16 if deep else np.uint8)
 
 
 def video_frame(image: np.ndarray) -> np.ndarray:
@@ -127,7 +205,12 @@ def write_raw_zip(entries: Iterable[tuple[str, Path]], out: Path) -> None:
 
 def write_thumbnail(frame: Path, out: Path) -> None:
     """A small 8-bit PNG of a stitched frame for the dashboard."""
-    img = to_uint8(read_png(frame))
+    write_thumbnail_array(read_png(frame), out)
+
+
+def write_thumbnail_array(image: np.ndarray, out: Path) -> None:
+    """A small 8-bit PNG of `image` (any size) for the dashboard."""
+    img = to_uint8(image)
     mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[img.shape[2]]
     pil = Image.fromarray(img if img.shape[2] > 1 else img[:, :, 0], mode)
     if pil.width > THUMBNAIL_WIDTH:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,23 @@ def write_png(path: Path, image: np.ndarray) -> None:
     )
     with replacing(path) as tmp, open(tmp, "wb") as fh:
         writer.write(fh, image.reshape(height, width * planes))
+
+
+def write_png_rows(
+    path: Path,
+    width: int,
+    height: int,
+    planes: int,
+    dtype: np.dtype,
+    rows: Iterable[np.ndarray],
+) -> None:
+    """Write a PNG from its rows as they come (each width*planes values), atomically."""
+    depth = 16 if dtype == np.uint16 else 8
+    writer = png.Writer(
+        width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=depth, compression=6
+    )
+    with replacing(path) as tmp, open(tmp, "wb") as fh:
+        writer.write(fh, rows)
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:

@@ -46,6 +46,7 @@ class TaskEvent(StrEnum):
     RELEASE = "release"  # its node hands it back unfinished
     REJECT = "reject"  # its (probe) result was refused: back to the queue for a later retry
     RETRY = "retry"  # its project is retried
+    LOST = "lost"  # its result's file is missing or damaged on the server: render it again
 
 
 class ProjectEvent(StrEnum):
@@ -71,6 +72,7 @@ _TASK_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
     # Retrying a project requeues what is unfinished; done tasks have no row: they are kept.
     (TaskState.QUEUED, TaskEvent.RETRY): TaskState.QUEUED,
     (TaskState.RENDERING, TaskEvent.RETRY): TaskState.QUEUED,
+    (TaskState.DONE, TaskEvent.LOST): TaskState.QUEUED,
 }
 
 _PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {
@@ -85,6 +87,9 @@ _PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {
     (ProjectState.COMPOSITING, ProjectEvent.RENDERED): ProjectState.COMPOSITING,
     (ProjectState.COMPOSITING, ProjectEvent.FINISHED): ProjectState.DONE,
     (ProjectState.COMPOSITING, ProjectEvent.FAILED): ProjectState.ERROR,
+    # A chunk's file was found missing or damaged while compositing: it renders again.
+    (ProjectState.COMPOSITING, ProjectEvent.START): ProjectState.RENDERING,
+    (ProjectState.COMPOSITING, ProjectEvent.REQUEUED): ProjectState.QUEUED,
     (ProjectState.DONE, ProjectEvent.RENDERED): ProjectState.DONE,  # done is sticky
     # Error is sticky: tasks still rendering may finish, fail or expire meanwhile.
     (ProjectState.ERROR, ProjectEvent.START): ProjectState.ERROR,

@@ -15,11 +15,11 @@ from contextlib import suppress
 
 from ..atomic import replacing
 from ..compositor import (
+    BadChunks,
     chunk_name,
     encode_mp4,
     stitch_files,
     write_raw_zip,
-    write_thumbnail,
 )
 from ..errors import NotFound
 from ..states import STITCHABLE, ProjectState, TaskState
@@ -65,28 +65,32 @@ class Compositor:
             by_frame[t.frame].append(t)
         stitched = store.projects.stitched_frames(pid)
         w, h, n = project.width, project.height, project.tiles
+        lost: list[tuple[int, int, int]] = []
         for frame, chunks in sorted(by_frame.items()):
             if frame in stitched and data.frame(pid, frame).exists():
                 continue
             if any(t.state is not TaskState.DONE for t in chunks):
                 continue
             out = data.frame(pid, frame)
-            stitch_files(
-                [
-                    (
-                        chunk_rect(w, h, n, t.row, t.col),
-                        data.chunk(pid, frame, t.row, t.col),
-                    )
-                    for t in chunks
-                ],
-                w,
-                h,
-                out,
-            )
-            write_thumbnail(out, data.thumbnail(pid))
+            files = {data.chunk(pid, frame, t.row, t.col): t for t in chunks}
+            try:
+                stitch_files(
+                    [(chunk_rect(w, h, n, t.row, t.col), path) for path, t in files.items()],
+                    w,
+                    h,
+                    out,
+                    thumbnail=data.thumbnail(pid),
+                )
+            except BadChunks as exc:
+                log.warning("project %s frame %d: %s; rendering them again", pid, frame, exc)
+                lost += [(frame, files[p].row, files[p].col) for p in exc.paths]
+                continue
             store.projects.add_size(pid, out.stat().st_size)
             store.projects.mark_frame(pid, frame)
             stitched.add(frame)
+        if lost:
+            store.tasks.lose(pid, lost)
+            return
         if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
             return
         if set(by_frame) - stitched:
@@ -98,6 +102,17 @@ class Compositor:
         pid = project.id
         animation = project.animation
         raw = data.raw(pid)
+        gone = [
+            (t.frame, t.row, t.col)
+            for t in tasks
+            if not data.chunk(pid, t.frame, t.row, t.col).is_file()
+        ]
+        if gone:
+            log.warning(
+                "project %s: %d chunk file(s) are gone; rendering them again", pid, len(gone)
+            )
+            store.tasks.lose(pid, gone)
+            return
         write_raw_zip(
             (
                 (

@@ -16,7 +16,7 @@ from ..blendversion import read_version
 from ..errors import BadInput, Conflict
 from ..limits import check_size
 from ..settings import Settings
-from ..states import ProjectEvent, can_move
+from ..states import ProjectEvent, TaskState, can_move
 from .auth import Credentials, Guard, new_owner_key
 from .files import DataDir, sha256_file
 from .rows import NewProject
@@ -117,6 +117,13 @@ class Submissions:
             row = self.store.projects.get(pid)
             if not can_move(row.state, ProjectEvent.RETRY):
                 raise Conflict(f"project {pid} is {row.state.value}, not in error")
+            gone = [
+                (t.frame, t.row, t.col)
+                for t in self.store.tasks.of_project(pid)
+                if t.state is TaskState.DONE
+                and not self.data.chunk(pid, t.frame, t.row, t.col).is_file()
+            ]
+            self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)
         log.info("project %s put back in the queue", pid)
         return self.views.project(pid)

@@ -232,6 +232,31 @@ class TaskStore:
             self._finish(db, task, state)
             return True
 
+    def lose(self, pid: str, chunks: list[tuple[int, int, int]]) -> int:
+        """Done chunks (frame, row, col) of `pid` whose files are gone or damaged go back to
+        the queue, their frames to be stitched again; returns how many moved."""
+        moved = 0
+        with self.db.transaction() as db:
+            for frame, row, col in chunks:
+                found = db.execute(
+                    "SELECT * FROM tasks WHERE project_id = ? AND kind = ? AND frame = ?"
+                    " AND row = ? AND col = ?",
+                    (pid, TaskKind.CHUNK.value, frame, row, col),
+                ).fetchone()
+                if found is None or found["state"] != TaskState.DONE.value:
+                    continue
+                state = task_move(TaskState.DONE, TaskEvent.LOST)
+                db.execute(
+                    "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL,"
+                    " finished = NULL WHERE id = ?",
+                    (state.value, found["id"]),
+                )
+                db.execute("DELETE FROM frames WHERE project_id = ? AND frame = ?", (pid, frame))
+                moved += 1
+            if moved:
+                self.projects.sync_state(pid)
+        return moved
+
     def reject_probe(self, task_id: int, message: str) -> bool:
         """A probe's result was refused: the probe goes back to the queue (a retry probes
         again, the file may be fixed) and the project is in error with `message`. False
