@@ -111,3 +111,63 @@ def test_thumbnail_is_small(tmp_path: Path) -> None:
     write_thumbnail(tmp_path / "f.png", tmp_path / "t.png")
     w, h, depth, _ = png_header(tmp_path / "t.png")
     assert (w, h, depth) == (320, 96, 8)
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "tiles", "planes", "deep"),
+    [(37, 23, 3, 4, False), (64, 48, 2, 3, True), (10, 10, 1, 4, True), (29, 31, 5, 2, False)],
+)
+def test_the_streamed_stitch_equals_the_whole_frame_paste(
+    tmp_path: Path, width: int, height: int, tiles: int, planes: int, deep: bool
+) -> None:
+    rng = np.random.default_rng(width * height)
+    dtype = np.uint16 if deep else np.uint8
+    frame = rng.integers(0, np.iinfo(dtype).max, size=(height, width, planes), dtype=dtype)
+    chunks = []
+    for row, col in all_chunks(tiles):
+        rect = chunk_rect(width, height, tiles, row, col)
+        path = tmp_path / f"{row}-{col}.png"
+        write_png(path, frame[rect.y0 : rect.y1, rect.x0 : rect.x1])
+        chunks.append((rect, path))
+    stitch_files(chunks, width, height, tmp_path / "out.png", thumbnail=tmp_path / "t.png")
+    assert np.array_equal(read_png(tmp_path / "out.png"), frame)
+    assert png_header(tmp_path / "t.png")[0] == width  # smaller than a thumbnail: kept as is
+
+
+def test_a_big_frame_is_stitched_with_the_memory_of_one_band(tmp_path: Path) -> None:
+    import tracemalloc
+
+    width = height = 2000  # 16 MB as 8-bit RGBA; 8x8 chunks: a band is an eighth of it
+    chunk = np.full((height // 8, width // 8, 4), 200, dtype=np.uint8)
+    chunks = []
+    for row, col in all_chunks(8):
+        path = tmp_path / f"{row}-{col}.png"
+        write_png(path, chunk)
+        chunks.append((chunk_rect(width, height, 8, row, col), path))
+    tracemalloc.start()
+    try:
+        stitch_files(chunks, width, height, tmp_path / "out.png", thumbnail=tmp_path / "t.png")
+        _now, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < width * height * 4 // 2, f"peak {peak} bytes for a {width}x{height} frame"
+    assert png_header(tmp_path / "out.png")[:2] == (width, height)
+    assert png_header(tmp_path / "t.png")[0] == 320
+
+
+def test_stitching_names_the_chunk_files_that_are_missing_or_damaged(tmp_path: Path) -> None:
+    from blendfarm.compositor import BadChunks
+
+    chunks = []
+    for row, col in all_chunks(2):
+        path = tmp_path / f"{row}-{col}.png"
+        write_png(path, np.zeros((5, 5, 3), dtype=np.uint8))
+        chunks.append((chunk_rect(10, 10, 2, row, col), path))
+    (tmp_path / "1-1.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    with pytest.raises(BadChunks) as caught:
+        stitch_files(chunks, 10, 10, tmp_path / "out.png")
+    assert [p.name for p in caught.value.paths] == ["1-1.png"]
+    (tmp_path / "0-1.png").unlink()
+    with pytest.raises(BadChunks, match="missing") as caught:
+        stitch_files(chunks, 10, 10, tmp_path / "out.png")
+    assert not (tmp_path / "out.png").exists() and not list(tmp_path.glob(".*tmp*"))

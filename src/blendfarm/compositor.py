@@ -113,8 +113,8 @@ def stitch_files(
                 raise BadChunks(bad, "are damaged")
             for i in range(band.shape[0]):
                 if (y0 + i) % step == 0:
-                    small.append(band[i, ::step])
-                yield band[i].reshape(width * planes)
+                    small.append(band[i, ::step].copy())  # a copy: the band can go
+                yield band[i].reshape(width * planes).copy()  # pypng may keep a row a while
 
     write_png_rows(out, width, height, planes, dtype, rows())
     if thumbnail is not None:
