@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -182,6 +184,11 @@ class FarmProcesses:
             assert proc.returncode == 0, proc.stdout + proc.stderr
         return proc
 
+    def submit(self, path: Path, *args: str, blend: str = "scene.blend") -> str:
+        """Submit through the real CLI; the new project's id."""
+        out = self.cli("submit", str(path), "--blend", blend, "--json", *args)
+        return str(json.loads(out.stdout)["id"])
+
     def project(self, pid: str) -> dict:
         return self.client.get(f"/api/projects/{pid}").json()
 
@@ -250,6 +257,17 @@ class FarmProcesses:
 
 
 @contextmanager
+@contextmanager
+def running_farm(root: Path, **options: Any) -> Iterator[FarmProcesses]:
+    """A real server on free ports (no nodes yet), stopped with everything it started."""
+    farm = FarmProcesses(root, **options)
+    farm.start_server()
+    try:
+        yield farm
+    finally:
+        farm.close()
+
+
 def full_disk(folder: Path) -> Iterator[Callable[[], None]]:
     """Mount a 4 KiB tmpfs on `folder` and fill it; yields a function that frees it early.
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PASSWORD, FarmProcesses, full_disk, make_project, zip_folder
+from helpers import PASSWORD, FarmProcesses, full_disk, make_project, running_farm, zip_folder
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -27,17 +26,12 @@ def slow_zip(blender: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def quick_farm(tmp_path: Path) -> Iterator[FarmProcesses]:
-    f = FarmProcesses(tmp_path, node_timeout=3, serve_args=("--chunk-timeout", "4"))
-    f.start_server()
-    try:
-        yield f
-    finally:
-        f.close()
+    with running_farm(tmp_path, node_timeout=3, serve_args=("--chunk-timeout", "4")) as farm:
+        yield farm
 
 
 def submit(farm: FarmProcesses, path: Path, *args: str) -> str:
-    out = farm.cli("submit", str(path), "--blend", "scene.blend", "--json", *args)
-    return str(json.loads(out.stdout)["id"])
+    return farm.submit(path, *args)
 
 
 def test_a_node_killed_mid_chunk_loses_nothing(quick_farm: FarmProcesses, slow_zip: Path) -> None:

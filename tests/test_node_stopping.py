@@ -8,7 +8,6 @@ long (60 s), so a task the server shows free again was handed back, not expired.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -23,7 +22,7 @@ import pytest
 
 from blendfarm.client import Stopped
 from blendfarm.node.stopping import GRACE, StopGuard, StopRequest, interruptible
-from helpers import FarmProcesses, make_project, zip_folder
+from helpers import FarmProcesses, make_project, running_farm, zip_folder
 
 EXIT_WITHIN = 5.0  # seconds from SIGTERM to the node's exit, whatever it was doing
 
@@ -117,17 +116,12 @@ def quick_folder(blender: str, tmp_path_factory: pytest.TempPathFactory) -> Path
 
 @pytest.fixture
 def farm(tmp_path: Path) -> Iterator[FarmProcesses]:
-    f = FarmProcesses(tmp_path, node_timeout=60)
-    f.start_server()
-    try:
-        yield f
-    finally:
-        f.close()
+    with running_farm(tmp_path, node_timeout=60) as farm:
+        yield farm
 
 
 def submit(farm: FarmProcesses, path: Path, *args: str) -> str:
-    out = farm.cli("submit", str(path), "--blend", "scene.blend", "--json", *args)
-    return str(json.loads(out.stdout)["id"])
+    return farm.submit(path, *args)
 
 
 def wait_for(

@@ -224,13 +224,7 @@ class TaskStore:
                     ],
                 )
             time.sleep(0)  # let requests waiting for the store in before the next batch
-        with self.db.transaction(changes=False) as db:
-            task = self._get(db, task_id)
-            state = task_move(task.state, TaskEvent.COMPLETE)
-            if task.state is TaskState.DONE:
-                return False
-            self._finish(db, task, state)
-            return True
+        return self.complete(task_id)
 
     def lose(self, pid: str, chunks: list[tuple[int, int, int]]) -> int:
         """Done chunks (frame, row, col) of `pid` whose files are gone or damaged go back to
