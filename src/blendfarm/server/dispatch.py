@@ -13,7 +13,6 @@ from pathlib import Path
 import msgspec
 
 from .. import protocol as p
-from ..atomic import fsync_file
 from ..errors import BadInput, Conflict
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
@@ -21,6 +20,7 @@ from ..states import TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard
 from .blender_shelf import BlenderShelf
+from .durable import GroupSync
 from .files import DataDir
 from .rows import ProjectRow, TaskRow
 from .store import Store
@@ -40,6 +40,7 @@ class Dispatch:
         self.data = data
         self.blender = blender
         self.guard = guard
+        self.durable = GroupSync(data.root)
 
     def _clean(self, lines: list[str]) -> list[str]:
         """A node's log lines as anyone may see them: truncated, and never the node token."""
@@ -146,7 +147,7 @@ class Dispatch:
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
-            fsync_file(dest)  # on the disk before the database says the chunk is done
+            self.durable.sync(dest)  # on the disk before the database says the chunk is done
             if self.store.tasks.complete(task_id):
                 self.store.projects.add_size(proj.id, size)
             return p.Accepted(accepted=True)
