@@ -264,3 +264,57 @@ def test_a_forwarded_address_does_not_escape_the_guess_limit(quick_farm: FarmPro
         for i in range(8)
     ]
     assert answers[:5] == [403] * 5 and 429 in answers[5:], answers
+
+
+def test_a_damaged_project_fails_its_task_and_the_node_renders_the_next_one(
+    quick_farm: FarmProcesses, project_dir: Path, tmp_path: Path
+) -> None:
+    import hashlib
+    import sqlite3
+    import zipfile
+
+    farm = quick_farm
+    stored = tmp_path / "stored.zip"  # members stored, so a byte of the texture is easy to hit
+    with zipfile.ZipFile(stored, "w", zipfile.ZIP_STORED) as zf:
+        for path in sorted(project_dir.rglob("*")):
+            if path.is_file():
+                zf.write(path, path.relative_to(project_dir).as_posix())
+    bad = submit(farm, stored, "--frame", "1")
+    # The disk under the server goes bad after the upload was checked: a texture byte flips
+    # (the server's own record of the archive's hash is made to agree, as if it had been so).
+    archive = farm.root / "data" / "projects" / bad / "project.zip"
+    data = bytearray(archive.read_bytes())
+    with zipfile.ZipFile(archive) as zf:
+        info = next(i for i in zf.infolist() if i.filename.endswith(".png"))
+    start = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra)
+    data[start + info.file_size // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    with sqlite3.connect(farm.root / "data" / "blendfarm.db") as db:
+        db.execute(
+            "UPDATE projects SET sha256 = ? WHERE id = ?", (hashlib.sha256(data).hexdigest(), bad)
+        )
+    node = farm.start_node("sturdy")
+    failed = farm.wait_state(bad, {"error", "done"}, timeout=120)
+    assert failed["state"] == "error" and "checksum does not match" in failed["error"]
+    assert "Traceback" not in failed["error"]
+    good = submit(farm, stored, "--frame", "1")
+    assert farm.wait_state(good, {"error", "done"}, timeout=180)["state"] == "done"
+    assert node.poll() is None, "the node ended on a damaged project"
+
+
+def test_strangers_on_the_lan_cannot_change_the_farm(quick_farm: FarmProcesses) -> None:
+    import httpx
+
+    farm = quick_farm
+    with httpx.Client(base_url=farm.url, timeout=30) as stranger:  # a bare client, no secrets
+        junk = {"file": ("p.zip", b"PK\x05\x06" + b"\0" * 18)}
+        refused = stranger.post("/api/projects", files=junk)
+        assert refused.status_code == 400  # anyone may submit; this one is no project
+        assert stranger.get("/api/logs").status_code == 403
+        assert stranger.post("/api/purge").status_code == 403
+        evil = {"Origin": "http://evil.example"}
+        assert stranger.post("/api/projects", files=junk, headers=evil).status_code == 403
+        rebound = stranger.get("/api/status", headers={"Host": "evil.example"})
+        assert rebound.status_code == 400
+        cors = stranger.get("/api/status", headers=evil)
+        assert "access-control-allow-origin" not in cors.headers
