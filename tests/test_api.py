@@ -654,3 +654,28 @@ def test_health_answers_while_a_quarter_million_chunks_are_planned(tmp_path: Pat
         f"health during planning: {len(answered_during)} answers, "
         f"slowest {max(answered_during) * 1000:.0f} ms"
     )
+
+
+def test_a_node_waiting_for_work_gets_it_the_moment_it_exists(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threading
+
+    from blendfarm.server import routes_nodes
+
+    monkeypatch.setattr(routes_nodes, "RECHECK", 60.0)  # only the bell can wake the wait
+    assert farm.client.post("/api/nodes/n1/lease?wait=0", headers=NODE).status_code == 204
+    assert_error(farm.client.post("/api/nodes/n1/lease?wait=600", headers=NODE), 400)
+    answers: list[int] = []
+
+    def wait_for_work() -> None:
+        resp = farm.client.post("/api/nodes/n1/lease?wait=45", headers=NODE)
+        answers.append(resp.status_code)
+
+    waiting = threading.Thread(target=wait_for_work)
+    waiting.start()
+    time.sleep(0.5)  # the node is waiting now...
+    assert waiting.is_alive() and not answers
+    farm.submit({"frame": "1"})  # ...and work appears: its probe goes to the waiting node
+    waiting.join(15)
+    assert answers == [200], "the waiting node was not woken by the new project"

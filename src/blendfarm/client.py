@@ -274,9 +274,15 @@ class ApiClient:
             "POST", f"/api/nodes/{_seg(name)}/heartbeat", beat, p.HeartbeatAnswer, retry=retry
         )
 
-    def lease(self, name: str) -> p.Task | None:
-        """The node's next task, or None when there is nothing for it."""
-        resp = self._send("POST", f"/api/nodes/{_seg(name)}/lease")
+    def lease(self, name: str, wait: float = 0.0) -> p.Task | None:
+        """The node's next task, or None when there is nothing for it; with `wait` the server
+        holds the answer up to that many seconds until work exists (long poll)."""
+        resp = self._send(
+            "POST",
+            f"/api/nodes/{_seg(name)}/lease",
+            params={"wait": f"{wait:g}"} if wait else None,
+            timeout=httpx.Timeout(wait + 60.0, connect=10.0),
+        )
         if resp.status_code == 204:
             return None
         if resp.status_code >= 400:

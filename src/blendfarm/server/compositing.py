@@ -24,6 +24,7 @@ from ..compositor import (
 from ..errors import NotFound
 from ..states import STITCHABLE, ProjectState, TaskState
 from ..tiles import chunk_rect
+from .bell import WorkBell
 from .files import DataDir
 from .rows import ProjectRow, TaskRow
 from .store import Store
@@ -34,9 +35,10 @@ log = logging.getLogger("blendfarm.server")
 class Compositor:
     """Stitches frames and finishes projects from the stored chunks."""
 
-    def __init__(self, store: Store, data: DataDir):
+    def __init__(self, store: Store, data: DataDir, bell: WorkBell):
         self.store = store
         self.data = data
+        self.bell = bell
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
@@ -90,6 +92,7 @@ class Compositor:
             stitched.add(frame)
         if lost:
             store.tasks.lose(pid, lost)
+            self.bell.ring()
             return
         if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
             return
@@ -112,6 +115,7 @@ class Compositor:
                 "project %s: %d chunk file(s) are gone; rendering them again", pid, len(gone)
             )
             store.tasks.lose(pid, gone)
+            self.bell.ring()
             return
         write_raw_zip(
             (

@@ -19,6 +19,7 @@ from ..settings import Settings
 from ..states import TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard
+from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .durable import GroupSync
 from .files import DataDir
@@ -33,8 +34,15 @@ class Dispatch:
     """Hands out work to nodes and takes their results."""
 
     def __init__(
-        self, settings: Settings, store: Store, data: DataDir, blender: BlenderShelf, guard: Guard
+        self,
+        settings: Settings,
+        store: Store,
+        data: DataDir,
+        blender: BlenderShelf,
+        guard: Guard,
+        bell: WorkBell,
     ):
+        self.bell = bell
         self.settings = settings
         self.store = store
         self.data = data
@@ -172,6 +180,7 @@ class Dispatch:
             return p.Accepted(accepted=True)
         if not self.store.tasks.finish_probe(task_id, plan, raw):  # another result was first
             return already
+        self.bell.ring()  # its chunks wait for nodes
         log.info(
             "project %s probed: %dx%d, frames %d-%d",
             proj.id,
@@ -190,6 +199,7 @@ class Dispatch:
         full = text if not tail else text + "\n" + "\n".join(tail)
         # The lines themselves already reached the node's log through its heartbeats.
         gave_up = self.store.tasks.fail(task_id, lease, node, full, self.settings.max_failures)
+        self.bell.ring()  # the task is back in the queue for other nodes
         log.warning("task %s of %s failed on %s: %s", task_id, task.project_id, node, text)
         if gave_up:
             log.error("project %s in error: %s", task.project_id, text)
@@ -197,7 +207,8 @@ class Dispatch:
 
     def release(self, task_id: int, lease: str) -> p.Ok:
         self.check_lease(task_id, lease)
-        self.store.tasks.release(task_id, lease)
+        if self.store.tasks.release(task_id, lease):
+            self.bell.ring()
         return p.Ok(ok=True)
 
     def archive(self, pid: str) -> tuple[Path, str]:

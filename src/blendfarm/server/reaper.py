@@ -10,10 +10,12 @@ from .store import Store
 log = logging.getLogger("blendfarm.server")
 
 
-def reap(store: Store, settings: Settings) -> None:
-    """Requeue every task whose lease expired; mark silent nodes offline."""
+def reap(store: Store, settings: Settings) -> bool:
+    """Requeue every task whose lease expired; mark silent nodes offline. True when tasks went
+    back to the queue (nodes waiting for work should hear of it)."""
     expired = store.tasks.expire_leases()
     if expired:
         log.warning("leases ran out for tasks %s: back in the queue", expired)
     for name in store.nodes.mark_offline(settings.node_timeout):
         log.warning("node %s is offline (no heartbeat for %gs)", name, settings.node_timeout)
+    return bool(expired)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from .. import protocol as p
 from ..errors import BadInput
+from .bell import wait_for
 from .openapi import api
 from .requests import (
     MAX_CHUNK_UPLOAD,
@@ -18,6 +21,9 @@ from .requests import (
     task_id_of,
 )
 from .uploads import receive_body
+
+MAX_WAIT = 60.0  # longest a lease request may wait for work
+RECHECK = 5.0  # a waiting lease looks again this often even without a ring
 
 
 def _node_name(request: Request) -> str:
@@ -52,13 +58,42 @@ async def node_heartbeat(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.dispatch.heartbeat, name, beat))
 
 
-@api("A node asks for work (token); 204 when there is none.", response=p.Task, auth="token")
+@api(
+    "A node asks for work (token); with `wait` (seconds, at most 60) the answer waits until "
+    "work exists; 204 when there is none.",
+    response=p.Task,
+    auth="token",
+)
 async def node_lease(request: Request) -> Response:
     farm = node_auth(request)
-    task = await run_in_threadpool(farm.dispatch.lease, _node_name(request))
+    name = _node_name(request)
+    wait = _wait_seconds(request)
+    stopping: asyncio.Event = request.app.state.stopping
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        ticket = farm.bell.ticket()  # before looking: a ring meanwhile is not missed
+        task = await run_in_threadpool(farm.dispatch.lease, name)
+        left = deadline - asyncio.get_running_loop().time()
+        if task is not None or left <= 0 or stopping.is_set():
+            break
+        # Woken by the bell, or every few seconds to look again (a node blocklisting may lift).
+        await wait_for(ticket, min(left, RECHECK))
+        if await request.is_disconnected():
+            return Response(status_code=204)
     if task is None:
         return Response(status_code=204)
     return MessageResponse(task)
+
+
+def _wait_seconds(request: Request) -> float:
+    raw = request.query_params.get("wait", "0")
+    try:
+        wait = float(raw)
+    except ValueError:
+        raise BadInput("wait must be a number of seconds") from None
+    if not 0 <= wait <= MAX_WAIT:
+        raise BadInput(f"wait must be 0 to {MAX_WAIT:g} seconds")
+    return wait
 
 
 @api("A node leaves (token).", response=p.Ok, auth="token")

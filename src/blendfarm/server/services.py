@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from ..settings import Settings
 from .admin import Admin
 from .auth import Guard, load_secrets
+from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .compositing import Compositor
 from .dispatch import Dispatch
@@ -39,6 +40,7 @@ class Farm:
     dispatch: Dispatch
     admin: Admin
     compositor: Compositor
+    bell: WorkBell
 
     def close(self) -> None:
         """Stop collecting log lines and close the database."""
@@ -53,6 +55,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
     secrets = load_secrets(data.root, settings.token, settings.password)
     guard = Guard(secrets, fixed_password=bool(settings.password))
     blender = BlenderShelf(data, store)
+    bell = WorkBell()
     views = Views(settings, store, data, blender)
     admin = Admin(store, data, guard, blender, views)
     log.addHandler(admin.logs)
@@ -63,10 +66,11 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         data=data,
         guard=guard,
         views=views,
-        submissions=Submissions(settings, store, data, views, guard),
-        dispatch=Dispatch(settings, store, data, blender, guard),
+        submissions=Submissions(settings, store, data, views, guard, bell),
+        dispatch=Dispatch(settings, store, data, blender, guard, bell),
         admin=admin,
-        compositor=Compositor(store, data),
+        compositor=Compositor(store, data, bell),
+        bell=bell,
     )
 
 
@@ -92,7 +96,8 @@ class Background:
             t.join(timeout=30)
 
     def reap(self) -> None:
-        reap(self.farm.store, self.farm.settings)
+        if reap(self.farm.store, self.farm.settings):
+            self.farm.bell.ring()
 
     def composite_all(self) -> None:
         self.farm.compositor.composite_all()

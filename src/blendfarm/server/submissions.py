@@ -18,6 +18,7 @@ from ..limits import check_size
 from ..settings import Settings
 from ..states import ProjectEvent, TaskState, can_move
 from .auth import Credentials, Guard, new_owner_key
+from .bell import WorkBell
 from .files import DataDir, sha256_file
 from .rows import NewProject
 from .store import Store
@@ -30,8 +31,17 @@ log = logging.getLogger("blendfarm.server")
 class Submissions:
     """Creates, deletes and re-queues projects."""
 
-    def __init__(self, settings: Settings, store: Store, data: DataDir, views: Views, guard: Guard):
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        data: DataDir,
+        views: Views,
+        guard: Guard,
+        bell: WorkBell,
+    ):
         self.guard = guard
+        self.bell = bell
         self.settings = settings
         self.store = store
         self.data = data
@@ -100,6 +110,7 @@ class Submissions:
             sub.tiles,
             sub.overscan,
         )
+        self.bell.ring()  # its probe waits for a node
         view = self.views.project(pid)
         view.owner_key = key  # shown once, to the submitter
         return view
@@ -125,5 +136,6 @@ class Submissions:
             ]
             self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)
+        self.bell.ring()
         log.info("project %s put back in the queue", pid)
         return self.views.project(pid)
