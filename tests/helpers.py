@@ -257,7 +257,6 @@ class FarmProcesses:
 
 
 @contextmanager
-@contextmanager
 def running_farm(root: Path, **options: Any) -> Iterator[FarmProcesses]:
     """A real server on free ports (no nodes yet), stopped with everything it started."""
     farm = FarmProcesses(root, **options)
@@ -268,6 +267,7 @@ def running_farm(root: Path, **options: Any) -> Iterator[FarmProcesses]:
         farm.close()
 
 
+@contextmanager
 def full_disk(folder: Path) -> Iterator[Callable[[], None]]:
     """Mount a 4 KiB tmpfs on `folder` and fill it; yields a function that frees it early.
 

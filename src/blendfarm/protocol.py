@@ -139,6 +139,10 @@ class NodeInfo(Message):
     hostname: Short = ""
     cores: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
     version: Short = ""
+    devices: Annotated[list[Short], Meta(max_length=64)] = []
+    """Every GPU Blender reports on the node, e.g. "CUDA 0 (NVIDIA GeForce RTX 4090)"."""
+    slots: Annotated[list[Short], Meta(max_length=64)] = []
+    """What each of its render sessions renders on ("CUDA 0 (...)", "CPU"): one chunk each."""
 
 
 class Node(Message):
