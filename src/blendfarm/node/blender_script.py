@@ -195,6 +195,8 @@ def render(cmd):
     fmt = settings.image_settings
     depth = "16" if fmt.color_depth in {"16", "32"} else "8"
     mode = fmt.color_mode if fmt.color_mode in {"BW", "RGB", "RGBA"} else "RGBA"
+    if hasattr(fmt, "media_type"):  # Blender 5.0 on: a movie output must become an image
+        fmt.media_type = "IMAGE"
     fmt.file_format = "PNG"
     fmt.color_mode = mode
     fmt.color_depth = depth

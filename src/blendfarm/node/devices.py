@@ -73,13 +73,14 @@ class Plan:
     backend: str
     slots: tuple[Slot, ...]
 
-    def summary(self) -> str:
-        """One sentence for the start of the node's log."""
+    def summary(self, device: str = "auto") -> str:
+        """One sentence for the start of the node's log (`device`: what --device asked)."""
+        if self.backend == "CPU":
+            why = " (Blender reports no GPU)" if device.strip().lower() == "auto" else ""
+            return f"rendering on the CPU{why}: 1 slot"
         labels = ", ".join(slot.label for slot in self.slots)
-        many = "slot" if len(self.slots) == 1 else "slots"
-        return f"rendering on {BACKEND_NAMES.get(self.backend, self.backend)}: {labels} " + (
-            f"({len(self.slots)} {many})"
-        )
+        count = f"{len(self.slots)} slot" + ("" if len(self.slots) == 1 else "s")
+        return f"rendering on {BACKEND_NAMES[self.backend]}: {labels} ({count})"
 
 
 def from_blender(raw: list[dict[str, Any]]) -> list[Device]:

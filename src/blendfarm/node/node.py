@@ -156,8 +156,10 @@ class Node:
         """Choose the Blender to render with and learn its version (said at start)."""
         self.executable = self._choose_blender()
         self.blender_version = blender_version(self.executable)
-        where = f"the bpy module of {sys.executable}" if self.executable == BPY else self.executable
-        using = f"rendering with Blender {self.blender_version} ({where})"
+        version = self.blender_version.removesuffix(" (bpy)")
+        bpy = f"the bpy module, in a child of {sys.executable}"
+        where = bpy if self.executable == BPY else self.executable
+        using = f"rendering with Blender {version} ({where})"
         self.say(using)
         self.log.add(f"blendfarm: {using}")
 
@@ -176,8 +178,9 @@ class Node:
         self.plan = plan
         self.workers = [self._worker(slot) for slot in plan.slots]
         self.heartbeats.in_flight[:] = [w.in_flight for w in self.workers]
-        self.say(plan.summary())
-        self.log.add(f"blendfarm: {plan.summary()}")
+        summary = plan.summary(self.settings.device)
+        self.say(summary)
+        self.log.add(f"blendfarm: {summary}")
 
     def _choose_blender(self) -> str:
         """--blender when given; else the server's Blender; else `blender` on PATH; else the
