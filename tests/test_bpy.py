@@ -230,11 +230,12 @@ def test_two_fake_gpus_give_two_bpy_sessions_each_told_its_device(
     live_farm.start_node(
         "twin", "--blender", "bpy", "--device", "cuda", env={FAKE_ENV: "CUDA:Fake A,CUDA:Fake B"}
     )
-    pid = submit(
-        live_farm, zip_folder(bpy_project, tmp_path / "p.zip"), "--frames", "1-3", "--tiles", "2"
-    )
-    done = live_farm.wait_state(pid, {"done", "error"})
-    assert done["state"] == "done", done
+    archive = zip_folder(bpy_project, tmp_path / "p.zip")
+    pid = submit(live_farm, archive, "--frames", "1-3", "--tiles", "2")
+    keeps = submit(live_farm, archive, "--frame", "1", "--device", "scene")
+    for project in (pid, keeps):
+        done = live_farm.wait_state(project, {"done", "error"})
+        assert done["state"] == "done", done
     node = {n["name"]: n for n in live_farm.client.get("/api/nodes").json()}["twin"]
     assert node["info"]["slots"] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
     log = wait_log(
@@ -245,6 +246,8 @@ def test_two_fake_gpus_give_two_bpy_sessions_each_told_its_device(
     )
     assert "on CUDA 0 (Fake A) [fake device: rendered on the CPU]" in log
     assert "on CUDA 1 (Fake B) [fake device: rendered on the CPU]" in log
+    # The project asked to keep the scene's own device, the CPU (tests/make_scene.py sets it).
+    assert "blendfarm: rendering frame 1 on CPU (the scene asks for it)" in log
 
 
 @pytest.mark.gpu

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from apphelpers import InProcessFarm
+from apphelpers import NODE, InProcessFarm
 from blendfarm.errors import BadInput, BlendfarmError
 from blendfarm.node.devices import (
     BACKENDS,
@@ -173,3 +173,72 @@ def test_a_node_refuses_a_bad_device_choice_before_it_starts(tmp_path: Path) -> 
     settings = NodeSettings(work_dir=tmp_path / "w", device="gpu")
     with pytest.raises(BadInput, match="--device 'gpu'"):
         Node(settings)
+
+
+def lease(farm: InProcessFarm, slot: str, node: str = "n1") -> dict[str, Any] | None:
+    resp = farm.client.post(f"/api/nodes/{node}/lease", params={"slot": slot}, headers=NODE)
+    assert resp.status_code in (200, 204), resp.text
+    return resp.json() if resp.status_code == 200 else None
+
+
+@pytest.mark.parametrize(
+    ("device", "slot", "other"), [("gpu", "gpu", "cpu"), ("cpu", "cpu", "gpu")]
+)
+def test_a_project_that_requires_a_device_goes_only_to_such_slots(
+    farm: InProcessFarm, device: str, slot: str, other: str
+) -> None:
+    resp = farm.submit({"frame": "1", "device": device})
+    assert resp.status_code == 201, resp.text
+    assert resp.json()["device"] == device
+    farm.register()
+    assert lease(farm, other) is None
+    task = lease(farm, slot)
+    assert task is not None and task["kind"] == "probe" and task["scene_device"] is False
+
+
+def test_any_project_goes_to_every_slot_and_scene_tells_the_session(
+    farm: InProcessFarm,
+) -> None:
+    farm.submit({"frame": "1", "device": "scene"})
+    farm.submit({"frame": "2"})
+    farm.register()
+    first, second = lease(farm, "gpu"), lease(farm, "cpu")
+    assert first is not None and second is not None
+    assert sorted([first["scene_device"], second["scene_device"]]) == [False, True]
+
+
+def test_an_unknown_project_device_is_a_400(farm: InProcessFarm) -> None:
+    resp = farm.submit({"frame": "1", "device": "tpu"})
+    assert resp.status_code == 400 and "device 'tpu'" in resp.json()["error"]["message"]
+
+
+def test_a_node_leases_gpu_projects_for_its_gpu_slot_only(
+    farm: InProcessFarm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(FAKE_ENV, "HIP:Fake")
+    farm.submit({"frame": "1", "device": "gpu"})
+    farm.submit({"frame": "1", "device": "cpu"})
+    rendered: dict[str, list[str]] = {}
+
+    class Recording(FakeRenderer):
+        def __init__(self, slot: Slot):
+            super().__init__()
+            self.slot = slot
+
+        def render(self, blend: Path, command: dict[str, Any]) -> Path:
+            rendered.setdefault(self.slot.label, []).append(command["output"])
+            return super().render(blend, command)
+
+    settings = NodeSettings(
+        server="http://testserver",
+        name="mixed",
+        work_dir=tmp_path / "w",
+        token="tok-123",
+        cpu_slot=True,
+    )
+    node = Node(settings, http=farm.client, renderers=Recording, say=lambda _m: None)
+    assert node.run(burst=True) >= 3  # two probes, two chunks: some slot may see an empty queue
+    farm.background.composite_all()
+    projects = farm.client.get("/api/projects").json()
+    assert [p["state"] for p in projects] == ["done", "done"], projects
+    assert {label: len(outs) for label, outs in rendered.items()} == {"HIP 0 (Fake)": 1, "CPU": 1}

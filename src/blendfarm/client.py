@@ -274,9 +274,9 @@ class ApiClient:
             "POST", f"/api/nodes/{_seg(name)}/heartbeat", beat, p.HeartbeatAnswer, retry=retry
         )
 
-    def lease(self, name: str) -> p.Task | None:
-        """The node's next task, or None when there is nothing for it."""
-        resp = self._send("POST", f"/api/nodes/{_seg(name)}/lease")
+    def lease(self, name: str, slot: str = "cpu") -> p.Task | None:
+        """The next task for the node's `slot` ("gpu" or "cpu"), or None when there is none."""
+        resp = self._send("POST", f"/api/nodes/{_seg(name)}/lease", params={"slot": slot})
         if resp.status_code == 204:
             return None
         if resp.status_code >= 400:

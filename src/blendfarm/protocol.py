@@ -73,6 +73,7 @@ class Project(Message):
     frame_end: int | None
     tiles: int
     overscan: int
+    device: str
     chunks_done: int
     chunks_total: int
     chunks_rendering: int
@@ -110,6 +111,9 @@ class SubmissionForm(Message):
     frame_end: str = ""
     tiles: str = ""
     overscan: str = ""
+    device: Literal["", "any", "gpu", "cpu", "scene"] = ""
+    """Which slots may render it: any, only a GPU, only a CPU, or any keeping the scene's
+    own `cycles.device = 'CPU'`."""
 
 
 class Deleted(Message):
@@ -234,6 +238,8 @@ class Task(Message):
     """The rectangle Blender renders: `rect` grown by the overscan."""
     border: list[float] | None = None
     """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
+    scene_device: bool = False
+    """Keep the scene's own `cycles.device = 'CPU'` (the project asked for it)."""
 
 
 class Probe(Message):

@@ -273,11 +273,12 @@ class Node:
             f"(Blender {self.blender_version})"
         )
 
-    def _lease(self) -> Task | None:
-        """The next task, or None when the queue has nothing for this node."""
+    def _lease(self, slot: Slot | None = None) -> Task | None:
+        """The next task for `slot` (the first one), or None when the queue has nothing for it."""
+        kind = "cpu" if (slot or self.workers[0].slot).device is None else "gpu"
         while True:
             try:
-                return self.client.lease(self.name)
+                return self.client.lease(self.name, kind)
             except Unauthorized:
                 raise BlendfarmError(REFUSED_TOKEN) from None
             except InsufficientStorage as exc:  # the server's disk is full: it may be freed
@@ -364,7 +365,7 @@ class Node:
                 self._busy += 1
             done = False
             try:
-                task = self._lease()
+                task = self._lease(worker.slot)
                 if task is not None:
                     self.run_task(task, worker)
                     done = True

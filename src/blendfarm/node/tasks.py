@@ -144,6 +144,7 @@ class TaskRunner:
                     "output": str(output),
                     "threads": self.settings.threads,
                     "timeout": task.timeout or self.settings.chunk_timeout,
+                    "scene_device": task.scene_device,
                 },
             )
             self.in_flight.blender_finished()

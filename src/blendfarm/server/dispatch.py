@@ -77,9 +77,12 @@ class Dispatch:
 
     # -- leases -----------------------------------------------------------------------------
 
-    def lease(self, name: str) -> p.Task | None:
+    def lease(self, name: str, slot: str = "cpu") -> p.Task | None:
+        """The next task for the `slot` ("gpu" or "cpu") of node `name`."""
         self.store.nodes.seen(name)
-        task = self.store.tasks.lease(name, self.settings.node_timeout, self.settings.max_failures)
+        task = self.store.tasks.lease(
+            name, self.settings.node_timeout, self.settings.max_failures, slot
+        )
         if task is None:
             return None
         return self._describe(task)
@@ -98,6 +101,7 @@ class Dispatch:
             archive_url=f"/api/projects/{proj.id}/archive",
             blend=proj.blend,
             timeout=self.settings.chunk_timeout,
+            scene_device=proj.device == "scene",
         )
         if task.kind is TaskKind.CHUNK:
             (w, h), n = frame_size(proj), proj.tiles

@@ -52,10 +52,16 @@ async def node_heartbeat(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.dispatch.heartbeat, name, beat))
 
 
-@api("A node asks for work (token); 204 when there is none.", response=p.Task, auth="token")
+@api(
+    "A node asks for work for one of its slots (token; ?slot=gpu|cpu, default cpu); 204 when "
+    "there is none.",
+    response=p.Task,
+    auth="token",
+)
 async def node_lease(request: Request) -> Response:
     farm = node_auth(request)
-    task = await run_in_threadpool(farm.dispatch.lease, _node_name(request))
+    slot = "gpu" if request.query_params.get("slot") == "gpu" else "cpu"
+    task = await run_in_threadpool(farm.dispatch.lease, _node_name(request), slot)
     if task is None:
         return Response(status_code=204)
     return MessageResponse(task)

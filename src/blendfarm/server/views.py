@@ -100,6 +100,7 @@ class Views:
             frame_end=row.frame_end,
             tiles=row.tiles,
             overscan=row.overscan,
+            device=row.device,
             chunks_done=c.done,
             chunks_total=c.total,
             chunks_rendering=c.rendering,
