@@ -43,8 +43,8 @@ def session_command(
     trusted = "--trust-scripts" in options
     files = [str(blend)] if blend is not None else []
     if executable == BPY:
-        # -I: neither the working folder (a project's files) nor PYTHON* variables reach it.
-        return [sys.executable, "-I", str(BPY_SESSION), *files, "--", *options]
+        # -P -E: neither the working folder (a project's files) nor PYTHON* variables reach it.
+        return [sys.executable, "-E", "-P", str(BPY_SESSION), *files, "--", *options]
     # No Python from the submitted file runs unless the node's owner trusts it: neither
     # registered text blocks nor Python drivers (whatever the user's preferences say);
     # blender_script.py turns off Freestyle's Python style modules.
@@ -61,7 +61,7 @@ def bpy_version() -> str:
     """The version of the bpy module the node's Python has, asked in a child; '' if none."""
     try:
         done = subprocess.run(
-            [sys.executable, "-I", "-c", "import bpy; print('Blender', bpy.app.version_string)"],
+            [sys.executable, "-E", "-P", "-c", "import bpy; print('Blender', bpy.app.version_string)"],
             capture_output=True,
             text=True,
             timeout=120,
