@@ -171,7 +171,7 @@ def test_a_bpy_node_renders_a_tiled_still_and_an_animation(
     nodes = {n["name"]: n for n in live_farm.client.get("/api/nodes").json()}
     assert nodes["py"]["blender_version"].startswith("5.0.")
     assert nodes["py"]["blender_version"].endswith("(bpy)")
-    assert nodes["py"]["info"]["slots"] == ["CPU"]  # no GPU here: auto fell back to the CPU
+    assert nodes["py"]["slots"] == ["CPU"]  # no GPU here: auto fell back to the CPU
     assert nodes["py"]["chunks_done"] == 4 + 12
     # The render sessions run in a child Python: the node process never loads bpy.
     maps = Path(f"/proc/{node.pid}/maps").read_text()
@@ -237,7 +237,7 @@ def test_two_fake_gpus_give_two_bpy_sessions_each_told_its_device(
         done = live_farm.wait_state(project, {"done", "error"})
         assert done["state"] == "done", done
     node = {n["name"]: n for n in live_farm.client.get("/api/nodes").json()}["twin"]
-    assert node["info"]["slots"] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
+    assert node["slots"] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
     log = wait_log(
         live_farm,
         "twin",

@@ -155,8 +155,9 @@ def test_two_fake_gpus_make_two_slots_rendering_at_once(
     node = Node(settings, http=farm.client, renderers=make, say=lambda _m: None)
     node.register()
     assert [w.slot.label for w in node.workers] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
-    info = farm.client.get("/api/nodes").json()[0]["info"]
-    assert info["devices"] == info["slots"] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
+    shown = farm.client.get("/api/nodes").json()[0]
+    assert shown["devices"] == shown["slots"] == ["CUDA 0 (Fake A)", "CUDA 1 (Fake B)"]
+    assert shown["info"]["slots"] == shown["slots"]
     # The probe is leased first: a slot renders it alone, so the meeting starts after it.
     probe = node._lease()
     assert probe is not None and probe.kind == "probe"

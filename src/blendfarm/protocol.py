@@ -160,6 +160,10 @@ class Node(Message):
     current: CurrentTask | None
     log_tail: list[str]
     info: NodeInfo
+    devices: list[str] = []
+    """The GPUs Blender reports on the node (as in `info`)."""
+    slots: list[str] = []
+    """What each of its render sessions renders on, e.g. ["CUDA 0 (...)", "CPU"]."""
 
 
 class Disk(Message):

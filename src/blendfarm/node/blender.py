@@ -61,7 +61,13 @@ def bpy_version() -> str:
     """The version of the bpy module the node's Python has, asked in a child; '' if none."""
     try:
         done = subprocess.run(
-            [sys.executable, "-E", "-P", "-c", "import bpy; print('Blender', bpy.app.version_string)"],
+            [
+                sys.executable,
+                "-E",
+                "-P",
+                "-c",
+                "import bpy; print('Blender', bpy.app.version_string)",
+            ],
             capture_output=True,
             text=True,
             timeout=120,

@@ -157,6 +157,7 @@ class Views:
             if n.offline and now - n.last_seen > OFFLINE_SHOWN:
                 continue
             cur = n.current
+            info = p.convert(n.info, p.NodeInfo, "a node's stored info")
             out.append(
                 p.Node(
                     name=n.name,
@@ -177,7 +178,9 @@ class Views:
                         col=cur.col,
                     ),
                     log_tail=list(n.log[-LOG_TAIL:]),
-                    info=p.convert(n.info, p.NodeInfo, "a node's stored info"),
+                    info=info,
+                    devices=list(info.devices),
+                    slots=list(info.slots) or ["CPU"],
                 )
             )
         return out

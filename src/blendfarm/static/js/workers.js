@@ -131,10 +131,9 @@ function updateCard(card, n, projects, now) {
 
   setText(parts.version, n.blender_version || "unknown");
   // One slot per device: each renders a chunk of its own at the same time.
-  const info = n.info || {};
-  const slots = Array.isArray(info.slots) && info.slots.length ? info.slots : ["CPU"];
+  const slots = Array.isArray(n.slots) && n.slots.length ? n.slots : ["CPU"];
   setText(parts.slots, slots.length > 1 ? `${slots.join(", ")} (${slots.length} at once)` : slots[0]);
-  const devices = Array.isArray(info.devices) ? info.devices : [];
+  const devices = Array.isArray(n.devices) ? n.devices : [];
   setAttr(parts.slots, "title", devices.length ? `GPUs found: ${devices.join(", ")}` : "No GPU found");
   setText(parts.sinceLabel, online ? "Online for" : "Was online");
   setText(parts.since, online ? duration(n.started, now) : dateTime(n.started));
