@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 # The official Blender as a Python module (the `blender` extra: bpy from PyPI, Python 3.11),
 # checked in a child Python as the node does.
 bpy: $(STAMP)
-	@$(BIN)/python -E -P -c "import bpy" >/dev/null 2>&1 || { \
+	@$(BIN)/python -P -c "import bpy" >/dev/null 2>&1 || { \
 	  echo "the bpy module did not install (it needs Python 3.11: make PYTHON=python3.11 ...)"; exit 1; }
 
 # Debian's blender package, installed when missing and we may (root); otherwise say what to do.

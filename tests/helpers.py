@@ -66,6 +66,14 @@ def require_bpy() -> str:
     return BPY
 
 
+def hide_bpy(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` in which the node's Python cannot import bpy (a stand-in that refuses, first on
+    PYTHONPATH), for tests of a machine without it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bpy.py").write_text("raise ImportError('bpy is hidden by the test')\n")
+    return dict(env, PYTHONPATH=str(folder))
+
+
 def require_blender() -> str:
     """Blender's path; a missing Blender fails in CI and skips elsewhere."""
     path = shutil.which("blender")

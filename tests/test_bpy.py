@@ -24,6 +24,7 @@ from helpers import (
     BLENDFARM,
     FarmProcesses,
     blender_run,
+    hide_bpy,
     make_project,
     render_direct,
     require_bpy,
@@ -265,3 +266,23 @@ def test_a_real_gpu_renders_a_chunk(bpy: str, bpy_project: Path, tmp_path: Path)
         renderer.close()
     assert output.stat().st_size > 0
     assert any(f"on {devices[0].label}" in line and "fake" not in line for line in lines), lines
+
+
+@pytest.mark.e2e
+def test_a_node_without_blender_on_its_path_uses_bpy_and_without_bpy_waits(
+    live_farm: FarmProcesses, bpy: str, tmp_path: Path
+) -> None:
+    live_farm.start_node("bare", env={"PATH": "/nonexistent"})
+    live_farm.start_node("none", env=hide_bpy({"PATH": "/nonexistent"}, tmp_path / "no-bpy"))
+    deadline = time.monotonic() + 60
+    nodes: dict = {}
+    while time.monotonic() < deadline and "bare" not in nodes:
+        nodes = {n["name"]: n for n in live_farm.client.get("/api/nodes").json()}
+        time.sleep(0.3)
+    assert nodes["bare"]["blender_version"].endswith("(bpy)"), live_farm.logs()
+    while time.monotonic() < deadline and "no Blender to render with" not in live_farm.log(
+        "node-none"
+    ):
+        time.sleep(0.3)
+    assert "no bpy module" in live_farm.log("node-none"), live_farm.logs()
+    assert "none" not in {n["name"] for n in live_farm.client.get("/api/nodes").json()}

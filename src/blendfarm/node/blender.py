@@ -43,8 +43,8 @@ def session_command(
     trusted = "--trust-scripts" in options
     files = [str(blend)] if blend is not None else []
     if executable == BPY:
-        # -P -E: neither the working folder (a project's files) nor PYTHON* variables reach it.
-        return [sys.executable, "-E", "-P", str(BPY_SESSION), *files, "--", *options]
+        # -P: the working folder (a project's files) is not on its import path.
+        return [sys.executable, "-P", str(BPY_SESSION), *files, "--", *options]
     # No Python from the submitted file runs unless the node's owner trusts it: neither
     # registered text blocks nor Python drivers (whatever the user's preferences say);
     # blender_script.py turns off Freestyle's Python style modules.
@@ -63,7 +63,6 @@ def bpy_version() -> str:
         done = subprocess.run(
             [
                 sys.executable,
-                "-E",
                 "-P",
                 "-c",
                 "import bpy; print('Blender', bpy.app.version_string)",

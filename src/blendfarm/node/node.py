@@ -295,6 +295,8 @@ class Node:
 
         Returns how many tasks this call handled.
         """
+        with self._gate:
+            self._claimed = self._handled = 0
         guard = StopGuard(self.stop_request, self._stopping, self._stopping_now, self._kill_blender)
         guard.start()
         self.projects.clean()
