@@ -4,17 +4,24 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format man blender chromium clean
+.PHONY: run test lint format man bpy blender chromium clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null && $(PYTHON) -m venv $(VENV); \
 	  else echo "creating .venv needs Debian's python3-venv: run 'sudo apt-get install python3-venv'"; exit 1; fi; }
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,blender]'
 	touch $(STAMP)
 
+# The official Blender as a Python module (the `blender` extra: bpy from PyPI, Python 3.11),
+# checked in a child Python as the node does.
+bpy: $(STAMP)
+	@$(BIN)/python -P -c "import bpy" >/dev/null 2>&1 || { \
+	  echo "the bpy module did not install (it needs Python 3.11: make PYTHON=python3.11 ...)"; exit 1; }
+
 # Debian's blender package, installed when missing and we may (root); otherwise say what to do.
+# `make test` keeps it for the end-to-end tests of an executable Blender.
 blender:
 	@command -v blender >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq blender >/dev/null; \
@@ -25,8 +32,9 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
 
-run: $(STAMP) blender
-	$(BIN)/blendfarm serve --local-nodes 1 --data ./data
+# The local node renders with the bpy module (current Blender, with OpenImageDenoise).
+run: $(STAMP) bpy
+	BLENDFARM_BLENDER=bpy $(BIN)/blendfarm serve --local-nodes 1 --data ./data
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
@@ -40,7 +48,7 @@ format: $(STAMP)
 man: $(STAMP)
 	$(BIN)/python -m blendfarm.cli.manpages man docs/cli.md
 
-test: $(STAMP) blender chromium lint
+test: $(STAMP) bpy blender chromium lint
 	$(BIN)/pytest -q
 
 clean:

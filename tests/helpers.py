@@ -27,6 +27,53 @@ TOKEN = "test-node-token"
 PASSWORD = "test-admin-password"
 
 
+BPY = "bpy"
+"""Stands for the bpy module (blendfarm[blender]) where helpers take a Blender."""
+BPY_RUN = (
+    "import runpy, sys\n"
+    "import bpy\n"
+    "blend, script, expr, *rest = sys.argv[1:]\n"
+    "if blend:\n"
+    "    bpy.ops.wm.open_mainfile(filepath=blend, load_ui=False)\n"
+    "sys.argv = [script or 'expr', '--', *rest]\n"
+    "if script:\n"
+    "    runpy.run_path(script, run_name='__main__')\n"
+    "else:\n"
+    "    exec(expr, {'__name__': '__main__'})\n"
+)
+
+
+def blender_run(
+    blender: str, blend: Path | None = None, script: Path | None = None, expr: str = "", *args: str
+) -> list[str]:
+    """The command that runs `script` (or `expr`) in `blender` (a path, or BPY), on `blend`
+    or on factory settings, with `args` after "--"."""
+    if blender == BPY:
+        return [
+            sys.executable, "-I", "-c", BPY_RUN, str(blend or ""), str(script or ""), expr, *args
+        ]  # fmt: skip
+    cmd = [blender, "-b", str(blend) if blend else "--factory-startup"]
+    cmd += ["--python", str(script)] if script else ["--python-expr", expr]
+    return [*cmd, "--", *args]
+
+
+def require_bpy() -> str:
+    """BPY when the bpy module is installed; its absence fails in CI and skips elsewhere."""
+    from blendfarm.node.blender import bpy_version
+
+    if not bpy_version():
+        missing("the bpy module is not installed (pip install 'blendfarm[blender]')")
+    return BPY
+
+
+def hide_bpy(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` in which the node's Python cannot import bpy (a stand-in that refuses, first on
+    PYTHONPATH), for tests of a machine without it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bpy.py").write_text("raise ImportError('bpy is hidden by the test')\n")
+    return dict(env, PYTHONPATH=str(folder))
+
+
 def require_blender() -> str:
     """Blender's path; a missing Blender fails in CI and skips elsewhere."""
     path = shutil.which("blender")
@@ -45,17 +92,7 @@ def make_scene(blender: str, kind: str, out: Path, **opts: object) -> Path:
     """Build a .blend with tests/make_scene.py inside real Blender."""
     args = [f"{k}={v}" for k, v in opts.items()]
     proc = subprocess.run(
-        [
-            blender,
-            "-b",
-            "--factory-startup",
-            "--python",
-            str(MAKE_SCENE),
-            "--",
-            kind,
-            str(out),
-            *args,
-        ],
+        blender_run(blender, None, MAKE_SCENE, "", kind, str(out), *args),
         capture_output=True,
         text=True,
         timeout=120,
@@ -78,7 +115,7 @@ def render_direct(blender: str, blend: Path, frame: int, out: Path) -> Path:
         f"bpy.data.images['Render Result'].save_render(filepath={str(out)!r}, scene=s)"
     )
     proc = subprocess.run(
-        [blender, "-b", str(blend), "--python-expr", script],
+        blender_run(blender, blend, None, script),
         capture_output=True,
         text=True,
         timeout=300,
@@ -155,7 +192,10 @@ class FarmProcesses:
             time.sleep(0.1)
         raise AssertionError("the server did not come up\n" + self.log("serve"))
 
-    def start_node(self, name: str, *extra: str) -> subprocess.Popen[bytes]:
+    def start_node(
+        self, name: str, *extra: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`blendfarm node --name NAME EXTRA`, with `env` added to the farm's environment."""
         log = open(self.root / f"node-{name}.log", "ab")
         proc = subprocess.Popen(
             [
@@ -167,7 +207,7 @@ class FarmProcesses:
                 str(self.root / f"work-{name}"),
                 *extra,
             ],
-            env=self.env,
+            env={**self.env, **(env or {})},
             stdout=log,
             stderr=subprocess.STDOUT,
         )

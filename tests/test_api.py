@@ -679,3 +679,13 @@ def test_a_node_waiting_for_work_gets_it_the_moment_it_exists(
     farm.submit({"frame": "1"})  # ...and work appears: its probe goes to the waiting node
     waiting.join(15)
     assert answers == [200], "the waiting node was not woken by the new project"
+
+
+def test_a_node_that_leaves_hands_back_what_it_held(farm: InProcessFarm) -> None:
+    farm.register("n1")
+    farm.submit({"frame": "1"})
+    task = farm.lease("n1")
+    assert task is not None
+    assert farm.client.post("/api/nodes/n1/leave", headers=NODE).status_code == 200
+    again = farm.lease("n2")  # at once, not after the lease runs out
+    assert again is not None and again["id"] == task["id"]

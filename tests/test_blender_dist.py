@@ -16,7 +16,7 @@ import pytest
 from blendfarm.errors import BadInput, BlendfarmError
 from blendfarm.node.blender_fetch import unpack_blender
 from blendfarm.server.blender_shelf import check_tarball
-from helpers import FarmProcesses
+from helpers import FarmProcesses, hide_bpy
 
 
 def blender_tarball(out: Path, blender: str, folder: str, note: str) -> Path:
@@ -61,8 +61,8 @@ def test_nodes_render_with_the_servers_blender_and_switch_to_a_new_one(
     farm = FarmProcesses(tmp_path, node_timeout=3)
     farm.start_server()
     try:
-        # A node with no Blender anywhere says so and waits.
-        farm.env = dict(farm.env, PATH="/nonexistent")
+        # A node with no Blender anywhere (nor the bpy module) says so and waits.
+        farm.env = hide_bpy(dict(farm.env, PATH="/nonexistent"), tmp_path / "no-bpy")
         farm.start_node("fresh")
         farm.env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
         wait_for(

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from blendfarm.client import Stopped
+from blendfarm.node.devices import FAKE_ENV
 from blendfarm.node.stopping import GRACE, StopGuard, StopRequest, interruptible
 from helpers import FarmProcesses, make_project, running_farm, zip_folder
 
@@ -217,6 +218,30 @@ def test_sigterm_while_rendering_hands_the_chunk_back_and_leaves_no_blender(
     project = handed_back(farm, "busy", pid)
     assert project["chunks_done"] == 0
     assert node_said(farm, "busy", "stopping: handing task")
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_sigterm_hands_back_the_chunk_of_every_slot_and_leaves_no_blender(
+    farm: FarmProcesses, slow_zip: Path
+) -> None:
+    pid = submit(farm, slow_zip, "--frame", "1", "--tiles", "2")
+    farm.start_node("twin", "--threads", "1", env={FAKE_ENV: "CUDA:Fake A,CUDA:Fake B"})
+    node = farm.nodes["twin"]
+    busy = wait_for(
+        "both slots' Blenders to be busy rendering",
+        farm,
+        lambda: (
+            len(found := [c for c in farm.children(node) if cpu_seconds(c) > 3.0]) == 2 and found
+        ),
+    )
+    assert isinstance(busy, list)
+    assert farm.project(pid)["chunks_rendering"] == 2
+    assert sigterm_and_time(farm, "twin") == 0
+    assert all(processes_in_group(g) == [] for g in busy)
+    project = handed_back(farm, "twin", pid)
+    assert project["chunks_done"] == 0
+    assert node_said(farm, "twin", "stopping: handing task")
 
 
 @pytest.mark.e2e

@@ -274,13 +274,14 @@ class ApiClient:
             "POST", f"/api/nodes/{_seg(name)}/heartbeat", beat, p.HeartbeatAnswer, retry=retry
         )
 
-    def lease(self, name: str, wait: float = 0.0) -> p.Task | None:
-        """The node's next task, or None when there is nothing for it; with `wait` the server
-        holds the answer up to that many seconds until work exists (long poll)."""
+    def lease(self, name: str, slot: str = "cpu", wait: float = 0.0) -> p.Task | None:
+        """The next task for the node's `slot` ("gpu" or "cpu"), or None when there is none;
+        with `wait` the server holds the answer up to that many seconds until work exists."""
+        params = {"slot": slot, **({"wait": f"{wait:g}"} if wait else {})}
         resp = self._send(
             "POST",
             f"/api/nodes/{_seg(name)}/lease",
-            params={"wait": f"{wait:g}"} if wait else None,
+            params=params,
             timeout=httpx.Timeout(wait + 60.0, connect=10.0),
         )
         if resp.status_code == 204:

@@ -73,6 +73,7 @@ class Project(Message):
     frame_end: int | None
     tiles: int
     overscan: int
+    device: str
     chunks_done: int
     chunks_total: int
     chunks_rendering: int
@@ -110,6 +111,9 @@ class SubmissionForm(Message):
     frame_end: str = ""
     tiles: str = ""
     overscan: str = ""
+    device: Literal["", "any", "gpu", "cpu", "scene"] = ""
+    """Which slots may render it: any, only a GPU, only a CPU, or any keeping the scene's
+    own `cycles.device = 'CPU'`."""
 
 
 class Deleted(Message):
@@ -139,6 +143,10 @@ class NodeInfo(Message):
     hostname: Short = ""
     cores: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
     version: Short = ""
+    devices: Annotated[list[Short], Meta(max_length=64)] = []
+    """Every GPU Blender reports on the node, e.g. "CUDA 0 (NVIDIA GeForce RTX 4090)"."""
+    slots: Annotated[list[Short], Meta(max_length=64)] = []
+    """What each of its render sessions renders on ("CUDA 0 (...)", "CPU"): one chunk each."""
 
 
 class Node(Message):
@@ -152,6 +160,10 @@ class Node(Message):
     current: CurrentTask | None
     log_tail: list[str]
     info: NodeInfo
+    devices: list[str] = []
+    """The GPUs Blender reports on the node (as in `info`)."""
+    slots: list[str] = []
+    """What each of its render sessions renders on, e.g. ["CUDA 0 (...)", "CPU"]."""
 
 
 class Disk(Message):
@@ -230,6 +242,8 @@ class Task(Message):
     """The rectangle Blender renders: `rect` grown by the overscan."""
     border: list[float] | None = None
     """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
+    scene_device: bool = False
+    """Keep the scene's own `cycles.device = 'CPU'` (the project asked for it)."""
 
 
 class Probe(Message):

@@ -268,7 +268,22 @@ class NodeSettings:
     )
     work_dir: Path = setting(Path("./blendfarm-work"), "Work dir: name, project cache, Blender.")
     blender: str = setting(
-        "", "Blender executable (default: the server's, else `blender` on PATH).", metavar="PATH"
+        "",
+        "Blender executable, or `bpy` for the bpy module of blendfarm[blender] (default: the "
+        "server's, else `blender` on PATH, else bpy).",
+        metavar="PATH",
+    )
+    device: str = setting(
+        "auto",
+        "Render on: auto (the best GPU backend Blender reports, else the CPU), cpu, cuda, "
+        "optix, hip, oneapi or metal.",
+        metavar="DEVICE",
+    )
+    gpus: str = setting(
+        "all", "GPUs to render on, by number (e.g. 0,2): one render session each.", metavar="LIST"
+    )
+    cpu_slot: bool = setting(
+        False, "Render on the CPU too, beside the GPUs (one more session).", flags=("--cpu-slot",)
     )
     threads: int = setting(0, "Render threads (0: all cores).")
     token: str = setting("", "Node token printed by the server on first start.", secret=True)

@@ -165,6 +165,7 @@ def test_workers_page_shows_the_running_chunk(ui, farm, scenes) -> None:
         name = client.get("/api/nodes").json()[0]["name"]
     expect(node.get_by_role("heading", name=name)).to_be_visible()
     expect(node.get_by_text("Blender", exact=True)).to_be_visible()
+    expect(node.locator(".node-slots")).to_have_text("CPU")  # no GPU on the test machines
 
     # while it renders: project, frame and chunk
     expect(node.locator(".node-now")).to_contain_text(

@@ -160,6 +160,13 @@ def submit(
         metavar="PX",
         help="Render PX pixels beyond every inner chunk edge, then crop them (hides seams).",
     ),
+    device: str = typer.Option(
+        "any",
+        "--device",
+        metavar="DEVICE",
+        help="Which node slots may render it: any, gpu (only GPUs), cpu (only CPUs), or scene "
+        "(any, keeping the scene's own Cycles device when it is the CPU).",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
     check: bool = typer.Option(
         False, "--check", help="Only show what would be uploaded and rendered; send nothing."
@@ -176,6 +183,8 @@ def submit(
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
     fields: dict[str, str] = {"tiles": str(tiles), "overscan": str(overscan)}
+    if device.strip().lower() != "any":
+        fields["device"] = device.strip().lower()
     if title:
         fields["title"] = title
     if frame is not None:

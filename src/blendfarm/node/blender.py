@@ -1,7 +1,8 @@
 """Blender as a subprocess: one render session per .blend, kept warm between chunks.
 
 `Renderer` is the one small interface the node uses. A `BlenderSession` is a running
-`blender -b FILE --python blender_script.py` that takes JSON commands on stdin; a warm
+`blender -b FILE --python blender_script.py` (or, for the `bpy` module, a child Python
+running bpy_session.py, which runs the same script) that takes JSON commands on stdin; a warm
 renderer keeps it for the next chunk of the same file, a cold one closes it after each.
 """
 
@@ -14,6 +15,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections import deque
@@ -22,15 +24,67 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..errors import BlenderFailed, BlendfarmError
+from .devices import Device
 
 SCRIPT = Path(__file__).with_name("blender_script.py")
+BPY_SESSION = Path(__file__).with_name("bpy_session.py")
 MARKER = "@@BLENDFARM@@"
 TAIL_LINES = 40
+BPY = "bpy"
+"""`--blender bpy`: the bpy module in the node's own Python, run in a child interpreter."""
+BPY_MISSING = "the bpy module is not installed here: pip install 'blendfarm[blender]'"
 LogSink = Callable[[str], None]
 
 
+def session_command(
+    executable: str, blend: Path | None, options: list[str], threads: int = 0
+) -> list[str]:
+    """How to start a session: on `blend`, or without a file (`--list-devices`)."""
+    trusted = "--trust-scripts" in options
+    files = [str(blend)] if blend is not None else []
+    if executable == BPY:
+        # -P: the working folder (a project's files) is not on its import path.
+        return [sys.executable, "-P", str(BPY_SESSION), *files, "--", *options]
+    # No Python from the submitted file runs unless the node's owner trusts it: neither
+    # registered text blocks nor Python drivers (whatever the user's preferences say);
+    # blender_script.py turns off Freestyle's Python style modules.
+    autoexec = "--enable-autoexec" if trusted else "--disable-autoexec"
+    cmd = [executable, "-b", "-noaudio", autoexec]
+    cmd += files or ["--factory-startup"]
+    cmd += ["--python", str(SCRIPT), "--", *options]
+    if threads > 0:
+        cmd[1:1] = ["-t", str(threads)]
+    return cmd
+
+
+def bpy_version() -> str:
+    """The version of the bpy module the node's Python has, asked in a child; '' if none."""
+    try:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-P",
+                "-c",
+                "import bpy; print('Blender', bpy.app.version_string)",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    m = re.search(r"^Blender (\d+\.\d+(?:\.\d+)?)", done.stdout, re.M)
+    return m.group(1) if done.returncode == 0 and m else ""
+
+
 def find_blender(explicit: str = "") -> str:
-    """The Blender executable to use: the one given, else `blender` on PATH."""
+    """The Blender to use: the one given (a path, a name on PATH, or `bpy`), else `blender`
+    on PATH."""
+    if explicit == BPY:
+        if not bpy_version():
+            raise BlendfarmError(BPY_MISSING)
+        return BPY
     candidate = explicit or "blender"
     path = shutil.which(candidate) if os.sep not in candidate else candidate
     if not path or not os.access(path, os.X_OK):
@@ -42,7 +96,12 @@ def find_blender(explicit: str = "") -> str:
 
 
 def blender_version(executable: str) -> str:
-    """The version Blender reports, e.g. '3.4.1'."""
+    """The version Blender reports, e.g. '3.4.1'; the bpy module's is '5.0.1 (bpy)'."""
+    if executable == BPY:
+        version = bpy_version()
+        if not version:
+            raise BlendfarmError(BPY_MISSING)
+        return f"{version} (bpy)"
     try:
         out = subprocess.run(
             [executable, "--version"], capture_output=True, text=True, timeout=60, check=False
@@ -53,6 +112,28 @@ def blender_version(executable: str) -> str:
     if not m:
         raise BlendfarmError(f"{executable} does not look like Blender: {out.strip()[:200]!r}")
     return m.group(1)
+
+
+def list_devices(executable: str) -> list[dict[str, Any]]:
+    """The GPUs this Blender's Cycles reports (see blender_script.list_devices)."""
+    cmd = session_command(executable, None, ["--list-devices"])
+    try:
+        done = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise BlendfarmError(f"cannot ask Blender for its devices: {exc}") from None
+    for line in done.stdout.splitlines():
+        if line.startswith(MARKER):
+            try:
+                answer = json.loads(line[len(MARKER) :])
+            except json.JSONDecodeError:
+                break
+            if answer.get("ok"):
+                return list(answer["devices"])
+            raise BlendfarmError(f"Blender could not list its devices: {answer.get('error')}")
+    tail = (done.stdout + done.stderr).strip().splitlines()[-1:] or ["no output"]
+    raise BlendfarmError(f"Blender did not list its devices: {tail[0]}")
 
 
 class Renderer(Protocol):
@@ -87,14 +168,8 @@ class BlenderSession:
         self.log = log
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
-        # No Python from the submitted file runs unless the node's owner trusts it: neither
-        # registered text blocks nor Python drivers (whatever the user's preferences say);
-        # blender_script.py turns off Freestyle's Python style modules.
-        autoexec = "--enable-autoexec" if trust_scripts else "--disable-autoexec"
-        cmd = [executable, "-b", "-noaudio", autoexec, str(blend), "--python", str(SCRIPT)]
-        cmd += ["--", "--trust-scripts"] if trust_scripts else []
-        if threads > 0:
-            cmd[1:1] = ["-t", str(threads)]
+        options = ["--trust-scripts"] if trust_scripts else []
+        cmd = session_command(executable, blend, options, threads)
         try:
             self.proc = subprocess.Popen(
                 cmd,
@@ -199,8 +274,10 @@ class SessionRenderer:
         warm: bool = True,
         timeout: float = 3600.0,
         trust_scripts: bool = False,
+        device: Device | None = None,
     ):
         self.executable = executable
+        self.device = device
         self.log = log
         self.threads = threads
         self.warm = warm
@@ -261,8 +338,10 @@ class SessionRenderer:
         started = time.monotonic()
         command = dict(command)
         timeout = float(command.pop("timeout", None) or self.timeout)
-        answer = self._run(blend, {"op": "render", **command}, timeout)
-        self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s")
+        device = self.device.command() if self.device is not None else None
+        answer = self._run(blend, {"op": "render", "device": device, **command}, timeout)
+        on = answer.get("device") or "?"
+        self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s on {on}")
         return Path(answer["output"])
 
     def abort(self, polite: bool = False) -> None:

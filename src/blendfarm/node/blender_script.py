@@ -1,5 +1,5 @@
-"""Runs inside Blender (`blender -b FILE --python blender_script.py [-- --trust-scripts]`):
-a render session. Works with Blender 3.4 to 5.x.
+"""Runs inside Blender (`blender -b FILE --python blender_script.py [-- --trust-scripts]`,
+or the bpy module through bpy_session.py): a render session. Works with Blender 3.4 to 5.x.
 
 It reads one JSON command per line on stdin and answers each with one line on stdout that
 starts with MARKER. Blender keeps running between commands, so a node renders many chunks of
@@ -14,8 +14,14 @@ not run (`scripts_blocked`) so the artist learns why a frame may differ.
 Commands:
   {"op": "probe"}
   {"op": "render", "frame": 3, "border": [min_x, max_x, min_y, max_y] | null,
-   "output": "/abs/path.png", "threads": 0, "size": [w, h]}
+   "output": "/abs/path.png", "threads": 0, "size": [w, h],
+   "device": {"backend": "CUDA", "index": 0, "id": "...", "name": "...", "fake": false} | null,
+   "scene_device": false}
   {"op": "quit"}
+
+`device` pins Cycles to one GPU (null: the CPU); `scene_device` keeps a scene's own
+`cycles.device = 'CPU'`. With `-- --list-devices` (and no file) it prints the GPUs Cycles
+reports, one answer line, and quits.
 """
 
 import json
@@ -189,20 +195,65 @@ def render(cmd):
     fmt = settings.image_settings
     depth = "16" if fmt.color_depth in {"16", "32"} else "8"
     mode = fmt.color_mode if fmt.color_mode in {"BW", "RGB", "RGBA"} else "RGBA"
+    if hasattr(fmt, "media_type"):  # Blender 5.0 on: a movie output must become an image
+        fmt.media_type = "IMAGE"
     fmt.file_format = "PNG"
     fmt.color_mode = mode
     fmt.color_depth = depth
     fmt.compression = 15
-    if scene.render.engine == "CYCLES":
-        # Cycles renders the whole border as one image; a chunk is small enough for that.
-        scene.cycles.device = "CPU"
+    # Cycles renders the whole border as one image; a chunk is small enough for that.
+    device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))
+    print(f"blendfarm: rendering frame {scene.frame_current} on {device}", flush=True)
     bpy.ops.render.render(write_still=False)
     result = bpy.data.images["Render Result"]
     output = cmd["output"]
     result.save_render(filepath=output, scene=scene)
     if not os.path.exists(output):
         raise RuntimeError("Blender produced no image (see the log above)")
-    return {"output": output}
+    return {"output": output, "device": device}
+
+
+def cycles_preferences():
+    return bpy.context.preferences.addons["cycles"].preferences
+
+
+def list_devices():
+    """Every GPU Cycles can use, by backend (CUDA, OPTIX, HIP, ONEAPI, METAL), in its order."""
+    prefs = cycles_preferences()
+    found = []
+    for backend, *_ in prefs.get_device_types(bpy.context):
+        if backend == "NONE":
+            continue
+        gpus = [d for d in prefs.get_devices_for_type(backend) if d.type == backend]
+        for index, device in enumerate(gpus):
+            found.append({"backend": backend, "index": index, "id": device.id, "name": device.name})
+    return found
+
+
+def use_device(scene, device, scene_device):
+    """Pin Cycles to `device` (one GPU; None: the CPU); the device rendering, in words."""
+    if scene.render.engine != "CYCLES":
+        return f"{scene.render.engine} (no device choice)"
+    if scene_device and scene.cycles.device == "CPU":
+        return "CPU (the scene asks for it)"
+    if not device:
+        scene.cycles.device = "CPU"
+        return "CPU"
+    label = f"{device['backend']} {device['index']} ({device['name']})"
+    if device.get("fake"):  # a test's stand-in for a GPU this machine does not have
+        scene.cycles.device = "CPU"
+        return label + " [fake device: rendered on the CPU]"
+    prefs = cycles_preferences()
+    prefs.compute_device_type = device["backend"]
+    gpus = prefs.get_devices_for_type(device["backend"])
+    for candidate in prefs.devices:
+        candidate.use = False
+    chosen = [d for d in gpus if d.type == device["backend"] and d.id == device["id"]]
+    if not chosen:
+        raise RuntimeError(f"the device {label} is gone")
+    chosen[0].use = True
+    scene.cycles.device = "GPU"
+    return label
 
 
 def main():
@@ -229,6 +280,13 @@ def main():
             sys.stdout.flush()
             answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
 
+
+if "--list-devices" in OPTIONS:
+    try:
+        answer({"ok": True, "devices": list_devices()})
+    except Exception as exc:
+        answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+    sys.exit(0)
 
 try:
     BLOCKED = [] if TRUSTED else block_scripts()

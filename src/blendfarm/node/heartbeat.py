@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
 
 from ..client import ApiClient
 from ..errors import BlendfarmError
@@ -78,16 +79,20 @@ class InFlight:
 
 
 class Heartbeats:
-    """Sends a heartbeat every `every` seconds on its own thread until `stop` is set."""
+    """Sends a heartbeat every `every` seconds on its own thread until `stop` is set.
+
+    `in_flight` holds one InFlight per slot of the node (the list may grow after
+    registering); `stop_blender(slot)` stops the Blender of that slot only.
+    """
 
     def __init__(
         self,
         client: ApiClient,
         name: str,
-        in_flight: InFlight,
+        in_flight: list[InFlight],
         log: LogBuffer,
         stop: threading.Event,
-        stop_blender: Callable[[], None],
+        stop_blender: Callable[[InFlight], None],
         say: Callable[[str], None],
         follow_blender: bool,
     ):
@@ -119,19 +124,21 @@ class Heartbeats:
             self.beat()
 
     def beat(self) -> None:
-        """One heartbeat; a server that does not answer is tried again at the next one."""
-        task = self.in_flight.task
+        """One heartbeat for the tasks of every slot; a server that does not answer is tried
+        again at the next one."""
+        held = [(slot, slot.task) for slot in list(self.in_flight)]
         lines = self.log.take()
-        beat = Heartbeat(tasks=[task.id] if task else [], log=lines)
+        beat = Heartbeat(tasks=[task.id for _slot, task in held if task], log=lines)
         try:
             answer = self.client.heartbeat(self.name, beat)
         except BlendfarmError as exc:
             if exc.status >= 500:  # away or failing (Unreachable is 503): keep them for later
                 self.log.put_back(lines)
             return
-        if task is not None and task.id in answer.cancel:
-            if self.in_flight.cancel(task, self.stop_blender):
-                self.say(f"lost the lease on task {task.id}: stopping Blender")
+        for slot, task in held:
+            if task is not None and task.id in answer.cancel:
+                if slot.cancel(task, partial(self.stop_blender, slot)):
+                    self.say(f"lost the lease on task {task.id}: stopping Blender")
         if self.follow_blender and (answer.blender_sha256 or "") != self.blender_sha:
             self.new_blender.set()
         if answer.server_id and answer.server_id != self.server_id:

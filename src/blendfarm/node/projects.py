@@ -47,6 +47,7 @@ class ProjectCache:
         self.say = say
         self.stop = stop
         self.reserve = reserve
+        self._lock = threading.Lock()  # the slots of a node share the cache: one fetch at a time
 
     def clean(self) -> None:
         """Drop what a node that was stopped mid-way left: partial downloads and unpacks."""
@@ -66,6 +67,10 @@ class ProjectCache:
 
     def folder(self, task: Task) -> Path:
         """The unpacked project of `task`, downloaded and verified once."""
+        with self._lock:
+            return self._folder(task)
+
+    def _folder(self, task: Task) -> Path:
         sha = task.sha256
         if not sha.isalnum():
             raise BlendfarmError("the server sent a bad project hash")

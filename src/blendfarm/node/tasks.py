@@ -48,7 +48,7 @@ def expected(exc: Exception) -> bool:
 
 
 class TaskRunner:
-    """Runs the tasks a node leases, one at a time."""
+    """Runs the tasks one slot of a node leases, one at a time (`device`: the slot's)."""
 
     def __init__(
         self,
@@ -61,8 +61,10 @@ class TaskRunner:
         renderer: Callable[[], Renderer],
         stop: threading.Event,
         say: Callable[[str], None],
+        device: str = "",
     ):
         self.name = name
+        self.device = device
         self.settings = settings
         self.out_dir = work / "out"
         self.client = client
@@ -131,7 +133,8 @@ class TaskRunner:
         self.out_dir.mkdir(exist_ok=True)
         output = self.out_dir / f"{task.id}.png"
         output.unlink(missing_ok=True)
-        self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}")
+        on = f" on {self.device}" if self.device else ""
+        self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}{on}")
         try:
             self.renderer().render(
                 blend,
@@ -141,6 +144,7 @@ class TaskRunner:
                     "output": str(output),
                     "threads": self.settings.threads,
                     "timeout": task.timeout or self.settings.chunk_timeout,
+                    "scene_device": task.scene_device,
                 },
             )
             self.in_flight.blender_finished()

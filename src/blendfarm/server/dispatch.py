@@ -77,7 +77,10 @@ class Dispatch:
         )
 
     def leave(self, name: str) -> p.Ok:
+        """A node says goodbye: offline, and whatever it still held goes back to the queue."""
         self.store.nodes.left(name)
+        if self.store.tasks.release_all(name):
+            self.bell.ring()
         return p.Ok(ok=True)
 
     def _blender_sha(self) -> str | None:
@@ -86,9 +89,12 @@ class Dispatch:
 
     # -- leases -----------------------------------------------------------------------------
 
-    def lease(self, name: str) -> p.Task | None:
+    def lease(self, name: str, slot: str = "cpu") -> p.Task | None:
+        """The next task for the `slot` ("gpu" or "cpu") of node `name`."""
         self.store.nodes.seen(name)
-        task = self.store.tasks.lease(name, self.settings.node_timeout, self.settings.max_failures)
+        task = self.store.tasks.lease(
+            name, self.settings.node_timeout, self.settings.max_failures, slot
+        )
         if task is None:
             return None
         return self._describe(task)
@@ -107,6 +113,7 @@ class Dispatch:
             archive_url=f"/api/projects/{proj.id}/archive",
             blend=proj.blend,
             timeout=self.settings.chunk_timeout,
+            scene_device=proj.device == "scene",
         )
         if task.kind is TaskKind.CHUNK:
             (w, h), n = frame_size(proj), proj.tiles

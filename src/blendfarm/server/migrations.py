@@ -75,7 +75,14 @@ def _step_2_owner_keys(db: sqlite3.Connection) -> None:
 
 
 Step = Callable[[sqlite3.Connection], None]
-STEPS: tuple[Step, ...] = (_step_1_tables, _step_2_owner_keys)
+
+
+def _step_3_project_device(db: sqlite3.Connection) -> None:
+    """Which slots of a node may render a project (any, gpu, cpu, scene)."""
+    db.execute("ALTER TABLE projects ADD COLUMN device TEXT NOT NULL DEFAULT 'any'")
+
+
+STEPS: tuple[Step, ...] = (_step_1_tables, _step_2_owner_keys, _step_3_project_device)
 SCHEMA_VERSION = len(STEPS)
 
 

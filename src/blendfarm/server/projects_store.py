@@ -99,7 +99,8 @@ class ProjectStore:
             db.execute(
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
                 " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
-                " file_version, owner_key_hash) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " file_version, owner_key_hash, device)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     new.title,
@@ -117,6 +118,7 @@ class ProjectStore:
                     now,
                     new.file_version,
                     new.owner_key_hash,
+                    new.device,
                 ),
             )
             db.execute(

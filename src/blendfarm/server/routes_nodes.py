@@ -59,20 +59,21 @@ async def node_heartbeat(request: Request) -> Response:
 
 
 @api(
-    "A node asks for work (token); with `wait` (seconds, at most 60) the answer waits until "
-    "work exists; 204 when there is none.",
+    "A node asks for work for one of its slots (token; ?slot=gpu|cpu, default cpu); with "
+    "`wait` (seconds, at most 60) the answer waits until work exists; 204 when there is none.",
     response=p.Task,
     auth="token",
 )
 async def node_lease(request: Request) -> Response:
     farm = node_auth(request)
     name = _node_name(request)
+    slot = "gpu" if request.query_params.get("slot") == "gpu" else "cpu"
     wait = _wait_seconds(request)
     stopping: asyncio.Event = request.app.state.stopping
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         ticket = farm.bell.ticket()  # before looking: a ring meanwhile is not missed
-        task = await run_in_threadpool(farm.dispatch.lease, name)
+        task = await run_in_threadpool(farm.dispatch.lease, name, slot)
         left = deadline - asyncio.get_running_loop().time()
         if task is not None or left <= 0 or stopping.is_set():
             break

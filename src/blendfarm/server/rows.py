@@ -24,6 +24,7 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     overscan: int
     file_version: str | None = None
     owner_key_hash: str | None = None  # sha256 of the key handed to the submitter once
+    device: str = "any"  # which slots may render it (validate.DEVICES)
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -50,6 +51,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     thumbnail: bool
     file_version: str | None  # the Blender that saved the .blend ('4.2'), when known
     owner_key_hash: str | None  # None for projects made before owner keys: admin only
+    device: str  # which slots may render it: any, gpu, cpu, scene (validate.DEVICES)
     created: float
     updated: float
 
@@ -121,6 +123,7 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         frame_end=r["frame_end"],
         tiles=r["tiles"],
         overscan=r["overscan"],
+        device=r["device"],
         state=ProjectState(r["state"]),
         error=r["error"],
         width=r["width"],

@@ -90,6 +90,7 @@ class Submissions:
                     overscan=sub.overscan,
                     file_version=f"{saved_by[0]}.{saved_by[1]}",
                     owner_key_hash=key_hash,
+                    device=sub.device,
                 )
             )
             self.data.adopt_upload(archive, pid)

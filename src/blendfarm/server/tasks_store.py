@@ -67,10 +67,15 @@ class TaskStore:
 
     # -- leases -------------------------------------------------------------------------------
 
-    def lease(self, node: str, lease_seconds: float, max_failures: int) -> TaskRow | None:
-        """Hand `node` its next task under a lease, or None when there is nothing for it."""
+    def lease(
+        self, node: str, lease_seconds: float, max_failures: int, slot: str = "cpu"
+    ) -> TaskRow | None:
+        """Hand `node` its next task under a lease, or None when there is nothing for it.
+
+        `slot` is the kind of the node's slot asking ("gpu" or "cpu"): a project that
+        requires the other kind is not for it."""
         with self.db.transaction(changes=False) as db:
-            pick = self._pick(db, node, max_failures)
+            pick = self._pick(db, node, max_failures, slot)
             if pick is None:
                 return None
             state = task_move(TaskState.QUEUED, TaskEvent.LEASE)  # picked among queued tasks
@@ -85,9 +90,12 @@ class TaskStore:
             self.projects.move(pick.project_id, ProjectEvent.START)
             return self._get(db, pick.task_id)
 
-    def _pick(self, db: sqlite3.Connection, node: str, max_failures: int) -> Candidate | None:
-        """The task the scheduler gives `node`: fair between projects it can open and is not
-        barred from, never a task it failed."""
+    def _pick(
+        self, db: sqlite3.Connection, node: str, max_failures: int, slot: str = "cpu"
+    ) -> Candidate | None:
+        """The task the scheduler gives `node`: fair between projects it can open, whose
+        device its `slot` is, and it is not barred from; never a task it failed."""
+        barred = {"gpu": "cpu", "cpu": "gpu"}.get(slot, "gpu")
         row = db.execute("SELECT blender_version FROM nodes WHERE name = ?", (node,)).fetchone()
         node_version = row[0] if row else None
         leasable = sorted(s.value for s in LEASABLE)
@@ -95,8 +103,8 @@ class TaskStore:
             p
             for p in db.execute(
                 "SELECT id, created, file_version FROM projects"
-                f" WHERE state IN ({', '.join('?' * len(leasable))})",
-                leasable,
+                f" WHERE state IN ({', '.join('?' * len(leasable))}) AND device != ?",
+                [*leasable, barred],
             ).fetchall()
             if can_open(node_version, p["file_version"])
         ]
@@ -274,6 +282,15 @@ class TaskStore:
             self._requeue(db, task_id, task_move(task.state, TaskEvent.RELEASE))
             self.db.changed()
             return True
+
+    def release_all(self, node: str) -> list[int]:
+        """Hand back every task `node` still renders (it said goodbye); their ids."""
+        with self.db.read() as db:
+            held = db.execute(
+                "SELECT id, lease FROM tasks WHERE node = ? AND state = ?",
+                (node, TaskState.RENDERING.value),
+            ).fetchall()
+        return [tid for tid, lease in held if self.release(tid, lease)]
 
     def fail(
         self, task_id: int, lease: str, node: str, message: str, max_failures: int

@@ -24,6 +24,7 @@ SUBMIT_FIELDS = frozenset(
         "frame_start",
         "frame_end",
         "tiles",
+        "device",
         "overscan",
     }
 )
@@ -44,6 +45,10 @@ class Submission:
     frame_end: int | None
     tiles: int
     overscan: int
+    device: str = "any"
+
+
+DEVICES = ("any", "gpu", "cpu", "scene")
 
 
 def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
@@ -99,7 +104,10 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
         if not animation and start != end:
             raise BadInput("a still renders one frame: frame_start must equal frame_end")
     blend = form.get("blend", "").strip() or None
-    return Submission(title, blend, animation, start, end, tiles, overscan)
+    device = form.get("device", "").strip().lower() or "any"
+    if device not in DEVICES:
+        raise BadInput(f"device {device!r}: choose one of {', '.join(DEVICES)}")
+    return Submission(title, blend, animation, start, end, tiles, overscan, device)
 
 
 @dataclass(frozen=True)

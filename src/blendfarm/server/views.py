@@ -100,6 +100,7 @@ class Views:
             frame_end=row.frame_end,
             tiles=row.tiles,
             overscan=row.overscan,
+            device=row.device,
             chunks_done=c.done,
             chunks_total=c.total,
             chunks_rendering=c.rendering,
@@ -156,6 +157,7 @@ class Views:
             if n.offline and now - n.last_seen > OFFLINE_SHOWN:
                 continue
             cur = n.current
+            info = p.convert(n.info, p.NodeInfo, "a node's stored info")
             out.append(
                 p.Node(
                     name=n.name,
@@ -176,7 +178,9 @@ class Views:
                         col=cur.col,
                     ),
                     log_tail=list(n.log[-LOG_TAIL:]),
-                    info=p.convert(n.info, p.NodeInfo, "a node's stored info"),
+                    info=info,
+                    devices=list(info.devices),
+                    slots=list(info.slots) or ["CPU"],
                 )
             )
         return out

@@ -21,6 +21,7 @@ function buildCard() {
   parts.nowText = el("span", { class: "node-now-text" });
   parts.now = el("p", { class: "node-now" }, parts.grid, parts.nowText);
   parts.version = el("dd");
+  parts.slots = el("dd", { class: "node-slots" });
   parts.since = el("dd");
   parts.sinceLabel = el("dt", {}, "Online for");
   parts.done = el("dd", { class: "node-chunks-done" });
@@ -30,6 +31,7 @@ function buildCard() {
     "dl",
     { class: "facts" },
     el("div", {}, el("dt", {}, "Blender"), parts.version),
+    el("div", {}, el("dt", {}, "Renders on"), parts.slots),
     el("div", {}, parts.sinceLabel, parts.since),
     el("div", {}, el("dt", {}, "Chunks done"), parts.done),
     parts.seenRow,
@@ -128,6 +130,11 @@ function updateCard(card, n, projects, now) {
   }
 
   setText(parts.version, n.blender_version || "unknown");
+  // One slot per device: each renders a chunk of its own at the same time.
+  const slots = Array.isArray(n.slots) && n.slots.length ? n.slots : ["CPU"];
+  setText(parts.slots, slots.length > 1 ? `${slots.join(", ")} (${slots.length} at once)` : slots[0]);
+  const devices = Array.isArray(n.devices) ? n.devices : [];
+  setAttr(parts.slots, "title", devices.length ? `GPUs found: ${devices.join(", ")}` : "No GPU found");
   setText(parts.sinceLabel, online ? "Online for" : "Was online");
   setText(parts.since, online ? duration(n.started, now) : dateTime(n.started));
   setAttr(parts.since, "title", n.started ? `since ${dateTime(n.started)}` : null);
