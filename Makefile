@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format man blender chromium clean
+.PHONY: run test lint format man blender chromium xvfb clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -25,6 +25,12 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
 
+# The add-on's panel test runs Blender's window under Xvfb (and takes docs/img/addon-panel.png).
+xvfb:
+	@command -v xvfb-run >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth >/dev/null; \
+	  else echo "the add-on's panel test needs Xvfb: run 'sudo apt-get install xvfb xauth'"; exit 1; fi; }
+
 run: $(STAMP) blender
 	$(BIN)/blendfarm serve --local-nodes 1 --data ./data
 
@@ -40,7 +46,7 @@ format: $(STAMP)
 man: $(STAMP)
 	$(BIN)/python -m blendfarm.cli.manpages man docs/cli.md
 
-test: $(STAMP) blender chromium lint
+test: $(STAMP) blender chromium xvfb lint
 	$(BIN)/pytest -q
 
 clean:

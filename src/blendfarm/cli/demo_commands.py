@@ -57,14 +57,14 @@ def demo(
             console.print(f"submitted [bold]{project.title}[/bold] as [cyan]{project.id}[/cyan]")
     if out is not None:
         console.print(f"the demo's files are in {folder}", highlight=False)
-    console.print(
-        f"watch them in the dashboard at {dashboard_url(api.server)} or with "
-        f"`blendfarm status --watch --server {api.server}`; "
-        f"download with `blendfarm fetch {submitted[0].id}`",
-        highlight=False,
-        soft_wrap=True,
-    )
-
+    still, animation = submitted
+    for line in (
+        f"watch them in the dashboard: {dashboard_url(api.server)}",
+        f"or in the shell:             blendfarm status --watch --server {api.server}",
+        f"then download the still:     blendfarm fetch {still.id} --server {api.server}",
+        f"and the animation (mp4):     blendfarm fetch {animation.id} --server {api.server}",
+    ):
+        console.print(line, highlight=False, soft_wrap=True)
 
 def _quiet(event: dict[str, Any]) -> None:
     if event.get("event") == "plan":
