@@ -55,8 +55,8 @@ def install(
 def path() -> None:
     """Print the add-on's zip, for installing it by hand.
 
-    In Blender: Edit › Preferences › Add-ons › Install… (before 4.2), or Get Extensions ›
-    Install from Disk… (4.2 and later).
+    In Blender: Edit › Preferences › Add-ons › Install... (before 4.2), or Get Extensions ›
+    Install from Disk... (4.2 and later).
     """
     console.print(str(build_zip(zip_location())), highlight=False, soft_wrap=True)
 

@@ -66,6 +66,7 @@ def demo(
     ):
         console.print(line, highlight=False, soft_wrap=True)
 
+
 def _quiet(event: dict[str, Any]) -> None:
     if event.get("event") == "plan":
         for missing in event.get("missing") or []:
