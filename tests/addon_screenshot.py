@@ -5,8 +5,9 @@ blender FILE.blend --python addon_screenshot.py -- SHOT.png SERVER_URL
 
 The big 3D view becomes a Properties editor on the Render tab, scrolled down to the
 blendfarm panel. Test Connection and Submit (2×2 chunks of frame 1) run as from the panel,
-the timer follows the project to its end, then the window is saved to SHOT.png. Lines
-starting with @@ tell the test what the panel showed and where the editor is.
+the timer follows the project to its end, then the window is saved to SHOT.png. Last, an
+unsaved edit: Submit then asks (a dialog) instead of sending. Lines starting with @@ tell
+the test what the panel showed and where the editor is.
 """
 
 import sys
@@ -18,7 +19,7 @@ ARGS = sys.argv[sys.argv.index("--") + 1 :]
 SHOT, SERVER = ARGS[0], ARGS[1]
 STARTED = time.monotonic()
 LIMIT = 180
-PHASES = ["properties", "submit", "follow", "scroll", "shoot"]
+PHASES = ["properties", "submit", "follow", "scroll", "shoot", "unsaved", "quit"]
 phase = {"now": PHASES[0]}
 
 
@@ -59,12 +60,18 @@ def step():
         with bpy.context.temp_override(area=area, region=region):
             for _ in range(10):
                 bpy.ops.view2d.scroll_down(page=True)
-    else:
+    elif now == "shoot":
         area = big_properties()
         print(f"@@nodes {state.nodes_text}")
         print(f"@@project {state.project_text}")
         print(f"@@area {area.x} {area.y} {area.width} {area.height}")
         bpy.ops.screen.screenshot(filepath=SHOT)
+    elif now == "unsaved":  # an edit the file does not have yet: Submit asks, sends nothing
+        bpy.context.scene.render.resolution_x += 1
+        bpy.ops.ed.undo_push(message="an edit")
+        answer = bpy.ops.blendfarm.submit("INVOKE_DEFAULT", title="Unsaved")
+        print(f"@@unsaved dirty={bpy.data.is_dirty} answer={sorted(answer)} job={state.job}")
+    else:
         sys.stdout.flush()
         bpy.ops.wm.quit_blender()
         return None

@@ -386,7 +386,8 @@ def test_the_panel_in_blenders_window_shows_the_farm_and_the_project(
     blender: str, blender_home: dict[str, str], one_node_farm: FarmProcesses, scene: Path
 ) -> None:
     """Blender's interface under Xvfb: the panel tests the connection, submits, follows the
-    project to `done`; its screenshot is the README's picture of the panel."""
+    project to `done`; its screenshot is the README's picture of the panel. With unsaved
+    changes, Submit asks before anything is sent."""
     xvfb = shutil.which("xvfb-run")
     if xvfb is None:
         missing("xvfb-run is not installed (apt-get install xvfb xauth)")
@@ -416,6 +417,10 @@ def test_the_panel_in_blenders_window_shows_the_farm_and_the_project(
     state = dict(re.findall(r"@@(\w+) (.*)", output))
     assert state.get("nodes") == "1 node online: only (idle)", output[-3000:]
     assert state.get("project") == "done", output[-3000:]
+    # With unsaved changes Submit asks first (a dialog) and starts nothing.
+    assert state.get("unsaved") == "dirty=True answer=['RUNNING_MODAL'] job=None", output[-3000:]
+    titles = [p["title"] for p in one_node_farm.client.get("/api/projects").json()]
+    assert "Shot 010" in titles and "Unsaved" not in titles
     assert shot.exists(), output[-3000:]
     from PIL import Image
 
