@@ -15,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 import zipfile
 from collections.abc import Iterator
@@ -429,3 +430,19 @@ def test_the_panel_in_blenders_window_shows_the_farm_and_the_project(
         top = image.height - (y + height)
         image.crop((x, top, x + width, top + height)).save(SCREENSHOT)
     shot.unlink()
+
+
+@pytest.mark.e2e
+def test_the_addon_reads_the_farm_with_urllib(one_node_farm: FarmProcesses) -> None:
+    url = one_node_farm.url
+    deadline = time.monotonic() + 60
+    while not addon_farm.nodes(url) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the node registers within seconds of starting
+    assert [n["name"] for n in addon_farm.nodes(url)] == ["only"]
+    with pytest.raises(addon_farm.FarmError) as caught:
+        addon_farm.project(url, "nope")
+    assert (caught.value.status, str(caught.value)) == (404, "no project 'nope'")
+    with pytest.raises(addon_farm.FarmError, match="is not a project id"):
+        addon_farm.project(url, "../admin")
+    with pytest.raises(addon_farm.FarmError, match="cannot reach the farm at http://127.0.0.1:9"):
+        addon_farm.nodes("http://127.0.0.1:9")

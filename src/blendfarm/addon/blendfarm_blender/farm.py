@@ -18,7 +18,12 @@ TIMEOUT = 5.0
 
 
 class FarmError(Exception):
-    """Something the artist should read: one line, no traceback."""
+    """Something the artist should read: one line, no traceback; `status` is the HTTP status
+    when the server answered."""
+
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
 
 
 def server_url(text: str) -> str:
@@ -52,7 +57,7 @@ def get_json(server: str, path: str, timeout: float = TIMEOUT) -> Any:
         with urllib.request.urlopen(request, timeout=timeout) as resp:
             return json.loads(resp.read().decode("utf-8"))
     except urllib.error.HTTPError as exc:
-        raise FarmError(_error_message(exc)) from None
+        raise FarmError(_error_message(exc), exc.code) from None
     except (urllib.error.URLError, OSError) as exc:
         reason = getattr(exc, "reason", exc)
         raise FarmError(f"cannot reach the farm at {server_url(server)}: {reason}") from None

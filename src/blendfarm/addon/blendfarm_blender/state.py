@@ -76,9 +76,9 @@ def in_thread(work, done):
         try:
             result, error = work(), None
         except farm.FarmError as exc:
-            result, error = None, str(exc)
+            result, error = None, exc
         except Exception as exc:  # shown in the panel; Blender must not lose its add-on
-            result, error = None, f"{type(exc).__name__}: {exc}"
+            result, error = None, farm.FarmError(f"{type(exc).__name__}: {exc}")
         STATE.results.put((done, result, error))
 
     STATE.busy_threads += 1
@@ -159,10 +159,10 @@ def apply_event(event):
 
 
 def project_polled(found, error):
-    if error:
-        # A farm that went away for a moment: keep trying; a deleted project: stop.
-        STATE.project_text = error
-        if "not found" in error.lower() or "no project" in error.lower():
+    if error is not None:
+        # A farm away for a moment: keep asking; a project deleted meanwhile: stop.
+        STATE.project_text = str(error)
+        if error.status == 404:
             STATE.polling = False
         return
     STATE.project_text, STATE.project_fraction = farm.project_progress(found)
@@ -207,4 +207,4 @@ def preferences(context=None):
 
 def nodes_checked(found, error):
     STATE.nodes_ok = error is None
-    STATE.nodes_text = error if error else farm.nodes_text(found)
+    STATE.nodes_text = str(error) if error is not None else farm.nodes_text(found)
