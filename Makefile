@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format man bpy blender chromium clean
+.PHONY: run test lint format man bpy blender chromium xvfb clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -32,6 +32,12 @@ chromium:
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	  else echo "the browser tests need Chromium: run 'sudo apt-get install chromium'"; exit 1; fi; }
 
+# The add-on's panel test runs Blender's window under Xvfb (and takes docs/img/addon-panel.png).
+xvfb:
+	@command -v xvfb-run >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb xauth >/dev/null; \
+	  else echo "the add-on's panel test needs Xvfb: run 'sudo apt-get install xvfb xauth'"; exit 1; fi; }
+
 # The local node renders with the bpy module (current Blender, with OpenImageDenoise).
 run: $(STAMP) bpy
 	BLENDFARM_BLENDER=bpy $(BIN)/blendfarm serve --local-nodes 1 --data ./data
@@ -48,7 +54,7 @@ format: $(STAMP)
 man: $(STAMP)
 	$(BIN)/python -m blendfarm.cli.manpages man docs/cli.md
 
-test: $(STAMP) bpy blender chromium lint
+test: $(STAMP) bpy blender chromium xvfb lint
 	$(BIN)/pytest -q
 
 clean:

@@ -269,6 +269,17 @@ class Probe(Message):
         list[Annotated[str, Meta(max_length=500)]], Meta(max_length=100)
     ] = []
     """What a node did not run because auto-run of Python is off (drivers, text blocks...)."""
+    # What stops every render (None: a node too old to check). `engine` is the engine the
+    # file asks for, `engine_available` whether the node's Blender has it.
+    camera: bool | None = None
+    """Whether the scene has an active camera (or renders its video sequencer)."""
+    missing_libraries: Annotated[
+        list[Annotated[str, Meta(max_length=4096)]], Meta(max_length=10_000)
+    ] = []
+    """Linked libraries the node's Blender could not open."""
+    engine_available: bool | None = None
+    denoiser_available: bool | None = None
+    """Whether the node's Blender can denoise as the scene asks (None: no denoising)."""
 
 
 class Failure(Message):

@@ -12,7 +12,7 @@ import httpx
 import typer
 
 from .. import __version__
-from . import admin_commands, client_commands, daemon_commands
+from . import addon_commands, admin_commands, client_commands, daemon_commands, demo_commands
 from .context import SERVER_ENV, Target, console, server_option
 from .helptext import Command, Group
 
@@ -62,6 +62,7 @@ for command in (
     admin_commands.passwd,
     daemon_commands.serve,
     daemon_commands.node,
+    demo_commands.demo,
 ):
     app.command(cls=Command)(command)
 
@@ -74,6 +75,17 @@ blender_app = typer.Typer(
 blender_app.command("upload", cls=Command)(admin_commands.blender_upload)
 blender_app.command("status", cls=Command)(admin_commands.blender_status)
 app.add_typer(blender_app, name="blender")
+
+addon_app = typer.Typer(
+    cls=Group,
+    help="The Blender add-on: submit from Render Properties › blendfarm.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+addon_app.command("install", cls=Command)(addon_commands.install)
+addon_app.command("path", cls=Command)(addon_commands.path)
+addon_app.command("submit", cls=Command, hidden=True)(addon_commands.submit)
+app.add_typer(addon_app, name="addon")
 
 
 def main() -> None:

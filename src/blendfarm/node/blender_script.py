@@ -11,6 +11,14 @@ text blocks, no Python drivers), and this script turns off Freestyle's Python st
 which Blender runs at render time whatever --disable-autoexec says. The probe lists what was
 not run (`scripts_blocked`) so the artist learns why a frame may differ.
 
+The probe also checks what would stop every render of the scene (no active camera, a linked
+library that is not there, an engine or a denoiser this Blender lacks), so the server can put
+the project in error at once with one plain sentence instead of trying every chunk. What it
+found is printed to Blender's output too, which the node keeps in its log.
+
+A render that fails answers with Blender's own message; the traceback printed to the log
+leaves out this script's frames, which say nothing about the scene.
+
 Commands:
   {"op": "probe"}
   {"op": "render", "frame": 3, "border": [min_x, max_x, min_y, max_y] | null,
@@ -24,6 +32,7 @@ Commands:
 reports, one answer line, and quits.
 """
 
+import ctypes
 import json
 import os
 import sys
@@ -56,6 +65,20 @@ def uses_compositor(scene):
     return any(node.type not in plain for node in tree.nodes)
 
 
+def library_path(library):
+    """The absolute path of a linked library (an indirect one is relative to its parent)."""
+    return bpy.path.abspath(library.filepath, library=getattr(library, "parent", None))
+
+
+def missing_libraries():
+    """Linked libraries Blender could not open: their data is missing from every render."""
+    return [
+        library.filepath
+        for library in bpy.data.libraries
+        if getattr(library, "is_missing", False) or not os.path.exists(library_path(library))
+    ]
+
+
 def missing_files():
     missing = []
     for image in bpy.data.images:
@@ -63,10 +86,81 @@ def missing_files():
             path = bpy.path.abspath(image.filepath, library=image.library)
             if image.filepath and not os.path.exists(path):
                 missing.append(image.filepath)
-    for library in bpy.data.libraries:
-        if not os.path.exists(bpy.path.abspath(library.filepath)):
-            missing.append(library.filepath)
-    return missing
+    return missing + missing_libraries()
+
+
+def sequencer_renders(scene):
+    """True when the scene's output comes from its video sequencer (which needs no camera)."""
+    editor = scene.sequence_editor
+    if not (scene.render.use_sequencer and editor):
+        return False
+    strips = getattr(editor, "strips_all", None) or getattr(editor, "sequences_all", ())
+    return any(strip.type != "SOUND" for strip in strips)
+
+
+def has_camera(scene):
+    """Whether Blender can render the scene: an active camera, or sequencer output."""
+    return scene.camera is not None or sequencer_renders(scene)
+
+
+def stored_engine(scene):
+    """The render engine the file asks for, even one this Blender lacks (None: unknown).
+
+    When a file names an engine that is not registered (an add-on's engine, or one from a
+    newer Blender), Blender keeps the name in the scene but `render.engine` reports its
+    fallback instead, and the render quietly uses that. The name is read from the scene's
+    render settings in memory: its offset there is found by setting known engines on a
+    scratch scene and looking for their names, within the render settings only.
+    """
+    try:
+        start = scene.render.as_pointer()
+        later = [
+            block.as_pointer()
+            for block in (
+                getattr(scene, name, None)
+                for name in ("unit_settings", "safe_areas", "view_settings", "display", "eevee")
+            )
+            if block is not None and block.as_pointer() > start
+        ]
+        if not later:
+            return None
+        size = min(later) - start
+        scratch = bpy.data.scenes.new("blendfarm probe")
+        try:
+            offsets = None
+            for name in ("BLENDER_WORKBENCH", "BLENDER_EEVEE", "BLENDER_EEVEE_NEXT", "CYCLES"):
+                try:
+                    scratch.render.engine = name
+                except TypeError:  # not an engine of this Blender
+                    continue
+                if scratch.render.engine != name:
+                    continue
+                data = ctypes.string_at(scratch.render.as_pointer(), size)
+                wanted = name.encode() + b"\0"
+                found = {i for i in range(size - len(wanted) + 1) if data.startswith(wanted, i)}
+                offsets = found if offsets is None else offsets & found
+        finally:
+            bpy.data.scenes.remove(scratch)
+        if not offsets or len(offsets) != 1:
+            return None
+        raw = ctypes.string_at(start + offsets.pop(), 32).split(b"\0", 1)[0]
+        return raw.decode("utf-8", "replace") or None
+    except Exception as exc:  # only a check: never let it stop the probe
+        print_error(exc)
+        return None
+
+
+def denoiser_available(scene):
+    """Whether this Blender can denoise the scene as it asks (None: not denoised by Cycles)."""
+    cycles = getattr(scene, "cycles", None)
+    if not (cycles and scene.render.engine == "CYCLES" and cycles.use_denoising):
+        return None
+    try:
+        import _cycles
+    except ImportError:
+        return None
+    # Nodes render on the CPU, where Cycles denoises with OpenImageDenoise.
+    return bool(getattr(_cycles, "with_openimagedenoise", True))
 
 
 def plural(count, one, many):
@@ -126,8 +220,8 @@ def block_scripts():
     blocked = []
     try:
         drivers = python_drivers()
-    except Exception:  # only a report: --disable-autoexec keeps them from running anyway
-        traceback.print_exc()
+    except Exception as exc:  # only a report: --disable-autoexec keeps them from running anyway
+        print_error(exc)
         drivers = 0
     if drivers:
         blocked.append(
@@ -154,7 +248,8 @@ def probe():
     scene = bpy.context.scene
     render = scene.render
     cycles = getattr(scene, "cycles", None)
-    return {
+    engine = stored_engine(scene) or render.engine
+    result = {
         "resolution_x": render.resolution_x,
         "resolution_y": render.resolution_y,
         "resolution_percentage": render.resolution_percentage,
@@ -163,16 +258,39 @@ def probe():
         "frame_current": scene.frame_current,
         "fps": render.fps,
         "fps_base": render.fps_base,
-        "engine": render.engine,
+        "engine": engine,
+        "engine_available": engine == render.engine,
         "film_transparent": render.film_transparent,
         "compositor": uses_compositor(scene),
         "denoising": bool(cycles and render.engine == "CYCLES" and cycles.use_denoising),
+        "denoiser_available": denoiser_available(scene),
+        "camera": has_camera(scene),
         "color_depth": render.image_settings.color_depth,
         "file_version": ".".join(str(v) for v in bpy.data.version),
         "blender_version": bpy.app.version_string,
         "missing": missing_files(),
+        "missing_libraries": missing_libraries(),
         "scripts_blocked": BLOCKED,
     }
+    for note in probe_notes(scene, result):
+        print(f"blendfarm probe: {note}")
+    sys.stdout.flush()
+    return result
+
+
+def probe_notes(scene, result):
+    """What the probe found that stops every render, for the node's log."""
+    if not result["camera"]:
+        yield f"scene {scene.name!r} has no active camera"
+    for path in result["missing_libraries"]:
+        yield f"linked library {path} cannot be opened"
+    if not result["engine_available"]:
+        yield (
+            f"render engine {result['engine']} is not available,"
+            f" Blender falls back to {scene.render.engine}"
+        )
+    if result["denoiser_available"] is False:
+        yield "denoising is on but this Blender is built without OpenImageDenoise"
 
 
 def render(cmd):
@@ -256,6 +374,31 @@ def use_device(scene, device, scene_device):
     return label
 
 
+def error_text(exc):
+    """One line for a failure: Blender's own words for what Blender refused (an operator's
+    RuntimeError reads "Error: Cannot render, no camera"), the exception's name otherwise."""
+    text = str(exc).strip()
+    if isinstance(exc, RuntimeError) and text.startswith(("Error:", "Warning:")):
+        return text.split(":", 1)[1].strip()
+    return f"{type(exc).__name__}: {text}"
+
+
+def print_error(exc):
+    """The traceback of a failure, without this script's frames (they are ours, not the
+    scene's): what is left is what Blender and the file's own code did."""
+    here = os.path.abspath(__file__)
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if os.path.abspath(frame.filename) != here
+    ]
+    if frames:
+        print("Traceback (most recent call last):")
+        print("".join(traceback.format_list(frames)), end="")
+    print("".join(traceback.format_exception_only(type(exc), exc)), end="")
+    sys.stdout.flush()
+
+
 def main():
     for line in sys.stdin:
         line = line.strip()
@@ -276,9 +419,8 @@ def main():
             else:
                 answer({"ok": False, "error": f"unknown command {op!r}"})
         except Exception as exc:  # report to the node, keep the session usable
-            traceback.print_exc()
-            sys.stdout.flush()
-            answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
+            print_error(exc)
+            answer({"ok": False, "error": error_text(exc)})
 
 
 if "--list-devices" in OPTIONS:
@@ -292,7 +434,7 @@ try:
     BLOCKED = [] if TRUSTED else block_scripts()
     SETUP_ERROR = None
 except Exception as exc:  # never render a file whose Python could not be kept from running
-    traceback.print_exc()
+    print_error(exc)
     BLOCKED = []
     SETUP_ERROR = f"could not keep the file's Python from running: {type(exc).__name__}: {exc}"
 main()

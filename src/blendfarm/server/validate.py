@@ -123,10 +123,47 @@ class Plan:
     warnings: list[str]
 
 
+def _name(value: object, limit: int = MAX_NOTE) -> str:
+    text = " ".join(str(value).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def unrenderable(probe: Mapping[str, Any]) -> str | None:
+    """Why no node can render the probed scene at all, as one sentence with the fix; None
+    when nothing stops it. A node too old to check leaves the keys out: nothing is found."""
+    blender = _name(probe.get("blender_version") or "", 40)
+    their_blender = f"the node's Blender {blender}" if blender else "the node's Blender"
+    if probe.get("camera") is False:
+        return "the scene has no active camera: set one in Scene Properties › Camera"
+    libraries = probe.get("missing_libraries")
+    if isinstance(libraries, list) and libraries:
+        more = f" and {len(libraries) - 1} more" if len(libraries) > 1 else ""
+        return (
+            f"the scene links a library that is not in the project ({_name(libraries[0])}{more}):"
+            " submit the .blend itself so blendfarm packs its libraries, or put the library"
+            " in the zip at that path relative to the .blend"
+        )
+    if probe.get("engine_available") is False:
+        engine = _name(probe.get("engine") or "its engine", 64)
+        return (
+            f"the scene renders with {engine}, which {their_blender} does not have: enable"
+            " that engine's add-on on every node, or choose another engine in Render Properties"
+        )
+    if probe.get("denoiser_available") is False:
+        return (
+            f"the scene is denoised with OpenImageDenoise, which {their_blender} is built without"
+            ' (Blender says "Build without OpenImageDenoiser"): turn Denoise off in Render'
+            " Properties › Sampling, or give the farm an official Blender with"
+            " `blendfarm blender upload`"
+        )
+    return None
+
+
 def plan_from_probe(
     project: Mapping[str, Any], probe: Mapping[str, Any], limits: Limits | None = None
 ) -> Plan:
-    """Frames, size and warnings of a project once a node has read its scene."""
+    """Frames, size and warnings of a project once a node has read its scene; BadInput with
+    one sentence and its fix when the scene cannot be rendered."""
     limits = limits or Limits()
     try:
         width, height = effective_size(
@@ -138,17 +175,28 @@ def plan_from_probe(
         scene_start, scene_end = int(probe["frame_start"]), int(probe["frame_end"])
     except (KeyError, TypeError, ValueError) as exc:
         raise BadInput(f"the probe result is incomplete: {exc}") from None
+    reason = unrenderable(probe)
+    if reason:
+        raise BadInput(reason)
     if width < 1 or height < 1:
-        raise BadInput(f"the scene renders an empty image ({width}x{height})")
+        raise BadInput(
+            f"the scene renders an empty image ({width}x{height}): raise its resolution or"
+            " its resolution % in Output Properties › Format"
+        )
     if fps <= 0 or fps_base <= 0:
-        raise BadInput("the scene's frame rate is not positive")
+        raise BadInput(
+            "the scene's frame rate is not positive: set one in Output Properties › Format"
+        )
     start, end = project["frame_start"], project["frame_end"]
     animation = bool(project["animation"])
     if start is None:
         start, end = scene_start, scene_end
         animation = end > start
         if end < start:
-            raise BadInput(f"the scene's frame range ends ({end}) before it starts ({start})")
+            raise BadInput(
+                f"the scene's frame range ends ({end}) before it starts ({start}):"
+                " fix Frame Start and End in Output Properties › Frame Range"
+            )
     tiles = int(project["tiles"])
     if tiles > min(width, height):
         raise BadInput(f"a {width}x{height} frame cannot be cut into {tiles}x{tiles} chunks")
@@ -166,9 +214,10 @@ def plan_from_probe(
         )
     if tiles > 1 and probe.get("denoising") and not int(project["overscan"]):
         warnings.append("denoising runs per chunk: use overscan to hide seams at chunk edges")
-    missing = list(probe.get("missing") or [])
+    libraries = set(map(str, probe.get("missing_libraries") or []))
+    missing = [str(m) for m in probe.get("missing") or [] if str(m) not in libraries]
     if missing:
-        warnings.append("files the scene needs are missing: " + ", ".join(map(str, missing[:10])))
+        warnings.append("files the scene needs are missing: " + ", ".join(missing[:10]))
     blocked = probe.get("scripts_blocked")
     if isinstance(blocked, list):
         for note in blocked[:MAX_BLOCKED]:
