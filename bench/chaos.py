@@ -175,9 +175,12 @@ class Farm:
         self._start_node(node)
         return groups
 
-    def kill_server(self) -> float:
+    def kill_server(self, down: float = 0.0) -> float:
+        """SIGKILL the server, leave it down `down` seconds, start it again; the seconds from
+        the kill until it answers."""
         began = time.monotonic()
         self.server.kill()
+        time.sleep(down)
         self._restart_server()
         return time.monotonic() - began
 
@@ -286,7 +289,7 @@ def drive(
             return kills, at, False
         farm.watch(at)
         if chaos and now >= next_kill:
-            kills.append(kill_one(farm, rng, at))
+            kills.append(kill_one(farm, rng, at, args.server_down))
             next_kill = time.monotonic() + args.every * rng.uniform(0.5, 1.5)
         listing = farm.projects()
         if listing is not None:
@@ -326,11 +329,11 @@ def drive(
         time.sleep(POLL)
 
 
-def kill_one(farm: Farm, rng: random.Random, at: float) -> Kill:
+def kill_one(farm: Farm, rng: random.Random, at: float, server_down: float) -> Kill:
     """SIGKILL the server or a node (picked at random) and start it again."""
     victim = rng.choice(["server", *(n.name for n in farm.nodes)])
     if victim == "server":
-        back = farm.kill_server()
+        back = farm.kill_server(server_down)
         console.print(f"{at:6.1f}s killed the server; answering again after {back:.1f} s")
         return Kill(round(at, 2), "server", 0, 0, round(back, 2))
     node = next(n for n in farm.nodes if n.name == victim)
@@ -423,6 +426,9 @@ def main() -> int:
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--height", type=int, default=288)
     parser.add_argument("--samples", type=int, default=128)
+    parser.add_argument(
+        "--server-down", type=float, default=0.0, help="seconds a killed server stays down"
+    )
     parser.add_argument("--drain", type=float, default=600.0, help="seconds to wait at the end")
     parser.add_argument("--blender", default=shutil.which("blender") or "/usr/bin/blender")
     parser.add_argument("--out", type=Path, default=RESULTS / "chaos.json")
@@ -515,7 +521,7 @@ def soak(root: Path, args: argparse.Namespace) -> bool:
             "kills": {
                 "server": sum(1 for k in kills if k.target == "server"),
                 "node": sum(1 for k in kills if k.target != "server"),
-                "node_with_blender": sum(1 for k in kills if k.blender_groups),
+                "node_with_blender_session": sum(1 for k in kills if k.blender_groups),
                 "server_back_s": sorted(k.back_s for k in kills if k.target == "server"),
             },
             "projects": len(sent),
@@ -568,7 +574,7 @@ def show(result: dict[str, Any]) -> None:
     console.print(
         f"[bold]chaos soak[/bold]: {result['projects']} projects, {result['chunks']} chunks; "
         f"{kills['server']} server and {kills['node']} node kills survived "
-        f"({kills['node_with_blender']} with a Blender running); "
+        f"({kills['node_with_blender_session']} took a Blender session down with them); "
         f"{result['rerendered_because_node_died']} chunk renders redone because their node died"
     )
     console.print(
