@@ -1,7 +1,7 @@
 """A chaos soak: the server and the nodes are SIGKILLed at random while they render, and the
 farm must heal itself and deliver exactly what a calm farm delivers.
 
-    .venv/bin/python bench/chaos.py --minutes 2     # CI-sized (~6 min in all)
+    .venv/bin/python bench/chaos.py --minutes 2     # CI-sized (~5 min in all)
     .venv/bin/python bench/chaos.py --minutes 10    # the record
 
 1. Builds two small Cycles projects with tests/make_scene.py (fixed seed and sample count).
@@ -422,7 +422,7 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=1, help="render threads per node")
     parser.add_argument("--node-timeout", type=float, default=10.0, help="the server's")
     parser.add_argument("--in-flight", type=int, default=3, help="unfinished projects kept")
-    parser.add_argument("--max-projects", type=int, default=60)
+    parser.add_argument("--max-projects", type=int, default=200)
     parser.add_argument("--width", type=int, default=384)
     parser.add_argument("--height", type=int, default=288)
     parser.add_argument("--samples", type=int, default=128)
