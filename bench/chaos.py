@@ -375,8 +375,17 @@ def run_phase(
     try:
         farm.start()
         kills, spent, finished = drive(farm, jobs, archives, args, chaos_s, limit_s, rng)
-        listing = farm.projects() or []
+        listing = farm.projects()
+        for _ in range(40):  # the server answers at once unless it is in trouble
+            if listing is not None:
+                break
+            time.sleep(0.5)
+            listing = farm.projects()
+        if listing is None:
+            raise RuntimeError("the server does not list its projects any more")
+        final = {p["title"]: p["state"] for p in listing}
         for job in jobs:
+            job.state = final.get(job.title or "", job.state)
             if job.pid is not None and job.state == "done":
                 farm.download_raw(job.pid, root / label / "raw" / f"{job.index:03d}.zip")
         farm.stop()
@@ -387,15 +396,18 @@ def run_phase(
     sent = [j for j in jobs if j.sent is not None]
     first = min((j.sent for j in sent if j.sent is not None), default=0.0)
     last = max((j.ended for j in sent if j.ended is not None), default=first)
+    errors = {p["title"]: p.get("error") or "" for p in listing}
+    extra = [p for p in listing if p["title"] not in {j.title for j in sent}]
     return {
         "projects": len(sent),
         "projects_on_server": len(listing),
         "not_done": [
-            f"{p['title']}: {p['state']} {p.get('error') or ''}".strip()
-            for p in listing
-            if p["state"] != "done"
+            f"{j.title}: {j.state} {errors.get(j.title or '', '')}".strip()
+            for j in sent
+            if j.pid is not None and j.state != "done"
         ]
-        + [f"{j.prefix}-{j.index:03d} never arrived" for j in sent if j.pid is None],
+        + [f"{j.prefix}-{j.index:03d} never arrived" for j in sent if j.pid is None]
+        + [f"{p['title']} (a second copy): {p['state']}" for p in extra if p["state"] != "done"],
         "finished_in_time": finished,
         "seconds": round(spent, 1),
         "wall_s": round(last - first, 1),
