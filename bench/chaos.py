@@ -447,10 +447,15 @@ def main() -> int:
     parser.add_argument("--keep", type=Path, help="work in this dir and keep it (logs, data)")
     args = parser.parse_args()
 
-    def interrupted(signum: int, _frame: FrameType | None) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
+    signalled: list[int] = []
 
-    signal.signal(signal.SIGTERM, interrupted)
+    def interrupted(signum: int, _frame: FrameType | None) -> None:
+        if not signalled:  # once: a second Ctrl-C must not cut the clean-up short
+            signalled.append(signum)
+            raise KeyboardInterrupt(f"signal {signum}")
+
+    for signum in (signal.SIGINT, signal.SIGTERM):  # SIGINT too: `&` in a script ignores it
+        signal.signal(signum, interrupted)
     if args.keep:
         shutil.rmtree(args.keep, ignore_errors=True)
         args.keep.mkdir(parents=True)
@@ -460,6 +465,9 @@ def main() -> int:
     ok = False
     try:
         ok = soak(root, args)
+    except KeyboardInterrupt:
+        console.print(f"[red]interrupted (signal {signalled[0] if signalled else 2})[/red]")
+        return 130
     finally:
         strays = kill_strays(str(root))
         if strays:
