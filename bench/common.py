@@ -56,6 +56,7 @@ class Server:
         self.own_session = own_session
         self.proc: subprocess.Popen[bytes] | None = None
         self._log: BinaryIO | None = None
+        self._started = False  # a restart appends to the log
 
     def start(self, timeout: float = 30.0) -> None:
         """Start it (again: same ports and data dir, the log appended to) and wait for
@@ -74,7 +75,8 @@ class Server:
             *self.extra,
         ]
         self._close_log()
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab" if self._started else "wb")
+        self._started = True
         self.proc = subprocess.Popen(
             cmd,
             env=bench_env(),
