@@ -11,7 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from helpers import PASSWORD, FarmProcesses, full_disk, make_project, running_farm, zip_folder
+from apphelpers import PROBE, fake_project_zip, png_bytes
+from helpers import (
+    PASSWORD,
+    TOKEN,
+    FarmProcesses,
+    full_disk,
+    make_project,
+    running_farm,
+    zip_folder,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -121,6 +130,74 @@ def test_a_killed_server_resumes_every_project(tmp_path: Path, blender: str) -> 
         assert frames == 6
     finally:
         stop.set()
+        farm.close()
+
+
+def test_a_server_down_longer_than_the_node_timeout_keeps_its_nodes_leases(
+    tmp_path: Path,
+) -> None:
+    # Found by bench/chaos.py --server-down 12: a restarted server requeued at once every
+    # chunk its (live, rendering) nodes held, as their leases had run out while it was down.
+    farm = FarmProcesses(tmp_path, node_timeout=2)
+    farm.start_server()
+    node = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        files = {"file": ("p.zip", fake_project_zip())}
+        farm.client.post("/api/projects", data={"frame": "1"}, files=files).raise_for_status()
+
+        def lease(name: str) -> dict:
+            resp = farm.client.post(f"/api/nodes/{name}/lease", headers=node)
+            assert resp.status_code == 200, resp.text
+            return dict(resp.json())
+
+        probe = lease("n1")
+        answer = f"/api/tasks/{probe['id']}/probe"
+        farm.client.post(answer, params={"lease": probe["lease"]}, headers=node, json=PROBE)
+        chunk = lease("n1")
+        farm.stop_server(signal.SIGKILL)
+        time.sleep(3)  # down longer than the node timeout: n1 renders on, unable to renew
+        farm.start_server()
+        time.sleep(1.5)  # the reaper has had its passes
+        beat = farm.client.post(
+            "/api/nodes/n1/heartbeat", headers=node, json={"tasks": [chunk["id"]], "log": []}
+        )
+        assert beat.json()["cancel"] == [], "the restart took n1's chunk away"
+        rect = chunk["rect"]
+        result = farm.client.put(
+            f"/api/tasks/{chunk['id']}/result",
+            params={"lease": chunk["lease"]},
+            headers=node,
+            content=png_bytes(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"]),
+        )
+        assert result.json()["accepted"] is True
+        assert farm.wait_state(str(chunk["project"]), {"done"}, timeout=30)["chunks_done"] == 1
+    finally:
+        farm.close()
+
+
+def test_a_node_that_died_while_the_server_was_down_has_its_chunk_requeued(
+    tmp_path: Path,
+) -> None:
+    farm = FarmProcesses(tmp_path, node_timeout=2)
+    farm.start_server()
+    node = {"Authorization": f"Bearer {TOKEN}"}
+    try:
+        files = {"file": ("p.zip", fake_project_zip())}
+        farm.client.post("/api/projects", data={"frame": "1"}, files=files).raise_for_status()
+        probe = farm.client.post("/api/nodes/n1/lease", headers=node).json()
+        answer = f"/api/tasks/{probe['id']}/probe"
+        farm.client.post(answer, params={"lease": probe["lease"]}, headers=node, json=PROBE)
+        chunk = farm.client.post("/api/nodes/n1/lease", headers=node).json()
+        farm.stop_server(signal.SIGKILL)
+        time.sleep(3)
+        farm.start_server()
+        # n1 never speaks again: one node timeout after the start its chunk is free.
+        deadline = time.monotonic() + 30
+        while (resp := farm.client.post("/api/nodes/n2/lease", headers=node)).status_code != 200:
+            assert time.monotonic() < deadline, farm.log("serve")
+            time.sleep(0.2)
+        assert resp.json()["id"] == chunk["id"]
+    finally:
         farm.close()
 
 

@@ -19,7 +19,7 @@ from .blender_shelf import BlenderShelf
 from .compositing import Compositor
 from .dispatch import Dispatch
 from .files import DataDir
-from .reaper import reap
+from .reaper import reap, resume
 from .store import Store
 from .submissions import Submissions
 from .views import Views
@@ -85,6 +85,7 @@ class Background:
         self._seen_version = -1
 
     def start(self) -> None:
+        resume(self.farm.store, self.farm.settings)  # before the reaper's first pass
         for target, name in ((self._reap_loop, "reaper"), (self._composite_loop, "compositor")):
             t = threading.Thread(target=target, name=f"blendfarm-{name}", daemon=True)
             t.start()

@@ -158,6 +158,18 @@ class TaskStore:
                     lost.append(tid)
         return lost
 
+    def extend_leases(self, lease_seconds: float) -> int:
+        """Give every lease still running at least `lease_seconds` from now; returns how many
+        were extended. A server that starts does this first: no node could renew a lease
+        while it was down, so the time it was away must not count against them."""
+        until = self.db.clock() + lease_seconds
+        with self.db.transaction(changes=False) as db:
+            cur = db.execute(
+                "UPDATE tasks SET lease_expires = ? WHERE state = ? AND lease_expires < ?",
+                (until, TaskState.RENDERING.value, until),
+            )
+        return cur.rowcount
+
     def expire_leases(self) -> list[int]:
         """Requeue every task whose lease ran out; returns their ids."""
         with self.db.transaction(changes=False) as db:
