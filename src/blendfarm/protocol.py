@@ -35,7 +35,9 @@ TaskId = Annotated[int, Meta(ge=0, lt=2**62)]
 LogLine = Annotated[str, Meta(max_length=100_000)]
 Path_ = Annotated[str, Meta(max_length=4096)]
 Sentence = Annotated[str, Meta(max_length=500)]
-NodeState = Literal["idle", "rendering", "offline"]
+NodeState = Literal["idle", "rendering", "offline", "disabled", "resting"]
+Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_.-]+$")]
+Priority = Annotated[int, Meta(ge=0, le=100)]
 
 
 class Message(Struct, kw_only=True):
@@ -95,6 +97,25 @@ class Project(Message):
     owner_key: str | None
     """The key that lets its submitter delete or retry it: in the answer to the submission
     only (the server keeps only a hash of it)."""
+    priority: int
+    """0-100: a higher priority gets free nodes first; equal priorities share them."""
+    require_tags: list[str]
+    """Only nodes with every one of these tags render it."""
+    frame_order: Literal["preview", "sequential"]
+    notify: bool
+    """Whether it has its own notification URL (the URL itself is never shown)."""
+    nodes_working: int
+    eta_low: float | None
+    """Seconds until its chunks are rendered, soonest and latest, from measured chunk times
+    and the nodes working on it (None until a chunk's time is known or while no node works)."""
+    eta_high: float | None
+    frame_times: list[FrameTime]
+    """Render time of every frame whose chunks are all measured (a chunk's time sums)."""
+
+
+class FrameTime(Message):
+    frame: int
+    seconds: float
 
 
 class SubmissionForm(Message):
@@ -110,6 +131,32 @@ class SubmissionForm(Message):
     frame_end: str = ""
     tiles: str = ""
     overscan: str = ""
+    priority: str = ""
+    """0-100, default 50."""
+    paused: Literal["true", "false", ""] = ""
+    require_tags: str = ""
+    """Comma-separated tags a node must have to render it ("gpu,big-ram")."""
+    order: Literal["preview", "sequential", ""] = ""
+    """preview (default): first, last and middle frame first; sequential: plain order."""
+    notify: Annotated[str, Meta(max_length=2000)] = ""
+    """An Apprise URL told when the project is done or in error."""
+
+
+class PriorityChange(Message):
+    priority: Priority
+
+
+class RequeueRequest(Message):
+    """What to render again: frames ("12-15") or chunks ("FRAME:ROW:COL")."""
+
+    frames: Annotated[str, Meta(max_length=100)] = ""
+    chunks: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=10_000)] = []
+
+
+class Requeued(Message):
+    project: Project
+    chunks: int
+    """How many chunks went back to the queue."""
 
 
 class Deleted(Message):
@@ -139,6 +186,10 @@ class NodeInfo(Message):
     hostname: Short = ""
     cores: Annotated[int, Meta(ge=0, le=1_000_000)] = 0
     version: Short = ""
+    tags: Annotated[list[Tag], Meta(max_length=32)] = []
+    """Projects that require tags go only to nodes with all of them."""
+    schedule: Annotated[str, Meta(max_length=500)] = ""
+    """Hours in which the node takes no work: "mon-fri 09:00-18:00 off" (server's time)."""
 
 
 class Node(Message):
@@ -152,6 +203,9 @@ class Node(Message):
     current: CurrentTask | None
     log_tail: list[str]
     info: NodeInfo
+    disabled: bool
+    resting: bool
+    """Inside its schedule's off hours: it takes no work."""
 
 
 class Disk(Message):
@@ -169,6 +223,8 @@ class Status(Message):
     projects: list[Project]
     nodes: list[Node]
     disk: Disk
+    throughput: float
+    """Chunks the farm finished in the last hour."""
 
 
 class Health(Message):
@@ -345,6 +401,9 @@ SCHEMA_TYPES: tuple[type, ...] = (
     list[Project],
     SubmissionForm,
     Deleted,
+    PriorityChange,
+    RequeueRequest,
+    Requeued,
     Node,
     list[Node],
     Status,

@@ -15,6 +15,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ..errors import BadInput
+from ..rest_hours import parse_schedule
+from ..scheduler import parse_tags
 from ..settings import NodeSettings, Setting, Settings, declared
 from .context import console, err_console, friendly, target
 
@@ -115,6 +118,11 @@ def node(
     if cli["server"] is None and before.from_command_line:
         cli["server"] = before.server
     settings = NodeSettings.build(cli)
+    try:
+        parse_tags(settings.tags)
+        parse_schedule(settings.schedule)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     if print_config:
         console.print(_config_table(settings))
         return

@@ -12,7 +12,7 @@ import httpx
 import typer
 
 from .. import __version__
-from . import admin_commands, client_commands, daemon_commands
+from . import admin_commands, client_commands, daemon_commands, queue_commands
 from .context import SERVER_ENV, Target, console, server_option
 from .helptext import Command, Group
 
@@ -58,6 +58,11 @@ for command in (
     client_commands.fetch,
     client_commands.rm,
     client_commands.retry,
+    queue_commands.priority,
+    queue_commands.pause,
+    queue_commands.resume,
+    queue_commands.cancel,
+    queue_commands.requeue,
     admin_commands.purge,
     admin_commands.passwd,
     daemon_commands.serve,
@@ -74,6 +79,17 @@ blender_app = typer.Typer(
 blender_app.command("upload", cls=Command)(admin_commands.blender_upload)
 blender_app.command("status", cls=Command)(admin_commands.blender_status)
 app.add_typer(blender_app, name="blender")
+
+nodes_app = typer.Typer(
+    cls=Group,
+    help="The render nodes: list them (no command), or disable and enable one.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+nodes_app.callback()(queue_commands.nodes)
+nodes_app.command("disable", cls=Command)(queue_commands.nodes_disable)
+nodes_app.command("enable", cls=Command)(queue_commands.nodes_enable)
+app.add_typer(nodes_app, name="nodes")
 
 
 def main() -> None:

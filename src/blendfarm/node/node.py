@@ -23,6 +23,7 @@ from .. import __version__
 from ..client import ApiClient, Retry, Stopped
 from ..errors import BlendfarmError, InsufficientStorage, Unauthorized
 from ..protocol import NodeInfo, Task, to_builtins
+from ..scheduler import parse_tags
 from ..settings import NodeSettings
 from .blender import Renderer, SessionRenderer, blender_version, find_blender
 from .blender_fetch import fetch_blender
@@ -179,6 +180,8 @@ class Node:
             hostname=socket.gethostname()[:100],
             cores=os.cpu_count() or 1,
             version=__version__,
+            tags=sorted(parse_tags(self.settings.tags)),
+            schedule=self.settings.schedule,
         )
         try:
             welcome = self.client.register(self.name, info)

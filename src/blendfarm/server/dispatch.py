@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -25,6 +26,7 @@ from .files import DataDir
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import clean_log, plan_from_probe
+from .views import node_rests
 
 log = logging.getLogger("blendfarm.server")
 
@@ -78,7 +80,12 @@ class Dispatch:
     # -- leases -----------------------------------------------------------------------------
 
     def lease(self, name: str) -> p.Task | None:
+        """The node's next task; None when there is none for it, when it is disabled or when
+        its sleep schedule says it rests now (the chunk it renders still finishes)."""
         self.store.nodes.seen(name)
+        schedule = str(self.store.nodes.get(name).info.get("schedule") or "")
+        if node_rests(schedule, datetime.now()):
+            return None
         task = self.store.tasks.lease(name, self.settings.node_timeout, self.settings.max_failures)
         if task is None:
             return None

@@ -16,8 +16,10 @@ from .admin import Admin
 from .auth import Guard, load_secrets
 from .blender_shelf import BlenderShelf
 from .compositing import Compositor
+from .controls import Controls
 from .dispatch import Dispatch
 from .files import DataDir
+from .notify import Notifier, dashboard_url
 from .reaper import reap
 from .store import Store
 from .submissions import Submissions
@@ -39,6 +41,8 @@ class Farm:
     dispatch: Dispatch
     admin: Admin
     compositor: Compositor
+    controls: Controls
+    notifier: Notifier
 
     def close(self) -> None:
         """Stop collecting log lines and close the database."""
@@ -67,11 +71,14 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         dispatch=Dispatch(settings, store, data, blender, guard),
         admin=admin,
         compositor=Compositor(store, data),
+        controls=Controls(store, views, guard),
+        notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
     )
 
 
 class Background:
-    """Two daemon threads: the reaper (leases, offline nodes) and the compositor."""
+    """Three daemon threads: the reaper (leases, offline nodes, notices to send), the
+    compositor and the notifier's sender."""
 
     def __init__(self, farm: Farm, interval: float = 0.5):
         self.farm = farm
@@ -81,6 +88,7 @@ class Background:
         self._seen_version = -1
 
     def start(self) -> None:
+        self.farm.notifier.start()
         for target, name in ((self._reap_loop, "reaper"), (self._composite_loop, "compositor")):
             t = threading.Thread(target=target, name=f"blendfarm-{name}", daemon=True)
             t.start()
@@ -90,9 +98,11 @@ class Background:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        self.farm.notifier.stop()
 
     def reap(self) -> None:
         reap(self.farm.store, self.farm.settings)
+        self.farm.notifier.tick()
 
     def composite_all(self) -> None:
         self.farm.compositor.composite_all()

@@ -11,6 +11,7 @@ from ..errors import BadInput
 from ..limits import MAX_FRAMES, Limits, check_size
 from ..parsing import parse_bool as _bool
 from ..parsing import parse_frames
+from ..scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, FrameOrder, parse_tags
 from ..tiles import effective_size
 
 SUBMIT_FIELDS = frozenset(
@@ -25,6 +26,11 @@ SUBMIT_FIELDS = frozenset(
         "frame_end",
         "tiles",
         "overscan",
+        "priority",
+        "paused",
+        "require_tags",
+        "order",
+        "notify",
     }
 )
 MAX_TITLE = 200
@@ -44,6 +50,11 @@ class Submission:
     frame_end: int | None
     tiles: int
     overscan: int
+    priority: int = DEFAULT_PRIORITY
+    paused: bool = False
+    require_tags: frozenset[str] = frozenset()
+    order: FrameOrder = FrameOrder.PREVIEW
+    notify: str | None = None
 
 
 def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
@@ -99,7 +110,40 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
         if not animation and start != end:
             raise BadInput("a still renders one frame: frame_start must equal frame_end")
     blend = form.get("blend", "").strip() or None
-    return Submission(title, blend, animation, start, end, tiles, overscan)
+    priority = _int(
+        "priority", form.get("priority", "") or str(DEFAULT_PRIORITY), MIN_PRIORITY, MAX_PRIORITY
+    )
+    paused = _bool("paused", form.get("paused", "") or "false")
+    try:
+        tags = parse_tags(form.get("require_tags", ""))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    order_text = (form.get("order", "") or FrameOrder.PREVIEW.value).strip().lower()
+    if order_text not in {o.value for o in FrameOrder}:
+        raise BadInput(f"order is preview or sequential, not {order_text[:40]!r}")
+    notify = form.get("notify", "").strip() or None
+    if notify is not None:
+        check_notify_url(notify)
+    return Submission(
+        title,
+        blend,
+        animation,
+        start,
+        end,
+        tiles,
+        overscan,
+        priority,
+        paused,
+        tags,
+        FrameOrder(order_text),
+        notify,
+    )
+
+
+def check_notify_url(url: str) -> None:
+    """BadInput unless `url` looks like an Apprise URL ('scheme://...', one line)."""
+    if len(url) > 2000 or not re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}://\S+", url):
+        raise BadInput("a notification URL is an Apprise URL such as ntfy://topic or json://host")
 
 
 @dataclass(frozen=True)
