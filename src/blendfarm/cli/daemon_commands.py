@@ -118,14 +118,14 @@ def node(
     if cli["server"] is None and before.from_command_line:
         cli["server"] = before.server
     settings = NodeSettings.build(cli)
+    if print_config:
+        console.print(_config_table(settings))
+        return
     try:
         parse_tags(settings.tags)
         parse_schedule(settings.schedule)
     except ValueError as exc:
         raise BadInput(str(exc)) from None
-    if print_config:
-        console.print(_config_table(settings))
-        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     from ..node.stopping import StopRequest

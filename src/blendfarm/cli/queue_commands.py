@@ -100,8 +100,8 @@ def requeue(
     chunk: list[str] = typer.Option(
         None,
         "--chunk",
-        metavar="FRAME:ROW:COL",
-        help="Render this chunk again (may be given several times).",
+        metavar="CHUNK",
+        help="Render this chunk, given as FRAME:ROW:COL (12:0:1), again; may be repeated.",
     ),
     password: str | None = OWNER_PASSWORD_OPTION,
     server: str | None = SERVER_OPTION,
