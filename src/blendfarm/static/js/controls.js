@@ -97,7 +97,7 @@ export function buildControls(parts) {
     },
     "Set",
   );
-  c.priorityLabel = el("label", { class: "priority" }, "Priority ", c.priority, c.prioritySet);
+  c.priorityLabel = el("span", { class: "priority" }, el("label", {}, "Priority ", c.priority), c.prioritySet);
   c.pause = el("button", { type: "button", class: "btn btn-small btn-quiet" }, "Pause");
   c.pause.addEventListener("click", () => {
     const p = parts.project;
@@ -124,7 +124,7 @@ export function buildControls(parts) {
     }
     act(parts.project, "requeue", { frames: `${frame}-${frame}` }, (a) => `Frame ${frame}: ${a.chunks} chunk(s) queued again.`);
   });
-  c.requeueLabel = el("label", { class: "requeue" }, "Frame ", c.frame, c.requeue);
+  c.requeueLabel = el("span", { class: "requeue" }, el("label", {}, "Frame ", c.frame), c.requeue);
   c.eta = el("span", { class: "eta" });
   c.chart = el("div", { class: "frame-times" });
   c.root = el(
@@ -169,7 +169,7 @@ export function updateControls(c, p) {
   const key = times.map((t) => `${t.frame}:${t.seconds}`).join(",");
   if (c.chartKey !== key) {
     c.chartKey = key;
-    c.chart.replaceChildren(...(times.length ? [frameChart(times)] : []));
+    c.chart.replaceChildren(...(times.length ? [el("span", { class: "muted" }, "Frame times"), frameChart(times)] : []));
   }
   show(c.chart, times.length > 0);
 }
