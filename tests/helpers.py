@@ -257,7 +257,6 @@ class FarmProcesses:
 
 
 @contextmanager
-@contextmanager
 def running_farm(root: Path, **options: Any) -> Iterator[FarmProcesses]:
     """A real server on free ports (no nodes yet), stopped with everything it started."""
     farm = FarmProcesses(root, **options)
