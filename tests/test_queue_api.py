@@ -3,6 +3,8 @@ pause, resume, cancel, requeue, tags, disabled and resting nodes, times, preview
 
 from __future__ import annotations
 
+import io
+import zipfile
 from typing import Any
 
 from apphelpers import ADMIN, NODE, InProcessFarm
@@ -110,6 +112,9 @@ def test_cancel_reaches_the_node_at_its_next_heartbeat_and_keeps_what_is_done(
     assert farm.lease("n1") is None
     view = project(farm, pid)
     assert view["chunks_done"] == 1 and view["chunks_rendering"] == 0
+    raw = farm.client.get(view["raw_url"])  # what is done can be downloaded
+    with zipfile.ZipFile(io.BytesIO(raw.content)) as zf:
+        assert zf.namelist() == [f"{pid}-{done['frame']}-{done['row']}-{done['col']}.png"]  # type: ignore[index]
     assert_error(farm.client.post(f"/api/projects/{pid}/cancel", headers=ADMIN), 409)
     assert_error(farm.client.post(f"/api/projects/{pid}/resume", headers=ADMIN), 409)
     retried = farm.client.post(f"/api/projects/{pid}/retry", headers=owner(answer))
@@ -178,6 +183,24 @@ def test_a_node_inside_its_sleep_hours_rests(farm: InProcessFarm) -> None:
     assert farm.client.get("/api/nodes").json()[0]["state"] == "resting"
     register(farm, "sleepy", schedule="")
     assert farm.lease("sleepy") is not None
+
+
+def test_a_cancelled_animation_keeps_its_stitched_frames_for_download(
+    farm: InProcessFarm,
+) -> None:
+    answer = farm.submit({"frames": "1-3", "order": "sequential"}).json()
+    pid = answer["id"]
+    farm.answer(farm.lease())  # type: ignore[arg-type]
+    farm.answer(farm.lease())  # type: ignore[arg-type]
+    farm.background.composite_all()
+    farm.client.post(f"/api/projects/{pid}/cancel", headers=owner(answer))
+    farm.background.composite_all()  # a cancelled project is not composited further
+    view = project(farm, pid)
+    assert view["state"] == "cancelled" and view["frames_done"] == 1
+    raw = farm.client.get(view["raw_url"])
+    assert raw.status_code == 200 and "partial" in raw.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(raw.content)) as zf:
+        assert sorted(zf.namelist()) == [f"{pid}-1-0-0.png", "frames/1.png"]
 
 
 def test_chunk_times_give_frame_times_an_eta_range_and_throughput(farm: InProcessFarm) -> None:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 
 from .. import protocol as p
+from ..compositor import chunk_name, write_raw_zip
 from ..errors import BadInput, Conflict
 from ..parsing import parse_frames
-from ..states import ProjectEvent, can_move
+from ..states import ProjectEvent, ProjectState, TaskState, can_move
 from .auth import Credentials, Guard
+from .files import DataDir
 from .store import Store
-from .views import Views
+from .views import Views, safe_stem
 
 log = logging.getLogger("blendfarm.server")
 
@@ -32,8 +35,9 @@ def parse_chunk(text: str) -> tuple[int, int, int]:
 class Controls:
     """Priority, pause, resume, cancel and requeue of projects; nodes on and off."""
 
-    def __init__(self, store: Store, views: Views, guard: Guard):
+    def __init__(self, store: Store, data: DataDir, views: Views, guard: Guard):
         self.store = store
+        self.data = data
         self.views = views
         self.guard = guard
 
@@ -99,6 +103,26 @@ class Controls:
             moved = self.store.tasks.requeue(pid, wanted)
         log.info("project %s: %d chunk(s) requeued", pid, moved)
         return p.Requeued(project=self.views.project(pid), chunks=moved)
+
+    def raw_file(self, pid: str) -> tuple[Path, str, str]:
+        """The raw zip of a finished project; of a cancelled one, what it kept: its done
+        chunks under their raw names and its stitched frames as `frames/<frame>.png`."""
+        row = self.store.projects.get(pid)
+        if row.state is not ProjectState.CANCELLED:
+            return self.views.finished_file(pid, "raw")
+        entries = [
+            (chunk_name(pid, t.frame, t.row, t.col), self.data.chunk(pid, t.frame, t.row, t.col))
+            for t in self.store.tasks.of_project(pid)
+            if t.state is TaskState.DONE
+        ]
+        entries += [
+            (f"frames/{f}.png", self.data.frame(pid, f))
+            for f in sorted(self.store.projects.stitched_frames(pid))
+        ]
+        out = self.data.raw(pid)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_raw_zip(((n, path) for n, path in entries if path.is_file()), out)
+        return out, "application/zip", f"{safe_stem(row.title) or pid}-{pid}-partial.zip"
 
     def set_node_disabled(self, name: str, disabled: bool) -> p.Node:
         """(The route checks the admin password.)"""

@@ -71,7 +71,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         dispatch=Dispatch(settings, store, data, blender, guard),
         admin=admin,
         compositor=Compositor(store, data),
-        controls=Controls(store, views, guard),
+        controls=Controls(store, data, views, guard),
         notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
     )
 

@@ -166,7 +166,7 @@ class Views:
             created=iso(row.created) or "",
             updated=iso(row.updated) or "",
             result_url=f"{base}/result" if done else None,
-            raw_url=f"{base}/raw" if done else None,
+            raw_url=f"{base}/raw" if done or row.state is ProjectState.CANCELLED else None,
             thumbnail_url=f"{base}/thumbnail" if row.thumbnail else None,
             result_type=("video/mp4" if row.animation else "image/png") if done else None,
             blocklist=self.store.projects.blocklist(pid, self.settings.max_failures),
