@@ -98,11 +98,17 @@ class Views:
         view = self._project(row, self.store.projects.counts(pid), times)
         return self._with_waiting(view, self.nodes())
 
-    def projects(self, nodes: list[p.Node] | None = None) -> list[p.Project]:
+    def projects(
+        self,
+        nodes: list[p.Node] | None = None,
+        measured: list[tuple[str, int, float, float]] | None = None,
+    ) -> list[p.Project]:
         counts = self.store.projects.counts()
         nodes = self.nodes() if nodes is None else nodes
         rows = self.store.projects.all()
-        times = self._times(self.store.projects.chunk_times())
+        if measured is None:
+            measured = self.store.projects.chunk_times()
+        times = self._times(measured)
         return [self._with_waiting(self._project(r, counts, times), nodes) for r in rows]
 
     @staticmethod
@@ -297,7 +303,8 @@ class Views:
 
     def status(self) -> p.Status:
         nodes = self.nodes()
-        projects = self.projects(nodes)
+        measured = self.store.projects.chunk_times()
+        projects = self.projects(nodes, measured)
         usage = self.data.disk_usage()
         return p.Status(
             server_id=self.store.db.server_id,
@@ -310,7 +317,7 @@ class Views:
                 free=usage["free"],
                 data=sum(pr.size for pr in projects),
             ),
-            throughput=throughput((t[3] for t in self.store.projects.chunk_times()), time.time()),
+            throughput=throughput((t[3] for t in measured), time.time()),
         )
 
     def status_event(self, version: int) -> bytes:
