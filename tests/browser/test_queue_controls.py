@@ -75,6 +75,7 @@ def test_the_owner_steers_a_project_from_its_card(ui, farm, scenes) -> None:
     item.get_by_role("button", name="Resume Steered").click()
     expect(item).to_have_attribute("data-state", "done", timeout=RENDER_TIMEOUT)
 
+    expect(page.locator("#home-summary")).to_contain_text("chunks in the last hour")
     chart = item.get_by_role("img", name=re.compile("Render time per frame: frame 1: .*frame 2"))
     expect(chart).to_be_visible()
     item.get_by_label("Frame of Steered to render again", exact=True).fill("2")

@@ -244,6 +244,9 @@ function summary(status) {
   }
   const online = status.nodes.filter((n) => n.online !== false && n.state !== "offline").length;
   parts.push(`${plural(online, "worker")} online`);
+  if (typeof status.throughput === "number" && status.throughput > 0) {
+    parts.push(`${Math.round(status.throughput)} chunks in the last hour`);
+  }
   return parts.join(" · ");
 }
 
