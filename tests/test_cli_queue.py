@@ -58,6 +58,22 @@ def test_another_shell_needs_the_admin_password(
     assert run(runner, farm, "pause", pid, "--password", "pw-456").exit_code == 0
 
 
+def test_status_shows_the_eta_range_while_chunks_render(
+    runner: CliRunner, farm: InProcessFarm, tmp_path: Path
+) -> None:
+    clock = [1000.0]
+    farm.farm.store.db.clock = lambda: clock[0]
+    pid = submit(runner, farm, tmp_path, "--frames", "1-4", "--order", "sequential")
+    farm.answer(farm.lease())  # the probe
+    for seconds in (60.0, 120.0):
+        task = farm.lease()
+        clock[0] += seconds
+        farm.answer(task)
+    assert farm.lease() is not None  # one node works on the two frames left
+    res = run(runner, farm, "status", pid)
+    assert "ETA" in res.stdout and "2 min – 3 min" in res.stdout, res.stdout
+
+
 def test_requeue_takes_frames_or_chunks(
     runner: CliRunner, farm: InProcessFarm, tmp_path: Path
 ) -> None:
