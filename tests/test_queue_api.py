@@ -238,3 +238,22 @@ def test_the_controls_are_in_the_openapi_document(farm: InProcessFarm) -> None:
     for action in ("priority", "pause", "resume", "cancel", "requeue"):
         assert "post" in paths[f"/api/projects/{{pid}}/{action}"]
     assert "post" in paths["/api/nodes/{name}/disable"]
+
+
+def test_a_requeue_while_the_result_is_written_sends_the_project_back_to_work(
+    farm: InProcessFarm,
+) -> None:
+    answer = farm.submit({"frames": "1-2"}).json()
+    pid = answer["id"]
+    farm.answer(farm.lease())  # type: ignore[arg-type]
+    farm.answer(farm.lease())  # type: ignore[arg-type]
+    farm.answer(farm.lease())  # type: ignore[arg-type]
+    assert project(farm, pid)["state"] == "compositing"
+    farm.background.composite_all()  # stitched and finished once
+    store = farm.farm.store
+    farm.client.post(f"/api/projects/{pid}/requeue", json={"frames": "2"}, headers=ADMIN)
+    row, tasks = store.projects.get(pid), store.tasks.of_project(pid)
+    farm.farm.compositor.finish(row, [1, 2], tasks)  # the finish that was under way ends
+    assert project(farm, pid)["state"] == "rendering"  # not done, not in error
+    farm.run_all()
+    assert project(farm, pid)["state"] == "done"
