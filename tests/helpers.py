@@ -267,6 +267,7 @@ def running_farm(root: Path, **options: Any) -> Iterator[FarmProcesses]:
         farm.close()
 
 
+@contextmanager
 def full_disk(folder: Path) -> Iterator[Callable[[], None]]:
     """Mount a 4 KiB tmpfs on `folder` and fill it; yields a function that frees it early.
 
