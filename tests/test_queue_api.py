@@ -178,9 +178,11 @@ def test_a_disabled_node_finishes_its_chunk_then_takes_nothing(farm: InProcessFa
 
 def test_a_node_inside_its_sleep_hours_rests(farm: InProcessFarm) -> None:
     register(farm, "sleepy", schedule="daily 00:00-24:00 off")
-    farm.submit({"frame": "1"})
+    pid = farm.submit({"frame": "1"}).json()["id"]
     assert farm.lease("sleepy") is None
     assert farm.client.get("/api/nodes").json()[0]["state"] == "resting"
+    waiting = project(farm, pid)["waiting"]
+    assert waiting == "waiting: every online node is disabled or resting"
     register(farm, "sleepy", schedule="")
     assert farm.lease("sleepy") is not None
 

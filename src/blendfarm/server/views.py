@@ -121,7 +121,13 @@ class Views:
         return out
 
     def _with_waiting(self, view: p.Project, nodes: list[p.Node]) -> p.Project:
-        online = [n for n in nodes if n.online and not n.disabled]
+        online = [n for n in nodes if n.online and not n.disabled and not n.resting]
+        if not online and any(n.online for n in nodes):
+            active = view.state in (ProjectState.QUEUED, ProjectState.RENDERING)
+            view.waiting = "waiting: every online node is disabled or resting" if active else None
+            if view.state is ProjectState.PAUSED:
+                view.waiting = waiting_reason(view.state, None, [])
+            return view
         view.waiting = waiting_reason(
             view.state,
             view.file_version,
