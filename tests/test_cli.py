@@ -251,6 +251,14 @@ CLIENT_CALLS: dict[str, tuple[list[str], str]] = {
         "wrong admin password",
     ),
     "blender status": (["blender", "status"], "no Blender uploaded"),
+    "priority": (["priority", "nope", "60"], "no project 'nope'"),
+    "pause": (["pause", "nope"], "no project 'nope'"),
+    "resume": (["resume", "nope"], "no project 'nope'"),
+    "cancel": (["cancel", "nope"], "no project 'nope'"),
+    "requeue": (["requeue", "nope", "--frames", "1-2"], "no project 'nope'"),
+    "nodes": (["nodes"], "0 node(s)"),
+    "nodes disable": (["nodes", "disable", "n1", "--password", "wrong"], "wrong admin password"),
+    "nodes enable": (["nodes", "enable", "n1", "--password", "wrong"], "wrong admin password"),
 }
 
 
@@ -267,12 +275,14 @@ def _client_call(
         for a in args
     ]
     if after is not None:
-        depth = 2 if args[0] == "blender" else 1
+        depth = 2 if args[0] == "blender" or args[:2] in (["nodes", d] for d in GROUPED) else 1
         args = [*args[:depth], "--server", after, *args[depth:]]
     if before is not None:
         args = ["--server", before, *args]
     return args, answer
 
+
+GROUPED = ("disable", "enable")
 
 # (--server before the command, --server after it, BLENDFARM_SERVER, which one is used)
 PLACEMENTS = [

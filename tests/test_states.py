@@ -36,6 +36,9 @@ TASK_TABLE = {
     (Q, TaskEvent.RETRY): Q,
     (R, TaskEvent.RETRY): Q,
     (D, TaskEvent.LOST): Q,  # its file was found missing or damaged: render it again
+    (R, TaskEvent.CANCEL): Q,  # its project was cancelled: its node is told to stop
+    (D, TaskEvent.REQUEUE): Q,  # a person asks for it again
+    (Q, TaskEvent.REQUEUE): Q,
 }
 
 PQ, PR, PC, PD, PE = (
@@ -45,6 +48,7 @@ PQ, PR, PC, PD, PE = (
     ProjectState.DONE,
     ProjectState.ERROR,
 )
+PP, PX = ProjectState.PAUSED, ProjectState.CANCELLED
 START, RENDERED, REQUEUED, FINISHED, FAILED, RETRY = (
     ProjectEvent.START,
     ProjectEvent.RENDERED,
@@ -52,6 +56,12 @@ START, RENDERED, REQUEUED, FINISHED, FAILED, RETRY = (
     ProjectEvent.FINISHED,
     ProjectEvent.FAILED,
     ProjectEvent.RETRY,
+)
+PAUSE, RESUME, CANCEL, REWORK = (
+    ProjectEvent.PAUSE,
+    ProjectEvent.RESUME,
+    ProjectEvent.CANCEL,
+    ProjectEvent.REWORK,
 )
 PROJECT_TABLE = {
     (PQ, START): PR,
@@ -73,6 +83,26 @@ PROJECT_TABLE = {
     (PE, RENDERED): PE,
     (PE, FAILED): PE,
     (PE, RETRY): PQ,
+    (PQ, PAUSE): PP,
+    (PR, PAUSE): PP,
+    (PP, START): PP,  # chunks rendering when it was paused finish and count
+    (PP, REQUEUED): PP,
+    (PP, RENDERED): PC,  # ... and the last of them finishes the project
+    (PP, FAILED): PE,
+    (PP, REWORK): PP,
+    (PP, RESUME): PQ,
+    (PQ, CANCEL): PX,
+    (PR, CANCEL): PX,
+    (PP, CANCEL): PX,
+    (PX, START): PX,  # late results are kept, the project stays cancelled
+    (PX, REQUEUED): PX,
+    (PX, RENDERED): PX,
+    (PX, FAILED): PX,
+    (PX, RETRY): PQ,
+    (PQ, REWORK): PQ,
+    (PR, REWORK): PQ,
+    (PC, REWORK): PQ,
+    (PD, REWORK): PQ,  # a finished project renders part of itself again
 }
 
 
@@ -121,8 +151,20 @@ def test_error_and_done_are_sticky_while_tasks_still_move() -> None:
             project_move(PD, event)
 
 
-def test_only_a_project_in_error_can_be_retried() -> None:
-    assert [s for s in ProjectState if can_move(s, RETRY)] == [PE]
+def test_only_a_project_in_error_or_cancelled_can_be_retried() -> None:
+    assert [s for s in ProjectState if can_move(s, RETRY)] == [PE, PX]
+
+
+def test_paused_and_cancelled_projects_hand_out_no_work_and_cancelled_is_sticky() -> None:
+    assert PP not in LEASABLE and PX not in LEASABLE
+    for event in (START, RENDERED, REQUEUED, FAILED):
+        assert project_move(PX, event) is PX
+    for event in (PAUSE, RESUME, REWORK, FINISHED):
+        assert not can_move(PX, event)
+
+
+def test_cancel_stops_rendering_tasks_and_keeps_done_ones() -> None:
+    assert task_moves(TaskEvent.CANCEL) == {R: Q}
 
 
 def test_only_queued_and_rendering_projects_hand_out_work() -> None:

@@ -176,6 +176,23 @@ def test_the_farm_renders_on_a_migrated_database(tmp_path: Path) -> None:
         farm.farm.close()
 
 
+def test_projects_from_before_the_queue_controls_keep_their_order_and_are_not_announced(
+    tmp_path: Path,
+) -> None:
+    old = tmp_path / "old.db"
+    old_database(old)
+    store = Store(old)
+    try:
+        p = store.projects.get(OLD_PID)
+        assert (p.priority, p.require_tags, p.frame_order.value) == (50, [], "sequential")
+        assert p.notified == p.state.value  # nothing old is told to a new notifier
+        assert store.projects.to_notify(frozenset(ProjectState)) == []
+        assert all(t.rank == 0 and t.seconds is None for t in store.tasks.of_project(OLD_PID))
+        assert store.nodes.get("n1").disabled is False
+    finally:
+        store.close()
+
+
 def test_opening_a_database_twice_migrates_it_once(tmp_path: Path) -> None:
     path = tmp_path / "farm.db"
     first = Store(path)

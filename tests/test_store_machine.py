@@ -25,6 +25,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from blendfarm.scheduler import FrameOrder, frame_ranks
 from blendfarm.server.rows import NewProject, ProjectCounts
 from blendfarm.server.store import Store
 from blendfarm.server.validate import Plan
@@ -141,9 +142,11 @@ class FarmMachine(RuleBasedStateMachine):
             if p.state in (PQ, PR) and node not in self.blocked(p.id)
         ]
         for p in sorted(live, key=lambda p: (self.busy(p.id), p.created, p.id)):
+            # New projects render preview-first: first, last and middle frame, then the rest.
+            rank = frame_ranks(range(1, p.frames + 1), FrameOrder.PREVIEW)
             queued = sorted(
                 (self.tasks[t] for t in p.tasks if self.tasks[t].state is Q),
-                key=lambda t: (t.frame, t.row, t.col, t.id),
+                key=lambda t: (rank.get(t.frame, 0), t.frame, t.row, t.col, t.id),
             )
             for t in queued:
                 if node not in t.failed_on:

@@ -18,7 +18,7 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def module_imports(path: Path) -> set[str]:
+def module_imports(path: Path, known: frozenset[str] = frozenset()) -> set[str]:
     """The blendfarm modules `path` imports when it is imported (not inside functions)."""
     name = module_name(path)
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
@@ -36,8 +36,10 @@ def module_imports(path: Path) -> set[str]:
                 else:
                     target = node.module or ""
                 if target.startswith("blendfarm"):
-                    found.add(target)
-                    found.update(f"{target}.{a.name}" for a in node.names)
+                    subs = {f"{target}.{a.name}" for a in node.names}
+                    modules = subs & known
+                    # `from . import sub` imports the submodule, not the package's own body
+                    found.update(modules if modules == subs else {target} | modules)
             elif isinstance(node, ast.If | ast.Try):
                 visit(node.body)
                 visit(getattr(node, "orelse", []))
@@ -50,8 +52,9 @@ def module_imports(path: Path) -> set[str]:
 
 def graph() -> dict[str, set[str]]:
     modules = {module_name(p): p for p in SRC.rglob("*.py")}
+    known = frozenset(modules)
     return {
-        name: {m for m in module_imports(path) if m in modules and m != name}
+        name: {m for m in module_imports(path, known) if m in modules and m != name}
         for name, path in modules.items()
     }
 

@@ -164,6 +164,25 @@ class ApiClient:
         headers = self._owner(owner_key)
         return self._call("POST", f"/api/projects/{_seg(pid)}/retry", p.Project, headers=headers)
 
+    def control(self, pid: str, action: str, owner_key: str | None = None) -> p.Project:
+        """Pause, resume or cancel a project (`action`); owner key or admin password."""
+        if action not in ("pause", "resume", "cancel"):
+            raise ValueError(f"no project action {action!r}")
+        url, headers = f"/api/projects/{_seg(pid)}/{action}", self._owner(owner_key)
+        return self._call("POST", url, p.Project, headers=headers)
+
+    def set_priority(self, pid: str, priority: int, owner_key: str | None = None) -> p.Project:
+        body, url = p.PriorityChange(priority=priority), f"/api/projects/{_seg(pid)}/priority"
+        return self._json("POST", url, body, p.Project, headers=self._owner(owner_key))
+
+    def requeue(self, pid: str, ask: p.RequeueRequest, owner_key: str | None = None) -> p.Requeued:
+        url = f"/api/projects/{_seg(pid)}/requeue"
+        return self._json("POST", url, ask, p.Requeued, headers=self._owner(owner_key))
+
+    def set_node_disabled(self, name: str, disabled: bool, password: str | None = None) -> p.Node:
+        url = f"/api/nodes/{_seg(name)}/{'disable' if disabled else 'enable'}"
+        return self._call("POST", url, p.Node, headers=self._admin(password))
+
     def _owner(self, owner_key: str | None) -> dict[str, str]:
         """The owner key of a project, and the admin password when the client has one."""
         headers = {OWNER_HEADER: owner_key} if owner_key else {}

@@ -238,6 +238,13 @@ class Settings:
     password: str = setting(
         "", "Admin password (default: generated once in the data dir).", secret=True
     )
+    notify: str = setting(
+        "",
+        "Apprise URL told when any project is done or in error (ntfy://, mailto://, slack://, "
+        "json://...); several are separated by spaces.",
+        metavar="URL",
+        secret=True,
+    )
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -300,6 +307,18 @@ class NodeSettings:
         "Run the Python inside submitted .blend files (drivers, registered text blocks, "
         "Freestyle style modules) with this node's rights: only on a farm whose files you trust.",
         flags=("--trust-scripts",),
+    )
+    tags: str = setting(
+        "",
+        "Tags of this node, comma-separated (gpu,big-ram): projects that require a tag go only "
+        "to nodes that have it.",
+        metavar="TAGS",
+    )
+    schedule: str = setting(
+        "",
+        'Hours in which this node takes no new work, such as "mon-fri 09:00-18:00 off" '
+        "(several rules separated by ';'; the server's clock): it finishes its chunk and rests.",
+        metavar="RULES",
     )
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 

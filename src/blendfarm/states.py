@@ -6,8 +6,8 @@ that is not in a table is a bug in the caller, raised as `IllegalTransition`; co
 a person's request (retry a project that is not in error, ...) checks first and answers with a
 `Conflict` itself.
 
-New states (say `paused`, `cancelled`) are new rows in these tables and new members of the
-sets below, not new code paths in the store.
+New states (`paused`, `cancelled`) are new rows in these tables and new members of the sets
+below, not new code paths in the store.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ class ProjectState(StrEnum):
     COMPOSITING = "compositing"
     DONE = "done"
     ERROR = "error"
+    PAUSED = "paused"  # hands out no chunk; those rendering finish and count
+    CANCELLED = "cancelled"  # stopped on every node; what is done is kept; retry revives it
 
 
 class TaskState(StrEnum):
@@ -47,6 +49,8 @@ class TaskEvent(StrEnum):
     REJECT = "reject"  # its (probe) result was refused: back to the queue for a later retry
     RETRY = "retry"  # its project is retried
     LOST = "lost"  # its result's file is missing or damaged on the server: render it again
+    CANCEL = "cancel"  # its project was cancelled: nodes rendering it are told to stop
+    REQUEUE = "requeue"  # a person asks for it to be rendered again
 
 
 class ProjectEvent(StrEnum):
@@ -56,6 +60,10 @@ class ProjectEvent(StrEnum):
     FINISHED = "finished"  # compositing wrote the result
     FAILED = "failed"  # it cannot go on: a task gave up, the probe or compositing failed
     RETRY = "retry"  # a person puts it back to work
+    PAUSE = "pause"  # a person holds it: no new chunk is handed out
+    RESUME = "resume"  # a person lets a paused project go on
+    CANCEL = "cancel"  # a person stops it for good (until a retry)
+    REWORK = "rework"  # a person asks for part of it to be rendered again
 
 
 _TASK_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
@@ -73,6 +81,9 @@ _TASK_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
     (TaskState.QUEUED, TaskEvent.RETRY): TaskState.QUEUED,
     (TaskState.RENDERING, TaskEvent.RETRY): TaskState.QUEUED,
     (TaskState.DONE, TaskEvent.LOST): TaskState.QUEUED,
+    (TaskState.RENDERING, TaskEvent.CANCEL): TaskState.QUEUED,
+    (TaskState.DONE, TaskEvent.REQUEUE): TaskState.QUEUED,
+    (TaskState.QUEUED, TaskEvent.REQUEUE): TaskState.QUEUED,
 }
 
 _PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {
@@ -97,6 +108,29 @@ _PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {
     (ProjectState.ERROR, ProjectEvent.RENDERED): ProjectState.ERROR,
     (ProjectState.ERROR, ProjectEvent.FAILED): ProjectState.ERROR,
     (ProjectState.ERROR, ProjectEvent.RETRY): ProjectState.QUEUED,
+    # Pause: chunks already rendering finish and count; the last one may finish the project.
+    (ProjectState.QUEUED, ProjectEvent.PAUSE): ProjectState.PAUSED,
+    (ProjectState.RENDERING, ProjectEvent.PAUSE): ProjectState.PAUSED,
+    (ProjectState.PAUSED, ProjectEvent.START): ProjectState.PAUSED,
+    (ProjectState.PAUSED, ProjectEvent.REQUEUED): ProjectState.PAUSED,
+    (ProjectState.PAUSED, ProjectEvent.RENDERED): ProjectState.COMPOSITING,
+    (ProjectState.PAUSED, ProjectEvent.FAILED): ProjectState.ERROR,
+    (ProjectState.PAUSED, ProjectEvent.REWORK): ProjectState.PAUSED,
+    (ProjectState.PAUSED, ProjectEvent.RESUME): ProjectState.QUEUED,  # then its counts decide
+    # Cancel: sticky until a retry; late results are still kept.
+    (ProjectState.QUEUED, ProjectEvent.CANCEL): ProjectState.CANCELLED,
+    (ProjectState.RENDERING, ProjectEvent.CANCEL): ProjectState.CANCELLED,
+    (ProjectState.PAUSED, ProjectEvent.CANCEL): ProjectState.CANCELLED,
+    (ProjectState.CANCELLED, ProjectEvent.START): ProjectState.CANCELLED,
+    (ProjectState.CANCELLED, ProjectEvent.REQUEUED): ProjectState.CANCELLED,
+    (ProjectState.CANCELLED, ProjectEvent.RENDERED): ProjectState.CANCELLED,
+    (ProjectState.CANCELLED, ProjectEvent.FAILED): ProjectState.CANCELLED,
+    (ProjectState.CANCELLED, ProjectEvent.RETRY): ProjectState.QUEUED,
+    # Requeue a part: a finished project goes back to work; its result is made again.
+    (ProjectState.QUEUED, ProjectEvent.REWORK): ProjectState.QUEUED,
+    (ProjectState.RENDERING, ProjectEvent.REWORK): ProjectState.QUEUED,
+    (ProjectState.COMPOSITING, ProjectEvent.REWORK): ProjectState.QUEUED,
+    (ProjectState.DONE, ProjectEvent.REWORK): ProjectState.QUEUED,
 }
 
 # Projects a node may take a task from.

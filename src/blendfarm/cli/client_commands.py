@@ -167,6 +167,27 @@ def submit(
         help="Which node slots may render it: any, gpu (only GPUs), cpu (only CPUs), or scene "
         "(any, keeping the scene's own Cycles device when it is the CPU).",
     ),
+    priority: int = typer.Option(
+        50, "--priority", min=0, max=100, metavar="N", help="0-100: higher gets nodes first."
+    ),
+    paused: bool = typer.Option(
+        False, "--paused", help="Queue it paused: nothing renders until `blendfarm resume ID`."
+    ),
+    require_tag: list[str] = typer.Option(
+        None,
+        "--require-tag",
+        metavar="TAG",
+        help="Render only on nodes with this tag (node --tags); may be given several times.",
+    ),
+    order: str = typer.Option(
+        "preview",
+        "--order",
+        metavar="ORDER",
+        help="preview: first, last and middle frame first, then the rest; sequential: in order.",
+    ),
+    notify: str = typer.Option(
+        None, "--notify", metavar="URL", help="An Apprise URL told when it is done or fails."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
     check: bool = typer.Option(
         False, "--check", help="Only show what would be uploaded and rendered; send nothing."
@@ -182,9 +203,22 @@ def submit(
     api = api_for(ctx, server)
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
-    fields: dict[str, str] = {"tiles": str(tiles), "overscan": str(overscan)}
+    if order not in ("preview", "sequential"):
+        raise BadInput(f"--order is preview or sequential, not {order!r}")
+    fields: dict[str, str] = {
+        "tiles": str(tiles),
+        "overscan": str(overscan),
+        "priority": str(priority),
+        "order": order,
+    }
     if device.strip().lower() != "any":
         fields["device"] = device.strip().lower()
+    if paused:
+        fields["paused"] = "true"
+    if require_tag:
+        fields["require_tags"] = ",".join(require_tag)
+    if notify:
+        fields["notify"] = notify
     if title:
         fields["title"] = title
     if frame is not None:
@@ -209,7 +243,10 @@ def submit(
     if as_json:
         console.print_json(status_json(project))
         return
-    console.print(f"submitted [bold]{project.title}[/bold] as [cyan]{project.id}[/cyan]")
+    paused_note = " (paused)" if project.state.value == "paused" else ""
+    console.print(
+        f"submitted [bold]{project.title}[/bold] as [cyan]{project.id}[/cyan]{paused_note}"
+    )
     for warning in project.warnings:
         err_console.print(f"[yellow]warning:[/yellow] {warning}")
 

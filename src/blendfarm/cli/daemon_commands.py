@@ -15,6 +15,9 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from ..errors import BadInput
+from ..rest_hours import parse_schedule
+from ..scheduler import parse_tags
 from ..settings import NodeSettings, Setting, Settings, declared
 from .context import console, err_console, friendly, target
 
@@ -118,6 +121,11 @@ def node(
     if print_config:
         console.print(_config_table(settings))
         return
+    try:
+        parse_tags(settings.tags)
+        parse_schedule(settings.schedule)
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     from ..node.stopping import StopRequest

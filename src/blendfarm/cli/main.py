@@ -12,7 +12,14 @@ import httpx
 import typer
 
 from .. import __version__
-from . import addon_commands, admin_commands, client_commands, daemon_commands, demo_commands
+from . import (
+    addon_commands,
+    admin_commands,
+    client_commands,
+    daemon_commands,
+    demo_commands,
+    queue_commands,
+)
 from .context import SERVER_ENV, Target, console, server_option
 from .helptext import Command, Group
 
@@ -58,6 +65,11 @@ for command in (
     client_commands.fetch,
     client_commands.rm,
     client_commands.retry,
+    queue_commands.priority,
+    queue_commands.pause,
+    queue_commands.resume,
+    queue_commands.cancel,
+    queue_commands.requeue,
     admin_commands.purge,
     admin_commands.passwd,
     daemon_commands.serve,
@@ -86,6 +98,17 @@ addon_app.command("install", cls=Command)(addon_commands.install)
 addon_app.command("path", cls=Command)(addon_commands.path)
 addon_app.command("submit", cls=Command, hidden=True)(addon_commands.submit)
 app.add_typer(addon_app, name="addon")
+
+nodes_app = typer.Typer(
+    cls=Group,
+    help="The render nodes: list them (no command), or disable and enable one.",
+    invoke_without_command=True,
+    rich_markup_mode=None,
+)
+nodes_app.callback()(queue_commands.nodes)
+nodes_app.command("disable", cls=Command)(queue_commands.nodes_disable)
+nodes_app.command("enable", cls=Command)(queue_commands.nodes_enable)
+app.add_typer(nodes_app, name="nodes")
 
 
 def main() -> None:

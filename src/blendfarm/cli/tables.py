@@ -8,6 +8,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 
 from .. import protocol as p
+from ..timing import duration_text
 
 STATE_STYLE = {
     "queued": "yellow",
@@ -15,6 +16,15 @@ STATE_STYLE = {
     "compositing": "magenta",
     "done": "green",
     "error": "red",
+    "paused": "blue",
+    "cancelled": "dim",
+}
+NODE_STYLE = {
+    "idle": "green",
+    "rendering": "cyan",
+    "offline": "dim",
+    "disabled": "yellow",
+    "resting": "blue",
 }
 
 
@@ -43,7 +53,7 @@ def status_table(status: p.Status) -> Table:
     disk = status.disk
     online = sum(1 for n in status.nodes if n.online)
     table = Table(
-        title=f"blendfarm — {online} node(s) online",
+        title=f"blendfarm — {online} node(s) online, {status.throughput:.0f} chunks/hour",
         caption=f"disk: {size_text(disk.used)} used, {size_text(disk.free)} free of "
         f"{size_text(disk.total)}; projects use {size_text(disk.data)}",
     )
@@ -51,6 +61,8 @@ def status_table(status: p.Status) -> Table:
     table.add_column("Title", min_width=10, ratio=1, overflow="fold")
     table.add_column("State", min_width=11)
     table.add_column("Progress", no_wrap=True)
+    table.add_column("Prio", no_wrap=True, justify="right")
+    table.add_column("ETA", no_wrap=True)
     table.add_column("Size", no_wrap=True, justify="right")
     table.add_column("Created", no_wrap=True)
     for pr in status.projects:
@@ -68,5 +80,55 @@ def status_table(status: p.Status) -> Table:
             ProgressBar(total=max(total, 1), completed=done, width=8),
             f"{done}/{total}" if total else "-",
         )
-        table.add_row(pr.id, pr.title, label, progress, size_text(pr.size), when_text(pr.created))
+        table.add_row(
+            pr.id,
+            pr.title,
+            label,
+            progress,
+            str(pr.priority),
+            eta_text(pr),
+            size_text(pr.size),
+            when_text(pr.created),
+        )
+    return table
+
+
+def eta_text(pr: p.Project) -> str:
+    """'4 min – 6 min' while it renders and chunk times are known, else '-'."""
+    if pr.eta_low is None or pr.eta_high is None or pr.chunks_done == pr.chunks_total:
+        return "-"
+    low, high = duration_text(pr.eta_low), duration_text(pr.eta_high)
+    return low if low == high else f"{low} – {high}"
+
+
+def node_devices(node: p.Node) -> str:
+    """The node's render devices when it reports them, else '-'."""
+    devices = getattr(node.info, "devices", None)
+    if not devices:
+        return "-"
+    return ", ".join(str(getattr(d, "name", d)) for d in devices)
+
+
+def nodes_table(nodes: list[p.Node]) -> Table:
+    """Every node: state, Blender, devices, tags, current chunk, chunks done, last seen."""
+    table = Table(title=f"{len(nodes)} node(s)")
+    for column in ("Name", "State", "Blender", "Devices", "Tags", "Current", "Done", "Seen"):
+        table.add_column(column, no_wrap=column != "Devices")
+    for n in nodes:
+        cur = n.current
+        current = "-"
+        if cur is not None:
+            current = f"{cur.project} {cur.kind.value}"
+            if cur.kind.value == "chunk":
+                current = f"{cur.project} {cur.frame}:{cur.row}:{cur.col}"
+        table.add_row(
+            n.name,
+            f"[{NODE_STYLE.get(n.state, 'white')}]{n.state}[/]",
+            n.blender_version or "-",
+            node_devices(n),
+            ", ".join(n.info.tags) or "-",
+            current,
+            str(n.chunks_done),
+            when_text(n.last_seen),
+        )
     return table

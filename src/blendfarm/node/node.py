@@ -29,6 +29,7 @@ from .. import __version__
 from ..client import ApiClient, Retry, Stopped
 from ..errors import BlendfarmError, InsufficientStorage, Unauthorized
 from ..protocol import NodeInfo, Task, to_builtins
+from ..scheduler import parse_tags
 from ..settings import NodeSettings
 from .blender import (
     BPY,
@@ -262,6 +263,8 @@ class Node:
             version=__version__,
             devices=[d.label[:100] for d in self.devices][:64],
             slots=[slot.label[:100] for slot in self.plan.slots][:64],
+            tags=sorted(parse_tags(self.settings.tags)),
+            schedule=self.settings.schedule,
         )
         try:
             welcome = self.client.register(self.name, info)

@@ -24,6 +24,7 @@ from .. import __version__
 from ..errors import BlendfarmError, error_body
 from ..settings import Settings
 from . import routes_admin as admin
+from . import routes_controls as controls
 from . import routes_nodes as nodes
 from . import routes_projects as projects
 from .openapi import api, openapi_document
@@ -50,12 +51,19 @@ ROUTES = [
     Route("/api/projects/{pid}", projects.get_project, methods=["GET"]),
     Route("/api/projects/{pid}", projects.delete_project, methods=["DELETE"]),
     Route("/api/projects/{pid}/retry", projects.retry_project, methods=["POST"]),
+    Route("/api/projects/{pid}/priority", controls.set_priority, methods=["POST"]),
+    Route("/api/projects/{pid}/pause", controls.pause_project, methods=["POST"]),
+    Route("/api/projects/{pid}/resume", controls.resume_project, methods=["POST"]),
+    Route("/api/projects/{pid}/cancel", controls.cancel_project, methods=["POST"]),
+    Route("/api/projects/{pid}/requeue", controls.requeue_project, methods=["POST"]),
     Route("/api/projects/{pid}/result", projects.project_result, methods=["GET"]),
     Route("/api/projects/{pid}/raw", projects.project_raw, methods=["GET"]),
     Route("/api/projects/{pid}/thumbnail", projects.project_thumbnail, methods=["GET"]),
     Route("/api/projects/{pid}/archive", projects.project_archive, methods=["GET"]),
     Route("/api/nodes", projects.list_nodes, methods=["GET"]),
     Route("/api/nodes/{name}/log", projects.node_log, methods=["GET"]),
+    Route("/api/nodes/{name}/disable", controls.disable_node, methods=["POST"]),
+    Route("/api/nodes/{name}/enable", controls.enable_node, methods=["POST"]),
     Route("/api/nodes/{name}/register", nodes.node_register, methods=["POST"]),
     Route("/api/nodes/{name}/heartbeat", nodes.node_heartbeat, methods=["POST"]),
     Route("/api/nodes/{name}/lease", nodes.node_lease, methods=["POST"]),

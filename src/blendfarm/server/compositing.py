@@ -136,5 +136,10 @@ class Compositor:
             with replacing(result) as tmp:
                 shutil.copyfile(data.frame(pid, frames[0]), tmp)
         store.projects.add_size(pid, raw.stat().st_size + result.stat().st_size)
-        store.projects.set_result(pid, result.name)
+        with store.db.transaction():
+            # A requeue may have sent it back to work while the result was being written.
+            if store.projects.get(pid).state is not ProjectState.COMPOSITING:
+                log.info("project %s went back to work while its result was made", pid)
+                return
+            store.projects.set_result(pid, result.name)
         log.info("project %s done: %s", pid, result.name)

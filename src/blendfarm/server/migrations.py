@@ -74,6 +74,24 @@ def _step_2_owner_keys(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN owner_key_hash TEXT")
 
 
+def _step_4_queue_controls(db: sqlite3.Connection) -> None:
+    """Priorities, required tags, frame order, notifications and the notice sent; each
+    chunk's place in the render order and its render time; nodes an admin disabled."""
+    for column in (
+        "priority INTEGER NOT NULL DEFAULT 50",
+        "require_tags TEXT NOT NULL DEFAULT '[]'",
+        "frame_order TEXT NOT NULL DEFAULT 'sequential'",
+        "notify TEXT",
+        "notified TEXT",
+    ):
+        db.execute(f"ALTER TABLE projects ADD COLUMN {column}")
+    db.execute("UPDATE projects SET notified = state")  # nothing old is announced at upgrade
+    db.execute("ALTER TABLE tasks ADD COLUMN rank INTEGER NOT NULL DEFAULT 0")
+    db.execute("ALTER TABLE tasks ADD COLUMN seconds REAL")
+    db.execute("ALTER TABLE nodes ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0")
+    db.execute("CREATE INDEX tasks_ranked ON tasks(project_id, state, rank, frame, row, col)")
+
+
 Step = Callable[[sqlite3.Connection], None]
 
 
@@ -82,7 +100,12 @@ def _step_3_project_device(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN device TEXT NOT NULL DEFAULT 'any'")
 
 
-STEPS: tuple[Step, ...] = (_step_1_tables, _step_2_owner_keys, _step_3_project_device)
+STEPS: tuple[Step, ...] = (
+    _step_1_tables,
+    _step_2_owner_keys,
+    _step_3_project_device,
+    _step_4_queue_controls,
+)
 SCHEMA_VERSION = len(STEPS)
 
 

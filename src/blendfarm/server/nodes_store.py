@@ -67,6 +67,13 @@ class NodeStore:
         with self.db.transaction() as db:
             db.execute("UPDATE nodes SET offline = 1 WHERE name = ?", (name,))
 
+    def set_disabled(self, name: str, disabled: bool) -> None:
+        """A disabled node finishes what it renders and then takes nothing until enabled."""
+        with self.db.transaction() as db:
+            cur = db.execute("UPDATE nodes SET disabled = ? WHERE name = ?", (int(disabled), name))
+            if cur.rowcount == 0:
+                raise NotFound(f"no node {name!r}")
+
     def all(self) -> list[NodeRow]:
         """Every node, by name, with the task it renders (if any)."""
         with self.db.read() as db:

@@ -99,8 +99,8 @@ class ProjectStore:
             db.execute(
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
                 " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
-                " file_version, owner_key_hash, device)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " file_version, owner_key_hash, device, priority, require_tags, frame_order,"
+                " notify) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     new.title,
@@ -112,13 +112,17 @@ class ProjectStore:
                     new.frame_end,
                     new.tiles,
                     new.overscan,
-                    ProjectState.QUEUED.value,
+                    (ProjectState.PAUSED if new.paused else ProjectState.QUEUED).value,
                     new.archive_size,
                     now,
                     now,
                     new.file_version,
                     new.owner_key_hash,
                     new.device,
+                    new.priority,
+                    json.dumps(sorted(new.require_tags)),
+                    new.frame_order.value,
+                    new.notify,
                 ),
             )
             db.execute(
@@ -162,6 +166,43 @@ class ProjectStore:
             db.execute("INSERT OR IGNORE INTO frames VALUES (?, ?)", (pid, frame))
             db.execute("UPDATE projects SET thumbnail = 1 WHERE id = ?", (pid,))
 
+    def set_priority(self, pid: str, priority: int) -> None:
+        """A new priority (0-100): higher gets free nodes first."""
+        with self.db.transaction() as db:
+            cur = db.execute(
+                "UPDATE projects SET priority = ?, updated = ? WHERE id = ?",
+                (priority, self.db.clock(), pid),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"no project {pid!r}")
+
+    def mark_notified(self, pid: str, state: ProjectState) -> None:
+        """The notifiers were told that the project reached `state`."""
+        with self.db.transaction(changes=False) as db:
+            db.execute("UPDATE projects SET notified = ? WHERE id = ?", (state.value, pid))
+
+    def to_notify(self, states: frozenset[ProjectState]) -> list[ProjectRow]:
+        """Projects in one of `states` whose notifiers were not told of it yet."""
+        values = sorted(s.value for s in states)
+        with self.db.read() as db:
+            rows = db.execute(
+                f"SELECT * FROM projects WHERE state IN ({', '.join('?' * len(values))})"
+                " AND (notified IS NULL OR notified != state) ORDER BY updated",
+                values,
+            ).fetchall()
+        return [project_row(r) for r in rows]
+
+    def chunk_times(self, pid: str | None = None) -> list[tuple[str, int, float, float]]:
+        """(project, frame, seconds, finished) of every done chunk with a measured time."""
+        where, args = ("AND project_id = ?", (pid,)) if pid else ("", ())
+        with self.db.read() as db:
+            rows = db.execute(
+                "SELECT project_id, frame, seconds, finished FROM tasks"
+                f" WHERE kind = ? AND state = ? AND seconds IS NOT NULL {where}",
+                (TaskKind.CHUNK.value, TaskState.DONE.value, *args),
+            ).fetchall()
+        return [(r[0], r[1], r[2], r[3]) for r in rows]
+
     def delete(self, pid: str) -> ProjectRow:
         """Forget a project, its tasks, frames and failures; returns the row it had."""
         with self.db.transaction() as db:
@@ -188,10 +229,11 @@ class ProjectStore:
             message = (error or old_error) if new is ProjectState.ERROR else None
             if new is old and message == old_error and result is None:
                 return new
+            back_to_work = new is ProjectState.QUEUED  # its next end is told again
             db.execute(
                 "UPDATE projects SET state = ?, error = ?, result = COALESCE(?, result),"
-                " updated = ? WHERE id = ?",
-                (new.value, message, result, self.db.clock(), pid),
+                " updated = ?, notified = CASE WHEN ? THEN NULL ELSE notified END WHERE id = ?",
+                (new.value, message, result, self.db.clock(), back_to_work, pid),
             )
             self.db.changed()
         return new
@@ -210,9 +252,37 @@ class ProjectStore:
         """Compositing wrote the result: the project is done."""
         self.move(pid, ProjectEvent.FINISHED, result=filename)
 
+    def pause(self, pid: str) -> ProjectState:
+        """Hand out no more of its chunks; those rendering finish and count."""
+        return self.move(pid, ProjectEvent.PAUSE)
+
+    def resume(self, pid: str) -> ProjectState:
+        """A paused project goes on where it was."""
+        with self.db.transaction(changes=False):
+            self.move(pid, ProjectEvent.RESUME)
+            return self.sync_state(pid)
+
+    def cancel(self, pid: str) -> list[int]:
+        """Stop a project: its rendering tasks go back to the queue (their nodes are told to
+        stop at their next heartbeat), done chunks and stitched frames are kept. Returns the
+        ids of the tasks that were rendering."""
+        with self.db.transaction() as db:
+            self.move(pid, ProjectEvent.CANCEL)
+            moves = task_moves(TaskEvent.CANCEL)
+            rows = db.execute(
+                "SELECT id, state FROM tasks WHERE project_id = ? AND state = ?",
+                (pid, TaskState.RENDERING.value),
+            ).fetchall()
+            db.executemany(
+                "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL"
+                " WHERE id = ?",
+                [(moves[TaskState(state)].value, tid) for tid, state in rows],
+            )
+            return [r[0] for r in rows]
+
     def retry(self, pid: str) -> ProjectState:
-        """Put a project in error back to work: failures forgotten, unfinished tasks queued,
-        done ones kept. IllegalTransition when it is not in error (check first)."""
+        """Put a project in error (or cancelled) back to work: failures forgotten, unfinished
+        tasks queued, done ones kept. IllegalTransition when it cannot retry (check first)."""
         with self.db.transaction() as db:
             self.move(pid, ProjectEvent.RETRY)
             moves = task_moves(TaskEvent.RETRY)

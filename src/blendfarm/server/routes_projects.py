@@ -87,11 +87,12 @@ async def project_result(request: Request) -> Response:
     return FileResponse(path, media_type=media, filename=name, content_disposition_type="inline")
 
 
-@api("The raw chunks as a zip.", media="application/zip")
+@api(
+    "The raw chunks as a zip; of a cancelled project, its done chunks and stitched frames.",
+    media="application/zip",
+)
 async def project_raw(request: Request) -> Response:
-    path, media, name = await run_in_threadpool(
-        farm_of(request).views.finished_file, _pid(request), "raw"
-    )
+    path, media, name = await run_in_threadpool(farm_of(request).controls.raw_file, _pid(request))
     return FileResponse(path, media_type=media, filename=name)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ..scheduler import DEFAULT_PRIORITY, FrameOrder
 from ..states import ProjectState, TaskKind, TaskState
 
 
@@ -25,6 +26,11 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     file_version: str | None = None
     owner_key_hash: str | None = None  # sha256 of the key handed to the submitter once
     device: str = "any"  # which slots may render it (validate.DEVICES)
+    priority: int = DEFAULT_PRIORITY
+    require_tags: list[str] = []
+    frame_order: FrameOrder = FrameOrder.PREVIEW
+    paused: bool = False
+    notify: str | None = None  # an Apprise URL told when it is done or in error
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,6 +58,11 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     file_version: str | None  # the Blender that saved the .blend ('4.2'), when known
     owner_key_hash: str | None  # None for projects made before owner keys: admin only
     device: str  # which slots may render it: any, gpu, cpu, scene (validate.DEVICES)
+    priority: int
+    require_tags: list[str]  # only nodes with every one of these tags render it
+    frame_order: FrameOrder
+    notify: str | None
+    notified: str | None  # the state last told to the notifiers
     created: float
     updated: float
 
@@ -72,6 +83,8 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
     failed_on: list[str]  # nodes it failed on (it is not offered to them again)
     last_error: str | None
     leases: list[str]  # every lease ever issued for it (a late result under an old one is good)
+    rank: int  # its frame's place in the render order
+    seconds: float | None  # how long its last render took, once done
 
 
 class ProjectCounts(msgspec.Struct, kw_only=True):
@@ -104,6 +117,7 @@ class NodeRow(msgspec.Struct, frozen=True, kw_only=True):
     info: dict[str, Any]  # what it said when it registered
     log: list[str]  # its recent log lines, oldest first
     offline: bool
+    disabled: bool  # an admin said: finish what you render, then take nothing
     current: CurrentTask | None
 
 
@@ -137,6 +151,11 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         thumbnail=bool(r["thumbnail"]),
         file_version=r["file_version"],
         owner_key_hash=r["owner_key_hash"],
+        priority=r["priority"],
+        require_tags=_strings.decode(r["require_tags"]),
+        frame_order=FrameOrder(r["frame_order"]),
+        notify=r["notify"],
+        notified=r["notified"],
         created=r["created"],
         updated=r["updated"],
     )
@@ -159,6 +178,8 @@ def task_row(r: sqlite3.Row) -> TaskRow:
         failed_on=_strings.decode(r["failed_on"]),
         last_error=r["last_error"],
         leases=_strings.decode(r["leases"]),
+        rank=r["rank"],
+        seconds=r["seconds"],
     )
 
 
@@ -183,5 +204,6 @@ def node_row(r: sqlite3.Row, current: CurrentTask | None) -> NodeRow:
         info=_object.decode(r["info"]),
         log=_strings.decode(r["log"]),
         offline=bool(r["offline"]),
+        disabled=bool(r["disabled"]),
         current=current,
     )

@@ -17,8 +17,10 @@ from .auth import Guard, load_secrets
 from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .compositing import Compositor
+from .controls import Controls
 from .dispatch import Dispatch
 from .files import DataDir
+from .notify import Notifier, dashboard_url
 from .reaper import reap, resume
 from .store import Store
 from .submissions import Submissions
@@ -41,6 +43,8 @@ class Farm:
     admin: Admin
     compositor: Compositor
     bell: WorkBell
+    controls: Controls
+    notifier: Notifier
 
     def close(self) -> None:
         """Stop collecting log lines and close the database."""
@@ -71,11 +75,14 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         admin=admin,
         compositor=Compositor(store, data, bell),
         bell=bell,
+        controls=Controls(store, data, views, guard),
+        notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
     )
 
 
 class Background:
-    """Two daemon threads: the reaper (leases, offline nodes) and the compositor."""
+    """Three daemon threads: the reaper (leases, offline nodes, notices to send), the
+    compositor and the notifier's sender."""
 
     def __init__(self, farm: Farm, interval: float = 0.5):
         self.farm = farm
@@ -86,6 +93,7 @@ class Background:
 
     def start(self) -> None:
         resume(self.farm.store, self.farm.settings)  # before the reaper's first pass
+        self.farm.notifier.start()
         for target, name in ((self._reap_loop, "reaper"), (self._composite_loop, "compositor")):
             t = threading.Thread(target=target, name=f"blendfarm-{name}", daemon=True)
             t.start()
@@ -95,10 +103,12 @@ class Background:
         self._stop.set()
         for t in self._threads:
             t.join(timeout=30)
+        self.farm.notifier.stop()
 
     def reap(self) -> None:
         if reap(self.farm.store, self.farm.settings):
             self.farm.bell.ring()
+        self.farm.notifier.tick()
 
     def composite_all(self) -> None:
         self.farm.compositor.composite_all()

@@ -91,6 +91,11 @@ class Submissions:
                     file_version=f"{saved_by[0]}.{saved_by[1]}",
                     owner_key_hash=key_hash,
                     device=sub.device,
+                    priority=sub.priority,
+                    require_tags=sorted(sub.require_tags),
+                    frame_order=sub.order,
+                    paused=sub.paused,
+                    notify=sub.notify,
                 )
             )
             self.data.adopt_upload(archive, pid)
@@ -128,7 +133,7 @@ class Submissions:
         with self.store.db.transaction():  # checked and retried at once: two retries race
             row = self.store.projects.get(pid)
             if not can_move(row.state, ProjectEvent.RETRY):
-                raise Conflict(f"project {pid} is {row.state.value}, not in error")
+                raise Conflict(f"project {pid} is {row.state.value}, not in error or cancelled")
             gone = [
                 (t.frame, t.row, t.col)
                 for t in self.store.tasks.of_project(pid)

@@ -17,7 +17,15 @@ from typing import Any
 
 from ..blendversion import can_open
 from ..errors import NotFound
-from ..scheduler import Candidate, ProjectLoad, first_task, project_order, task_gives_up
+from ..scheduler import (
+    Candidate,
+    FrameOrder,
+    ProjectLoad,
+    first_task,
+    frame_ranks,
+    project_order,
+    task_gives_up,
+)
 from ..states import (
     LEASABLE,
     IllegalTransition,
@@ -96,13 +104,18 @@ class TaskStore:
         """The task the scheduler gives `node`: fair between projects it can open, whose
         device its `slot` is, and it is not barred from; never a task it failed."""
         barred = {"gpu": "cpu", "cpu": "gpu"}.get(slot, "gpu")
-        row = db.execute("SELECT blender_version FROM nodes WHERE name = ?", (node,)).fetchone()
+        row = db.execute(
+            "SELECT blender_version, info, disabled FROM nodes WHERE name = ?", (node,)
+        ).fetchone()
+        if row is not None and row["disabled"]:
+            return None
         node_version = row[0] if row else None
+        node_tags = frozenset(json.loads(row["info"]).get("tags") or ()) if row else frozenset()
         leasable = sorted(s.value for s in LEASABLE)
         projects = [
             p
             for p in db.execute(
-                "SELECT id, created, file_version FROM projects"
+                "SELECT id, created, file_version, priority, require_tags FROM projects"
                 f" WHERE state IN ({', '.join('?' * len(leasable))}) AND device != ?",
                 [*leasable, barred],
             ).fetchall()
@@ -123,14 +136,19 @@ class TaskStore:
             blocked.setdefault(pid, set()).add(name)
         loads = [
             ProjectLoad(
-                p["id"], p["created"], busy.get(p["id"], 0), frozenset(blocked.get(p["id"], ()))
+                p["id"],
+                p["created"],
+                busy.get(p["id"], 0),
+                frozenset(blocked.get(p["id"], ())),
+                p["priority"],
+                frozenset(json.loads(p["require_tags"])),
             )
             for p in projects
         ]
-        for pid in project_order(node, loads):
+        for pid in project_order(node, loads, node_tags):
             rows = db.execute(
                 "SELECT id, project_id, frame, row, col, failed_on FROM tasks"
-                " WHERE project_id = ? AND state = ? ORDER BY frame, row, col, id LIMIT ?",
+                " WHERE project_id = ? AND state = ? ORDER BY rank, frame, row, col, id LIMIT ?",
                 # A node fails at most max_failures - 1 tasks of a project it may still do.
                 (pid, TaskState.QUEUED.value, max_failures + 1),
             ).fetchall()
@@ -217,7 +235,10 @@ class TaskStore:
             task_move(task.state, TaskEvent.COMPLETE)  # a probe that may complete at all
             pid = task.project_id
             self.projects.set_plan(pid, plan, probe)
-            (tiles,) = db.execute("SELECT tiles FROM projects WHERE id = ?", (pid,)).fetchone()
+            tiles, order = db.execute(
+                "SELECT tiles, frame_order FROM projects WHERE id = ?", (pid,)
+            ).fetchone()
+        ranks = frame_ranks(plan.frames, FrameOrder(order))
         per_batch = max(1, CHUNK_BATCH // (tiles * tiles))
         for i in range(0, len(plan.frames), per_batch):
             frames = plan.frames[i : i + per_batch]
@@ -233,10 +254,10 @@ class TaskStore:
                     )
                 }
                 db.executemany(
-                    "INSERT INTO tasks (project_id, kind, frame, row, col, state)"
-                    " VALUES (?,?,?,?,?,?)",
+                    "INSERT INTO tasks (project_id, kind, frame, row, col, state, rank)"
+                    " VALUES (?,?,?,?,?,?,?)",
                     [
-                        (pid, TaskKind.CHUNK.value, f, r, c, TaskState.QUEUED.value)
+                        (pid, TaskKind.CHUNK.value, f, r, c, TaskState.QUEUED.value, ranks[f])
                         for f in frames
                         if f not in made
                         for r in range(tiles)
@@ -269,6 +290,34 @@ class TaskStore:
                 moved += 1
             if moved:
                 self.projects.sync_state(pid)
+        return moved
+
+    def requeue(self, pid: str, chunks: list[tuple[int, int, int]]) -> int:
+        """Render these chunks (frame, row, col) of `pid` again: done ones go back to the
+        queue, their frames (and the project's result) are made again; the rest of the project
+        is untouched. Returns how many chunks moved. IllegalTransition when the project cannot
+        be reworked (check first)."""
+        wanted = set(chunks)
+        moved = 0
+        with self.db.transaction() as db:
+            self.projects.move(pid, ProjectEvent.REWORK)
+            frames: set[int] = set()
+            for t in self.of_project(pid):
+                if (t.frame, t.row, t.col) not in wanted or t.state is TaskState.RENDERING:
+                    continue
+                state = task_move(t.state, TaskEvent.REQUEUE)
+                db.execute(
+                    "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL,"
+                    " finished = NULL, seconds = NULL, failed_on = '[]' WHERE id = ?",
+                    (state.value, t.id),
+                )
+                frames.add(t.frame)
+                moved += 1
+            db.executemany(
+                "DELETE FROM frames WHERE project_id = ? AND frame = ?",
+                [(pid, f) for f in sorted(frames)],
+            )
+            self.projects.sync_state(pid)
         return moved
 
     def reject_probe(self, task_id: int, message: str) -> bool:
@@ -354,10 +403,12 @@ class TaskStore:
         """Write a move to done (its node is credited with the chunk) and move the project."""
         if state is not TaskState.DONE:
             raise IllegalTransition(f"task {task.id} cannot be finished into {state.value}")
+        now = self.db.clock()
+        seconds = None if task.started is None else max(0.0, now - task.started)
         db.execute(
-            "UPDATE tasks SET state = ?, lease = NULL, lease_expires = NULL, finished = ?"
-            " WHERE id = ?",
-            (state.value, self.db.clock(), task.id),
+            "UPDATE tasks SET state = ?, lease = NULL, lease_expires = NULL, finished = ?,"
+            " seconds = ? WHERE id = ?",
+            (state.value, now, seconds, task.id),
         )
         if task.node and task.kind is TaskKind.CHUNK:
             db.execute(

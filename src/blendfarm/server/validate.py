@@ -11,6 +11,7 @@ from ..errors import BadInput
 from ..limits import MAX_FRAMES, Limits, check_size
 from ..parsing import parse_bool as _bool
 from ..parsing import parse_frames
+from ..scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, FrameOrder, parse_tags
 from ..tiles import effective_size
 
 SUBMIT_FIELDS = frozenset(
@@ -26,6 +27,11 @@ SUBMIT_FIELDS = frozenset(
         "tiles",
         "device",
         "overscan",
+        "priority",
+        "paused",
+        "require_tags",
+        "order",
+        "notify",
     }
 )
 MAX_TITLE = 200
@@ -34,6 +40,9 @@ MAX_LOG_LINE = 2000
 MAX_LOG_LINES = 500
 MAX_BLOCKED = 5  # notes a probe may give on the Python it did not run
 MAX_NOTE = 200
+
+
+DEVICES = ("any", "gpu", "cpu", "scene")
 
 
 @dataclass(frozen=True)
@@ -46,9 +55,11 @@ class Submission:
     tiles: int
     overscan: int
     device: str = "any"
-
-
-DEVICES = ("any", "gpu", "cpu", "scene")
+    priority: int = DEFAULT_PRIORITY
+    paused: bool = False
+    require_tags: frozenset[str] = frozenset()
+    order: FrameOrder = FrameOrder.PREVIEW
+    notify: str | None = None
 
 
 def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
@@ -107,7 +118,41 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
     device = form.get("device", "").strip().lower() or "any"
     if device not in DEVICES:
         raise BadInput(f"device {device!r}: choose one of {', '.join(DEVICES)}")
-    return Submission(title, blend, animation, start, end, tiles, overscan, device)
+    priority = _int(
+        "priority", form.get("priority", "") or str(DEFAULT_PRIORITY), MIN_PRIORITY, MAX_PRIORITY
+    )
+    paused = _bool("paused", form.get("paused", "") or "false")
+    try:
+        tags = parse_tags(form.get("require_tags", ""))
+    except ValueError as exc:
+        raise BadInput(str(exc)) from None
+    order_text = (form.get("order", "") or FrameOrder.PREVIEW.value).strip().lower()
+    if order_text not in {o.value for o in FrameOrder}:
+        raise BadInput(f"order is preview or sequential, not {order_text[:40]!r}")
+    notify = form.get("notify", "").strip() or None
+    if notify is not None:
+        check_notify_url(notify)
+    return Submission(
+        title,
+        blend,
+        animation,
+        start,
+        end,
+        tiles,
+        overscan,
+        device=device,
+        priority=priority,
+        paused=paused,
+        require_tags=tags,
+        order=FrameOrder(order_text),
+        notify=notify,
+    )
+
+
+def check_notify_url(url: str) -> None:
+    """BadInput unless `url` looks like an Apprise URL ('scheme://...', one line)."""
+    if len(url) > 2000 or not re.fullmatch(r"[a-z][a-z0-9+.-]{0,30}://\S+", url):
+        raise BadInput("a notification URL is an Apprise URL such as ntfy://topic or json://host")
 
 
 @dataclass(frozen=True)

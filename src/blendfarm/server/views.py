@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,11 +15,13 @@ from .. import __version__
 from .. import protocol as p
 from ..blendversion import can_open
 from ..errors import Conflict, NotFound
+from ..rest_hours import parse_schedule, resting
 from ..settings import Settings
 from ..states import ProjectState
+from ..timing import eta_range, frame_seconds, throughput
 from .blender_shelf import BlenderShelf
 from .files import DataDir
-from .rows import ProjectCounts, ProjectRow
+from .rows import NodeRow, ProjectCounts, ProjectRow
 from .store import Store
 
 OFFLINE_SHOWN = 3600.0  # offline nodes stay listed this long
@@ -32,9 +35,16 @@ def iso(ts: float | None) -> str | None:
 
 
 def waiting_reason(
-    state: ProjectState, file_version: str | None, online_blenders: list[str | None]
+    state: ProjectState,
+    file_version: str | None,
+    online_blenders: list[str | None],
+    require_tags: frozenset[str] = frozenset(),
+    online_tags: list[frozenset[str]] | None = None,
 ) -> str | None:
-    """Why a project that has work gets none: no node online, or none with a new enough Blender."""
+    """Why a project that has work gets none: paused, no node online, none with a new enough
+    Blender, or none with the tags it requires."""
+    if state is ProjectState.PAUSED:
+        return "paused: resume it to go on"
     if state not in (ProjectState.QUEUED, ProjectState.RENDERING):
         return None
     if not online_blenders:
@@ -42,7 +52,20 @@ def waiting_reason(
     if file_version and not any(can_open(v, file_version) for v in online_blenders):
         have = ", ".join(sorted({str(v) for v in online_blenders}))
         return f"waiting for a node with Blender {file_version} or newer (online nodes run {have})"
+    if require_tags and not any(require_tags <= t for t in (online_tags or [])):
+        return f"waiting for a node tagged {', '.join(sorted(require_tags))}"
     return None
+
+
+def node_rests(schedule: str, moment: datetime) -> bool:
+    """Whether a node's sleep schedule (as it sent it) says it rests at `moment`; a schedule
+    that does not parse never rests it (the node checks it before sending)."""
+    if not schedule:
+        return False
+    try:
+        return resting(parse_schedule(schedule), moment)
+    except ValueError:
+        return False
 
 
 def safe_stem(title: str) -> str:
@@ -70,23 +93,67 @@ class Views:
     # -- projects ---------------------------------------------------------------------------
 
     def project(self, pid: str) -> p.Project:
-        view = self._project(self.store.projects.get(pid), self.store.projects.counts(pid))
+        row = self.store.projects.get(pid)
+        times = self._times(self.store.projects.chunk_times(pid))
+        view = self._project(row, self.store.projects.counts(pid), times)
         return self._with_waiting(view, self.nodes())
 
-    def projects(self, nodes: list[p.Node] | None = None) -> list[p.Project]:
+    def projects(
+        self,
+        nodes: list[p.Node] | None = None,
+        measured: list[tuple[str, int, float, float]] | None = None,
+    ) -> list[p.Project]:
         counts = self.store.projects.counts()
         nodes = self.nodes() if nodes is None else nodes
         rows = self.store.projects.all()
-        return [self._with_waiting(self._project(r, counts), nodes) for r in rows]
+        if measured is None:
+            measured = self.store.projects.chunk_times()
+        times = self._times(measured)
+        return [self._with_waiting(self._project(r, counts, times), nodes) for r in rows]
+
+    @staticmethod
+    def _times(
+        rows: list[tuple[str, int, float, float]],
+    ) -> dict[str, list[tuple[int, float]]]:
+        out: dict[str, list[tuple[int, float]]] = {}
+        for pid, frame, seconds, _finished in rows:
+            out.setdefault(pid, []).append((frame, seconds))
+        return out
 
     def _with_waiting(self, view: p.Project, nodes: list[p.Node]) -> p.Project:
-        online = [n.blender_version for n in nodes if n.online]
-        view.waiting = waiting_reason(view.state, view.file_version, online)
+        online = [n for n in nodes if n.online and not n.disabled and not n.resting]
+        if not online and any(n.online for n in nodes):
+            active = view.state in (ProjectState.QUEUED, ProjectState.RENDERING)
+            view.waiting = "waiting: every online node is disabled or resting" if active else None
+            if view.state is ProjectState.PAUSED:
+                view.waiting = waiting_reason(view.state, None, [])
+            return view
+        view.waiting = waiting_reason(
+            view.state,
+            view.file_version,
+            [n.blender_version for n in online],
+            frozenset(view.require_tags),
+            [frozenset(n.info.tags) for n in online],
+        )
         return view
 
-    def _project(self, row: ProjectRow, counts: dict[str, ProjectCounts]) -> p.Project:
+    def _project(
+        self,
+        row: ProjectRow,
+        counts: dict[str, ProjectCounts],
+        times: dict[str, list[tuple[int, float]]],
+    ) -> p.Project:
         pid = row.id
         c = counts.get(pid, ProjectCounts())
+        measured = times.get(pid, [])
+        eta = eta_range([s for _f, s in measured], c.total - c.done, c.rendering)
+        per_chunk = row.tiles * row.tiles
+        count_of = Counter(f for f, _s in measured)
+        frame_times = [
+            p.FrameTime(frame=f, seconds=round(s, 3))
+            for f, s in frame_seconds(measured).items()
+            if count_of[f] == per_chunk
+        ]
         done = row.state is ProjectState.DONE
         base = f"/api/projects/{pid}"
         return p.Project(
@@ -112,7 +179,7 @@ class Views:
             created=iso(row.created) or "",
             updated=iso(row.updated) or "",
             result_url=f"{base}/result" if done else None,
-            raw_url=f"{base}/raw" if done else None,
+            raw_url=f"{base}/raw" if done or row.state is ProjectState.CANCELLED else None,
             thumbnail_url=f"{base}/thumbnail" if row.thumbnail else None,
             result_type=("video/mp4" if row.animation else "image/png") if done else None,
             blocklist=self.store.projects.blocklist(pid, self.settings.max_failures),
@@ -120,6 +187,14 @@ class Views:
             file_version=row.file_version,
             waiting=None,
             owner_key=None,
+            priority=row.priority,
+            require_tags=list(row.require_tags),
+            frame_order=row.frame_order.value,
+            notify=bool(row.notify),
+            nodes_working=c.rendering,
+            eta_low=None if eta is None else round(eta[0], 1),
+            eta_high=None if eta is None else round(eta[1], 1),
+            frame_times=frame_times,
         )
 
     def finished_file(self, pid: str, kind: str) -> tuple[Path, str, str]:
@@ -152,38 +227,51 @@ class Views:
 
     def nodes(self) -> list[p.Node]:
         now = time.time()
-        out = []
-        for n in self.store.nodes.all():
-            if n.offline and now - n.last_seen > OFFLINE_SHOWN:
-                continue
-            cur = n.current
-            info = p.convert(n.info, p.NodeInfo, "a node's stored info")
-            out.append(
-                p.Node(
-                    name=n.name,
-                    online=not n.offline,
-                    state="offline" if n.offline else ("rendering" if cur else "idle"),
-                    blender_version=n.blender_version,
-                    started=iso(n.started),
-                    last_seen=iso(n.last_seen),
-                    chunks_done=n.chunks_done,
-                    current=None
-                    if cur is None
-                    else p.CurrentTask(
-                        project=cur.project_id,
-                        title=cur.title,
-                        kind=cur.kind,
-                        frame=cur.frame,
-                        row=cur.row,
-                        col=cur.col,
-                    ),
-                    log_tail=list(n.log[-LOG_TAIL:]),
-                    info=info,
-                    devices=list(info.devices),
-                    slots=list(info.slots) or ["CPU"],
-                )
-            )
-        return out
+        return [
+            self._node(n)
+            for n in self.store.nodes.all()
+            if not (n.offline and now - n.last_seen > OFFLINE_SHOWN)
+        ]
+
+    def node(self, name: str) -> p.Node:
+        return self._node(self.store.nodes.get(name))
+
+    def _node(self, n: NodeRow) -> p.Node:
+        cur = n.current
+        info = p.convert(n.info, p.NodeInfo, "a node's stored info")
+        rests = node_rests(info.schedule, datetime.now())
+        state: p.NodeState = "rendering" if cur else "idle"
+        if not cur and rests:
+            state = "resting"
+        if not cur and n.disabled:
+            state = "disabled"
+        if n.offline:
+            state = "offline"
+        return p.Node(
+            name=n.name,
+            online=not n.offline,
+            state=state,
+            blender_version=n.blender_version,
+            started=iso(n.started),
+            last_seen=iso(n.last_seen),
+            chunks_done=n.chunks_done,
+            current=None
+            if cur is None
+            else p.CurrentTask(
+                project=cur.project_id,
+                title=cur.title,
+                kind=cur.kind,
+                frame=cur.frame,
+                row=cur.row,
+                col=cur.col,
+            ),
+            log_tail=list(n.log[-LOG_TAIL:]),
+            info=info,
+            disabled=n.disabled,
+            resting=rests,
+            devices=list(info.devices),
+            slots=list(info.slots) or ["CPU"],
+        )
 
     def node_log(self, name: str) -> p.Lines:
         return p.Lines(lines=list(self.store.nodes.get(name).log))
@@ -224,7 +312,8 @@ class Views:
 
     def status(self) -> p.Status:
         nodes = self.nodes()
-        projects = self.projects(nodes)
+        measured = self.store.projects.chunk_times()
+        projects = self.projects(nodes, measured)
         usage = self.data.disk_usage()
         return p.Status(
             server_id=self.store.db.server_id,
@@ -237,6 +326,7 @@ class Views:
                 free=usage["free"],
                 data=sum(pr.size for pr in projects),
             ),
+            throughput=throughput((t[3] for t in measured), time.time()),
         )
 
     def status_event(self, version: int) -> bytes:

@@ -1,6 +1,7 @@
 // Home: every project with its progress, storage, links and actions; the server's disk.
 
 import { apiUrl, request } from "./api.js";
+import { buildControls, updateControls } from "./controls.js";
 import { ago, bytes, dateTime, plural } from "./format.js";
 import { ownerHeaders, ownsProject } from "./owners.js";
 import { patch, subscribe } from "./store.js";
@@ -12,6 +13,8 @@ const STATE_LABEL = {
   compositing: "Compositing",
   done: "Finished",
   error: "Error",
+  paused: "Paused",
+  cancelled: "Cancelled",
 };
 
 const cards = new Map(); // project id -> {root, parts, project}
@@ -89,6 +92,7 @@ function buildCard(p) {
     "Delete",
   );
   parts.retry.prepend(icon("M4 10a6 6 0 1 0 2-4.5M4 3v3.5h3.5"));
+  parts.controls = buildControls(parts);
 
   const main = el(
     "div",
@@ -98,6 +102,7 @@ function buildCard(p) {
     parts.bar,
     el("div", { class: "progress-label" }, parts.chunks, parts.pct),
     parts.facts,
+    parts.controls.root,
     parts.waiting,
     parts.warnings,
     parts.error,
@@ -183,7 +188,7 @@ function updateCard(card, p, now) {
   }
   show(parts.warnings, warnings.length > 0);
 
-  const waiting = p.state !== "done" && p.state !== "error" ? p.waiting : null;
+  const waiting = !["done", "error", "cancelled"].includes(p.state) ? p.waiting : null;
   setText(parts.waiting, waiting ? `Waiting: ${waiting}` : "");
   show(parts.waiting, Boolean(waiting));
 
@@ -205,6 +210,7 @@ function updateCard(card, p, now) {
   setText(parts.resultKind, resultKind(p));
 
   setAttr(parts.delete, "aria-label", `Delete ${title}`);
+  updateControls(parts.controls, p);
 }
 
 function renderDisk(disk) {
@@ -233,11 +239,14 @@ function summary(status) {
   const counts = {};
   for (const p of projects) counts[p.state] = (counts[p.state] || 0) + 1;
   const parts = [plural(projects.length, "project")];
-  for (const state of ["rendering", "compositing", "queued", "error", "done"]) {
+  for (const state of ["rendering", "compositing", "queued", "paused", "error", "cancelled", "done"]) {
     if (counts[state]) parts.push(`${counts[state]} ${STATE_LABEL[state].toLowerCase()}`);
   }
   const online = status.nodes.filter((n) => n.online !== false && n.state !== "offline").length;
   parts.push(`${plural(online, "worker")} online`);
+  if (typeof status.throughput === "number" && status.throughput > 0) {
+    parts.push(`${Math.round(status.throughput)} chunks in the last hour`);
+  }
   return parts.join(" · ");
 }
 

@@ -7,7 +7,7 @@ const listeners = new Set();
 const connectionListeners = new Set();
 
 export const store = {
-  status: null, // {projects, nodes, disk, server_id}
+  status: null, // {projects, nodes, disk, server_id, throughput}
   connection: "connecting", // connecting | live | lost
   lastEvent: 0,
 };
@@ -35,6 +35,7 @@ function accept(data) {
     nodes: Array.isArray(data.nodes) ? data.nodes : [],
     disk: data.disk || null,
     server_id: data.server_id || null,
+    throughput: typeof data.throughput === "number" ? data.throughput : null,
   };
   emit();
 }

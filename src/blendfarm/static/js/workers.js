@@ -3,7 +3,7 @@
 import { API, request } from "./api.js";
 import { ago, dateTime, duration, plural } from "./format.js";
 import { subscribe } from "./store.js";
-import { $, el, setAttr, setText, show } from "./ui.js";
+import { $, el, setAttr, setText, show, toast } from "./ui.js";
 
 const cards = new Map(); // node name -> {root, parts}
 let lastStatus = null;
@@ -44,11 +44,15 @@ function buildCard() {
   parts.details.addEventListener("toggle", () => {
     if (parts.details.open) loadFullLog(parts);
   });
+  parts.tags = el("p", { class: "node-tags muted" });
+  parts.toggle = el("button", { type: "button", class: "btn btn-small btn-quiet" }, "Disable");
+  parts.toggle.addEventListener("click", () => toggleNode(parts));
   const root = el(
     "li",
     { class: "node" },
-    el("div", { class: "node-top" }, parts.name, parts.badge),
+    el("div", { class: "node-top" }, parts.name, parts.badge, parts.toggle),
     parts.now,
+    parts.tags,
     parts.facts,
     parts.logShort,
     parts.details,
@@ -94,6 +98,21 @@ function keepBottom(pre, text) {
   if (atBottom) pre.scrollTop = pre.scrollHeight;
 }
 
+async function toggleNode(parts) {
+  const n = parts.node;
+  const verb = n.disabled ? "enable" : "disable";
+  const password = window.prompt(`Admin password to ${verb} ${n.name}?`) || "";
+  if (!password) return;
+  try {
+    await request("POST", `/api/nodes/${encodeURIComponent(n.name)}/${verb}`, {
+      headers: { "X-Blendfarm-Password": password },
+    });
+    toast(`${n.name} is ${verb}d.`);
+  } catch (err) {
+    toast(`Could not ${verb} ${n.name}: ${err.message}`, "error");
+  }
+}
+
 function updateCard(card, n, projects, now) {
   const { root, parts } = card;
   const online = isOnline(n);
@@ -106,6 +125,18 @@ function updateCard(card, n, projects, now) {
   setText(parts.name, n.name);
   setText(parts.badge, online ? (cur ? "Rendering" : "Online · idle") : "Offline");
   parts.badge.className = `badge badge-${online ? (cur ? "rendering" : "online") : "offline"}`;
+  if (online && !cur && (n.state === "disabled" || n.state === "resting")) {
+    setText(parts.badge, n.state === "disabled" ? "Disabled" : "Resting (sleep hours)");
+    parts.badge.className = `badge badge-${n.state}`;
+  }
+  parts.node = n;
+  setText(parts.toggle, n.disabled ? "Enable" : "Disable");
+  setAttr(parts.toggle, "aria-label", `${n.disabled ? "Enable" : "Disable"} ${n.name}`);
+  const tags = (n.info && Array.isArray(n.info.tags) && n.info.tags) || [];
+  const schedule = (n.info && n.info.schedule) || "";
+  const about = [tags.length ? `Tags: ${tags.join(", ")}` : "", schedule ? `Sleeps: ${schedule}` : ""];
+  setText(parts.tags, about.filter(Boolean).join(" · "));
+  show(parts.tags, Boolean(tags.length || schedule));
 
   if (cur) {
     const project = projects.get(cur.project);

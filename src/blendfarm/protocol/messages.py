@@ -1,30 +1,13 @@
-"""Every body that crosses the wire, as typed messages: the one source of the API's shapes.
-
-The server encodes these, the node and the CLI decode them, and `/api/openapi.json` is
-generated from them (`schemas`), so the document cannot drift from what is sent.
-
-Why msgspec rather than pydantic: the lease/heartbeat/result path runs hundreds of times a
-second on a busy farm, and msgspec's Structs decode and validate JSON several times faster
-with far less memory per object; they are plain typed classes (mypy-checked, no runtime
-magic on attribute access) and msgspec emits JSON Schema 2020-12, which OpenAPI 3.1 uses.
-
-Conventions: responses set every field (no defaults), so the schema marks them all required
-and the fuzz test checks each one; requests give defaults to what a sender may leave out.
-Unknown fields are ignored on decode, so an older node keeps working with a newer server.
-"""
+"""Every message of the API, as msgspec Structs (see the package's docstring)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-import msgspec
 from msgspec import Meta, Struct
 
-from .errors import BadInput
-from .states import ProjectState, TaskKind
-from .tiles import Rect
-
-T = TypeVar("T")
+from ..states import ProjectState, TaskKind
+from ..tiles import Rect
 
 PASSWORD_HEADER = "X-Blendfarm-Password"  # the admin password
 OWNER_HEADER = "X-Blendfarm-Owner-Key"  # a project's owner key, returned once at submit
@@ -35,7 +18,9 @@ TaskId = Annotated[int, Meta(ge=0, lt=2**62)]
 LogLine = Annotated[str, Meta(max_length=100_000)]
 Path_ = Annotated[str, Meta(max_length=4096)]
 Sentence = Annotated[str, Meta(max_length=500)]
-NodeState = Literal["idle", "rendering", "offline"]
+NodeState = Literal["idle", "rendering", "offline", "disabled", "resting"]
+Tag = Annotated[str, Meta(min_length=1, max_length=32, pattern=r"^[a-z0-9_.-]+$")]
+Priority = Annotated[int, Meta(ge=0, le=100)]
 
 
 class Message(Struct, kw_only=True):
@@ -96,6 +81,25 @@ class Project(Message):
     owner_key: str | None
     """The key that lets its submitter delete or retry it: in the answer to the submission
     only (the server keeps only a hash of it)."""
+    priority: int
+    """0-100: a higher priority gets free nodes first; equal priorities share them."""
+    require_tags: list[str]
+    """Only nodes with every one of these tags render it."""
+    frame_order: Literal["preview", "sequential"]
+    notify: bool
+    """Whether it has its own notification URL (the URL itself is never shown)."""
+    nodes_working: int
+    eta_low: float | None
+    """Seconds until its chunks are rendered, soonest and latest, from measured chunk times
+    and the nodes working on it (None until a chunk's time is known or while no node works)."""
+    eta_high: float | None
+    frame_times: list[FrameTime]
+    """Render time of every frame whose chunks are all measured (a chunk's time sums)."""
+
+
+class FrameTime(Message):
+    frame: int
+    seconds: float
 
 
 class SubmissionForm(Message):
@@ -114,6 +118,32 @@ class SubmissionForm(Message):
     device: Literal["", "any", "gpu", "cpu", "scene"] = ""
     """Which slots may render it: any, only a GPU, only a CPU, or any keeping the scene's
     own `cycles.device = 'CPU'`."""
+    priority: str = ""
+    """0-100, default 50."""
+    paused: Literal["true", "false", ""] = ""
+    require_tags: str = ""
+    """Comma-separated tags a node must have to render it ("gpu,big-ram")."""
+    order: Literal["preview", "sequential", ""] = ""
+    """preview (default): first, last and middle frame first; sequential: plain order."""
+    notify: Annotated[str, Meta(max_length=2000)] = ""
+    """An Apprise URL told when the project is done or in error."""
+
+
+class PriorityChange(Message):
+    priority: Priority
+
+
+class RequeueRequest(Message):
+    """What to render again: frames ("12-15") or chunks ("FRAME:ROW:COL")."""
+
+    frames: Annotated[str, Meta(max_length=100)] = ""
+    chunks: Annotated[list[Annotated[str, Meta(max_length=40)]], Meta(max_length=10_000)] = []
+
+
+class Requeued(Message):
+    project: Project
+    chunks: int
+    """How many chunks went back to the queue."""
 
 
 class Deleted(Message):
@@ -147,6 +177,10 @@ class NodeInfo(Message):
     """Every GPU Blender reports on the node, e.g. "CUDA 0 (NVIDIA GeForce RTX 4090)"."""
     slots: Annotated[list[Short], Meta(max_length=64)] = []
     """What each of its render sessions renders on ("CUDA 0 (...)", "CPU"): one chunk each."""
+    tags: Annotated[list[Tag], Meta(max_length=32)] = []
+    """Projects that require tags go only to nodes with all of them."""
+    schedule: Annotated[str, Meta(max_length=500)] = ""
+    """Hours in which the node takes no work: "mon-fri 09:00-18:00 off" (server's time)."""
 
 
 class Node(Message):
@@ -160,10 +194,13 @@ class Node(Message):
     current: CurrentTask | None
     log_tail: list[str]
     info: NodeInfo
-    devices: list[str] = []
+    devices: list[str]
     """The GPUs Blender reports on the node (as in `info`)."""
-    slots: list[str] = []
+    slots: list[str]
     """What each of its render sessions renders on, e.g. ["CUDA 0 (...)", "CPU"]."""
+    disabled: bool
+    resting: bool
+    """Inside its schedule's off hours: it takes no work."""
 
 
 class Disk(Message):
@@ -181,6 +218,8 @@ class Status(Message):
     projects: list[Project]
     nodes: list[Node]
     disk: Disk
+    throughput: float
+    """Chunks the farm finished in the last hour."""
 
 
 class Health(Message):
@@ -329,84 +368,3 @@ class BlenderStatus(Message):
     uploaded: str | None
     executable: str | None
     nodes: dict[str, NodeBlender]
-
-
-# -- encoding -----------------------------------------------------------------------------
-
-_encoder = msgspec.json.Encoder()
-
-
-def encode(message: Any) -> bytes:
-    """JSON bytes of a message (or a list of them)."""
-    return _encoder.encode(message)
-
-
-def decode(data: bytes | str, kind: type[T], what: str = "the request body") -> T:
-    """A message of `kind` from JSON; BadInput with msgspec's one-line reason when it is not."""
-    try:
-        return msgspec.json.decode(data or b"{}", type=kind)
-    except msgspec.ValidationError as exc:
-        raise BadInput(f"{what} is not valid: {exc}") from None
-    except msgspec.DecodeError:
-        raise BadInput(f"{what} is not valid JSON") from None
-
-
-def convert(obj: Any, kind: type[T], what: str = "the message") -> T:
-    """A message of `kind` from already-parsed JSON values (dicts, lists)."""
-    try:
-        return msgspec.convert(obj, type=kind)
-    except msgspec.ValidationError as exc:
-        raise BadInput(f"{what} is not valid: {exc}") from None
-
-
-def to_builtins(message: Any) -> Any:
-    """Plain dicts and lists of a message, as JSON would give them."""
-    return msgspec.to_builtins(message)
-
-
-SCHEMA_TYPES: tuple[type, ...] = (
-    ErrorBody,
-    Project,
-    list[Project],
-    SubmissionForm,
-    Deleted,
-    Node,
-    list[Node],
-    Status,
-    Health,
-    Lines,
-    NodeInfo,
-    Welcome,
-    Heartbeat,
-    HeartbeatAnswer,
-    Task,
-    Probe,
-    Failure,
-    FailureAnswer,
-    Accepted,
-    Ok,
-    Purged,
-    NewPassword,
-    BlenderStatus,
-)
-
-
-def schemas(
-    ref_template: str = "#/components/schemas/{name}",
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(schema of each type in SCHEMA_TYPES by its name, the shared component schemas)."""
-    found, components = msgspec.json.schema_components(SCHEMA_TYPES, ref_template=ref_template)
-    named: dict[str, Any] = {}
-    for kind, schema in zip(SCHEMA_TYPES, found, strict=True):
-        name = schema_name(kind)
-        if name not in components:  # a Struct's own entry is already there, under its name
-            named[name] = schema
-    return named, components
-
-
-def schema_name(kind: Any) -> str:
-    """'Project' for Project, 'ProjectList' for list[Project]."""
-    args = getattr(kind, "__args__", None)
-    if args:
-        return f"{args[0].__name__}List"
-    return str(kind.__name__)
