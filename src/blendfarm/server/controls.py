@@ -17,6 +17,7 @@ from ..errors import BadInput, Conflict
 from ..parsing import parse_frames
 from ..states import ProjectEvent, ProjectState, TaskState, can_move
 from .auth import Credentials, Guard
+from .bell import WorkBell
 from .files import DataDir
 from .store import Store
 from .views import Views, safe_stem
@@ -35,7 +36,8 @@ def parse_chunk(text: str) -> tuple[int, int, int]:
 class Controls:
     """Priority, pause, resume, cancel and requeue of projects; nodes on and off."""
 
-    def __init__(self, store: Store, data: DataDir, views: Views, guard: Guard):
+    def __init__(self, store: Store, data: DataDir, views: Views, guard: Guard, bell: WorkBell):
+        self.bell = bell  # rung when work may be leasable again (nodes waiting hear at once)
         self.store = store
         self.data = data
         self.views = views
@@ -53,6 +55,7 @@ class Controls:
         self._owner(pid, who, "changing its priority")
         self.store.projects.set_priority(pid, priority)
         log.info("project %s has priority %d", pid, priority)
+        self.bell.ring()
         return self.views.project(pid)
 
     def pause(self, pid: str, who: Credentials) -> p.Project:
@@ -69,6 +72,7 @@ class Controls:
             self._check(pid, ProjectEvent.RESUME, "resumed (it is not paused)")
             self.store.projects.resume(pid)
         log.info("project %s resumed", pid)
+        self.bell.ring()
         return self.views.project(pid)
 
     def cancel(self, pid: str, who: Credentials) -> p.Project:
@@ -102,6 +106,7 @@ class Controls:
                     raise BadInput(f"project {pid} has no chunk {f}:{r}:{c}")
             moved = self.store.tasks.requeue(pid, wanted)
         log.info("project %s: %d chunk(s) requeued", pid, moved)
+        self.bell.ring()
         return p.Requeued(project=self.views.project(pid), chunks=moved)
 
     def raw_file(self, pid: str) -> tuple[Path, str, str]:
@@ -128,4 +133,5 @@ class Controls:
         """(The route checks the admin password.)"""
         self.store.nodes.set_disabled(name, disabled)
         log.info("node %s %s", name, "disabled" if disabled else "enabled")
+        self.bell.ring()
         return self.views.node(name)

@@ -75,7 +75,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         admin=admin,
         compositor=Compositor(store, data, bell),
         bell=bell,
-        controls=Controls(store, data, views, guard),
+        controls=Controls(store, data, views, guard, bell),
         notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
     )
 
