@@ -122,7 +122,7 @@ def test_frames_that_are_no_range_are_refused_in_a_sentence(frames: str) -> None
 
 def test_the_submit_command_line_carries_every_setting() -> None:
     args = addon_farm.submit_arguments(
-        ["blendfarm"], "/p/shot.blend", "farm:2254/", " Shot 3 ", "1-8", 2, 4
+        ["blendfarm"], "/p/shot.blend", "farm:2254/", " Shot 3 ", "1-8", 2, 4, 70
     )
     assert args == [
         "blendfarm",
@@ -139,6 +139,8 @@ def test_the_submit_command_line_carries_every_setting() -> None:
         "2",
         "--overscan",
         "4",
+        "--priority",
+        "70",
     ]
     with pytest.raises(addon_farm.FarmError, match="not set"):
         addon_farm.submit_arguments([], "/p/shot.blend", "farm")
@@ -317,7 +319,7 @@ def test_a_scene_submitted_from_blender_renders_the_same_pixels_as_from_the_shel
         "import bpy\n"
         "bpy.context.scene.render.resolution_x = 99\n"
         f"result = bpy.ops.blendfarm.submit(server={farm.url!r}, title='From Blender',"
-        " frames='1', tiles=2, overscan=4)\n"
+        " frames='1', tiles=2, overscan=4, priority=70)\n"
         "assert result == {'FINISHED'}, result\n"
         "print('left for scripts:', bpy.context.window_manager.blendfarm_project)\n",
     )
@@ -336,6 +338,7 @@ def test_a_scene_submitted_from_blender_renders_the_same_pixels_as_from_the_shel
         assert done["state"] == "done", done
         assert (done["width"], done["height"], done["tiles"], done["overscan"]) == (61, 47, 2, 4)
         assert (done["frame_start"], done["frame_end"], done["animation"]) == (1, 1, False)
+        assert done["priority"] == (70 if pid == from_blender else 50)
         out = farm.cli("fetch", pid, "-o", str(tmp_path)).stdout.strip().splitlines()[-1]
         results[pid] = read_png(Path(out))
     assert results[from_blender].shape == results[from_shell].shape

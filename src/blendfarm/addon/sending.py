@@ -23,6 +23,7 @@ from .. import protocol as p
 from ..archive import is_blend_file
 from ..client import ApiClient
 from ..errors import BadInput
+from ..owner_keys import remember
 from ..packing import pack_blend, plan_blend
 from ..parsing import parse_frames
 
@@ -78,17 +79,24 @@ def submit_blend(api: ApiClient, blend: Path, fields: Mapping[str, str], emit: E
         uploading = Meter("uploading", packed.stat().st_size, emit)
         project = api.submit(packed, {**fields, "blend": report.blend}, uploading)
         uploading.finish()
+    if project.owner_key:  # `blendfarm rm/pause/...` work from this machine, as after submit
+        remember(project.id, project.owner_key)
     emit({"event": "submitted", "project": p.to_builtins(project)})
     return project
 
 
 def submission_fields(
-    title: str = "", frame: int | None = None, frames: str = "", tiles: int = 1, overscan: int = 0
+    title: str = "",
+    frame: int | None = None,
+    frames: str = "",
+    tiles: int = 1,
+    overscan: int = 0,
+    priority: int = 50,
 ) -> dict[str, str]:
     """The form fields of a submission, as `blendfarm submit` sends them."""
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
-    fields = {"tiles": str(tiles), "overscan": str(overscan)}
+    fields = {"tiles": str(tiles), "overscan": str(overscan), "priority": str(priority)}
     if title:
         fields["title"] = title
     if frame is not None:

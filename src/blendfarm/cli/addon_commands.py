@@ -69,6 +69,9 @@ def submit(
     frames: str = typer.Option("", "--frames", metavar="A-B", help="Render frames A to B."),
     tiles: int = typer.Option(1, "--tiles", min=1, metavar="N", help="N×N chunks per frame."),
     overscan: int = typer.Option(0, "--overscan", min=0, metavar="PX", help="Overscan."),
+    priority: int = typer.Option(
+        50, "--priority", min=0, max=100, metavar="N", help="0-100: higher gets nodes first."
+    ),
     server: str | None = SERVER_OPTION,
 ) -> None:
     """Pack and upload FILE as `submit` does, printing progress as JSON lines (for the
@@ -79,7 +82,7 @@ def submit(
         sys.stdout.flush()
 
     try:
-        fields = submission_fields(title, frame, frames, tiles, overscan)
+        fields = submission_fields(title, frame, frames, tiles, overscan, priority)
         submit_blend(api_for(ctx, server), blend, fields, emit)
     except BlendfarmError as exc:
         emit({"event": "error", "message": exc.message})

@@ -148,6 +148,7 @@ def submit_arguments(
     frames: str = "",
     tiles: int = 1,
     overscan: int = 0,
+    priority: int = 50,
 ) -> list[str]:
     """The command line that packs and uploads `blend`, printing progress as JSON lines."""
     if not command:
@@ -157,6 +158,7 @@ def submit_arguments(
         args += ["--title", title.strip()]
     args += frames_arguments(frames)
     args += ["--tiles", str(int(tiles)), "--overscan", str(int(overscan))]
+    args += ["--priority", str(min(100, max(0, int(priority))))]
     return args
 
 

@@ -42,6 +42,7 @@ class BLENDFARM_OT_submit(bpy.types.Operator):
     )
     tiles: IntProperty(name="Tiles", default=1, min=1, max=64)
     overscan: IntProperty(name="Overscan", default=0, min=0, max=4096)
+    priority: IntProperty(name="Priority", default=50, min=0, max=100)
     wait: BoolProperty(
         name="Wait",
         description="Return only when the upload is done (always so in background mode)",
@@ -112,6 +113,7 @@ class BLENDFARM_OT_submit(bpy.types.Operator):
                 self.frames,
                 self.tiles,
                 self.overscan,
+                self.priority,
             )
             job = SubmitJob(args, cwd=os.path.dirname(bpy.data.filepath))
         except (farm.FarmError, OSError, ValueError) as exc:

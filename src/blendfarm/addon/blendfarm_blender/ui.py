@@ -77,6 +77,13 @@ class BlendfarmSceneSettings(bpy.types.PropertyGroup):
         max=4096,
         subtype="PIXEL",
     )
+    priority: IntProperty(
+        name="Priority",
+        description="0-100: a project of higher priority gets free nodes first",
+        default=50,
+        min=0,
+        max=100,
+    )
 
 
 # -- drawing ---------------------------------------------------------------------------------
@@ -130,6 +137,7 @@ class RENDER_PT_blendfarm(bpy.types.Panel):
             sub.prop(scene, "frame_end", text="End")
         col.prop(settings, "tiles")
         col.prop(settings, "overscan")
+        col.prop(settings, "priority")
 
         running = STATE.job is not None
         row = layout.row()
@@ -140,6 +148,7 @@ class RENDER_PT_blendfarm(bpy.types.Panel):
         op.frames = str(settings.frame) if settings.frames == "FRAME" else ""
         op.tiles = settings.tiles
         op.overscan = settings.overscan
+        op.priority = settings.priority
         if not bpy.data.filepath:
             layout.label(text="Save the file to submit it", icon="INFO")
 
