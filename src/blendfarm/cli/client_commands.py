@@ -13,11 +13,11 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
+from ..addon.sending import submission_fields
 from ..archive import folder_files, inspect_zip, is_blend_file, zip_folder
 from ..client import status_json
 from ..errors import BadInput, Unreachable
 from ..owner_keys import recall, remember
-from ..parsing import parse_frames
 from .context import (
     SERVER_OPTION,
     api_for,
@@ -205,12 +205,8 @@ def submit(
         raise BadInput("give --frame or --frames, not both")
     if order not in ("preview", "sequential"):
         raise BadInput(f"--order is preview or sequential, not {order!r}")
-    fields: dict[str, str] = {
-        "tiles": str(tiles),
-        "overscan": str(overscan),
-        "priority": str(priority),
-        "order": order,
-    }
+    fields = submission_fields(title, frame, frames, tiles, overscan, priority)
+    fields["order"] = order
     if device.strip().lower() != "any":
         fields["device"] = device.strip().lower()
     if paused:
@@ -219,15 +215,6 @@ def submit(
         fields["require_tags"] = ",".join(require_tag)
     if notify:
         fields["notify"] = notify
-    if title:
-        fields["title"] = title
-    if frame is not None:
-        fields["frame"] = str(frame)
-    if frames:
-        start, end = parse_frames(frames)
-        if end < start:
-            raise BadInput(f"--frames {frames}: the range ends before it starts")
-        fields["frames"] = f"{start}-{end}"
     if check:
         _show_plan(path, blend, fields, as_json)
         return
