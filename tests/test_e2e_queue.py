@@ -73,8 +73,9 @@ def test_requeue_renders_a_frame_again_and_remakes_the_video(
         before = results[0].stat().st_mtime_ns
         out = farm.cli("requeue", pid, "--frames", "2")
         assert out.stdout.strip() == f"4 chunk(s) of {pid} queued again"
-        again = farm.project(pid)
-        assert again["state"] in ("queued", "rendering") and again["result_url"] is None
+        # Idle nodes wait on the server for work and take the chunks at once: by now the
+        # project may be rendering, compositing or even done again. What counts is below.
+        assert farm.project(pid)["state"] != "error"
         done = farm.wait_state(pid, {"done"})
         assert done["chunks_done"] == 12 and done["frames_done"] == 3
         assert results[0].stat().st_mtime_ns > before
