@@ -490,7 +490,9 @@ def _expand(tokens: list[str]) -> list[list[str]]:
 
 def parse_documented(line: str) -> None:
     """Run one documented command line through the app's click parser (placeholders as is)."""
-    tokens = re.findall(r"\[|\]|\||[^\s\[\]|]+", line)
+    # A quoted argument is one word, as the shell gives it: "mon-fri 09:00-18:00 off".
+    words = re.findall(r'"[^"]*"|\'[^\']*\'|\[|\]|\||[^\s\[\]|]+', line)
+    tokens = [w[1:-1] if w[:1] in "\"'" and len(w) > 1 else w for w in words]
     for argv in _expand(tokens):
         cmd: Any = typer.main.get_command(app)
         parent = None
@@ -512,6 +514,20 @@ def parse_documented(line: str) -> None:
         for param in cmd.get_params(ctx):
             if param.required and opts.get(param.name) is None:
                 raise AssertionError(f"{line}: {path} needs {param.name}")
+
+
+def broken_command_spans(markdown: str) -> list[str]:
+    """`blendfarm ...` spans in the prose that a line break cuts in two (pasted line by line,
+    the first half is a different, broken command)."""
+    prose = re.sub(r"^\s*```.*?^\s*```", "", markdown, flags=re.S | re.M)
+    spans = re.findall(r"`([^`]+)`", prose.replace("\\|", "|"))
+    return [s for s in spans if "\n" in s and DOCUMENTED.match(s.strip())]
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/cli.md", "contrib/systemd/README.md"])
+def test_no_documented_command_line_is_cut_by_a_line_break(doc: str) -> None:
+    assert broken_command_spans((ROOT / doc).read_text()) == []
+    assert broken_command_spans("say `blendfarm fetch ID\n  --raw` here") != []
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/cli.md"])
