@@ -75,3 +75,14 @@ def resting(rules: list[RestRule], moment: datetime) -> bool:
         ):
             return True
     return False
+
+
+def node_rests(schedule: str, moment: datetime) -> bool:
+    """Whether a node's sleep schedule (as it sent it) says it rests at `moment`; a schedule
+    that does not parse never rests it (the node checks it before sending)."""
+    if not schedule:
+        return False
+    try:
+        return resting(parse_schedule(schedule), moment)
+    except ValueError:
+        return False

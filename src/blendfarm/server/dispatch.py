@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -27,7 +26,6 @@ from .files import DataDir
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import clean_log, plan_from_probe
-from .views import node_rests
 
 log = logging.getLogger("blendfarm.server")
 
@@ -96,9 +94,6 @@ class Dispatch:
         none for it, when it is disabled or when its sleep schedule says it rests now (the
         chunk it renders still finishes)."""
         self.store.nodes.seen(name)
-        schedule = str(self.store.nodes.get(name).info.get("schedule") or "")
-        if node_rests(schedule, datetime.now()):
-            return None
         task = self.store.tasks.lease(
             name, self.settings.node_timeout, self.settings.max_failures, slot
         )

@@ -13,10 +13,12 @@ import json
 import secrets
 import sqlite3
 import time
+from datetime import datetime
 from typing import Any
 
 from ..blendversion import can_open
 from ..errors import NotFound
+from ..rest_hours import node_rests
 from ..scheduler import (
     Candidate,
     FrameOrder,
@@ -109,8 +111,11 @@ class TaskStore:
         ).fetchone()
         if row is not None and row["disabled"]:
             return None
+        info = json.loads(row["info"]) if row else {}
+        if node_rests(str(info.get("schedule") or ""), datetime.fromtimestamp(self.db.clock())):
+            return None  # inside its sleep hours (the chunk it renders still finishes)
         node_version = row[0] if row else None
-        node_tags = frozenset(json.loads(row["info"]).get("tags") or ()) if row else frozenset()
+        node_tags = frozenset(info.get("tags") or ())
         leasable = sorted(s.value for s in LEASABLE)
         projects = [
             p

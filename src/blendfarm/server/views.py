@@ -15,7 +15,7 @@ from .. import __version__
 from .. import protocol as p
 from ..blendversion import can_open
 from ..errors import Conflict, NotFound
-from ..rest_hours import parse_schedule, resting
+from ..rest_hours import node_rests
 from ..settings import Settings
 from ..states import ProjectState
 from ..timing import eta_range, frame_seconds, throughput
@@ -55,17 +55,6 @@ def waiting_reason(
     if require_tags and not any(require_tags <= t for t in (online_tags or [])):
         return f"waiting for a node tagged {', '.join(sorted(require_tags))}"
     return None
-
-
-def node_rests(schedule: str, moment: datetime) -> bool:
-    """Whether a node's sleep schedule (as it sent it) says it rests at `moment`; a schedule
-    that does not parse never rests it (the node checks it before sending)."""
-    if not schedule:
-        return False
-    try:
-        return resting(parse_schedule(schedule), moment)
-    except ValueError:
-        return False
 
 
 def safe_stem(title: str) -> str:
