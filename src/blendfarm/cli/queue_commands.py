@@ -147,9 +147,7 @@ def nodes_disable(
     server: str | None = SERVER_OPTION,
 ) -> None:
     """Let a node finish its chunk, then give it nothing until `nodes enable` (admin)."""
-    api = api_for(ctx, server)
-    node = api.set_node_disabled(name, True, admin_password(password))
-    console.print(f"node {node.name} is disabled")
+    _set_disabled(ctx, server, name, password, disabled=True)
 
 
 @friendly
@@ -160,6 +158,11 @@ def nodes_enable(
     server: str | None = SERVER_OPTION,
 ) -> None:
     """Let a disabled node take work again (admin)."""
-    api = api_for(ctx, server)
-    node = api.set_node_disabled(name, False, admin_password(password))
-    console.print(f"node {node.name} is enabled")
+    _set_disabled(ctx, server, name, password, disabled=False)
+
+
+def _set_disabled(
+    ctx: typer.Context, server: str | None, name: str, password: str, disabled: bool
+) -> None:
+    node = api_for(ctx, server).set_node_disabled(name, disabled, admin_password(password))
+    console.print(f"node {node.name} is {'disabled' if disabled else 'enabled'}")
