@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .atomic import replacing
+from .atomic import write_private_json
 
 KEPT = 2000  # the most recent keys kept; older projects fall back to the admin password
 
@@ -38,10 +38,7 @@ def remember(pid: str, key: str, path: Path | None = None) -> None:
     keys = dict(list(keys.items())[-KEPT:])
     try:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with replacing(path) as tmp:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                json.dump(keys, fh)
+        write_private_json(path, keys)
     except OSError:
         pass
 

@@ -42,8 +42,9 @@ def read_png(path: Path) -> np.ndarray:
     return data.reshape(height, width, planes)
 
 
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write `image` (H×W×C, C in 1..4, uint8 or uint16) as a PNG, atomically."""
+def write_png(path: Path, image: np.ndarray, durable: bool = True) -> None:
+    """Write `image` (H×W×C, C in 1..4, uint8 or uint16) as a PNG, atomically (and on the
+    disk before returning unless `durable` is False: see `atomic.replacing`)."""
     if image.ndim == 2:
         image = image[:, :, None]
     height, width, planes = image.shape
@@ -51,7 +52,7 @@ def write_png(path: Path, image: np.ndarray) -> None:
     writer = png.Writer(
         width, height, greyscale=planes <= 2, alpha=planes in (2, 4), bitdepth=depth, compression=6
     )
-    with replacing(path) as tmp, open(tmp, "wb") as fh:
+    with replacing(path, durable=durable) as tmp, open(tmp, "wb") as fh:
         writer.write(fh, image.reshape(height, width * planes))
 
 

@@ -9,14 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..atomic import replacing
+from ..atomic import write_private_json
 from ..errors import Conflict, Forbidden, TooManyRequests, Unauthorized
 
 SECRETS_FILE = "secrets.json"
@@ -51,16 +50,6 @@ class Secrets:
     created: dict[str, str]  # secrets made on this start, to print once: {"token": ..., ...}
 
 
-def _write_private(path: Path, data: dict[str, object]) -> None:
-    """Write a secrets file atomically (a crash leaves the old one), readable by us only."""
-    with replacing(path) as tmp:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-
-
 def load_secrets(data_dir: Path, token: str = "", password: str = "") -> Secrets:
     """The farm's secrets: given ones win; otherwise read from the data dir or made once."""
     path = data_dir / SECRETS_FILE
@@ -76,7 +65,7 @@ def load_secrets(data_dir: Path, token: str = "", password: str = "") -> Secrets
         stored["password"] = hash_password(new)
         created["password"] = new
     if created:
-        _write_private(path, stored)
+        write_private_json(path, stored)
     pw_hash = hash_password(password) if password else stored["password"]
     assert isinstance(pw_hash, dict)
     if token:
@@ -90,7 +79,7 @@ def save_password(data_dir: Path, password: str) -> dict[str, str | int]:
     path = data_dir / SECRETS_FILE
     stored = json.loads(path.read_text()) if path.exists() else {}
     stored["password"] = hash_password(password)
-    _write_private(path, stored)
+    write_private_json(path, stored)
     return dict(stored["password"])
 
 
