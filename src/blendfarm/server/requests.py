@@ -70,6 +70,11 @@ class MessageResponse(Response):
         return protocol.encode(content)
 
 
+def project_id(request: Request) -> str:
+    """The `{pid}` of a project route (the store answers NotFound for one it does not have)."""
+    return str(request.path_params["pid"])
+
+
 def task_id_of(request: Request) -> int:
     raw = request.path_params["task_id"]
     if not re.fullmatch(r"[0-9]{1,12}", str(raw)):

@@ -9,11 +9,14 @@ from starlette.responses import Response
 
 from .. import protocol as p
 from .openapi import api
-from .requests import MessageResponse, admin_auth, credentials, farm_of, message_body
-
-
-def _pid(request: Request) -> str:
-    return str(request.path_params["pid"])
+from .requests import (
+    MessageResponse,
+    admin_auth,
+    credentials,
+    farm_of,
+    message_body,
+    project_id,
+)
 
 
 @api(
@@ -26,7 +29,7 @@ async def set_priority(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
     body = await message_body(request, p.PriorityChange)
     return MessageResponse(
-        await run_in_threadpool(farm.controls.set_priority, _pid(request), body.priority, who)
+        await run_in_threadpool(farm.controls.set_priority, project_id(request), body.priority, who)
     )
 
 
@@ -37,13 +40,13 @@ async def set_priority(request: Request) -> Response:
 )
 async def pause_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
-    return MessageResponse(await run_in_threadpool(farm.controls.pause, _pid(request), who))
+    return MessageResponse(await run_in_threadpool(farm.controls.pause, project_id(request), who))
 
 
 @api("Let a paused project go on (owner key or admin password).", response=p.Project, auth="owner")
 async def resume_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
-    return MessageResponse(await run_in_threadpool(farm.controls.resume, _pid(request), who))
+    return MessageResponse(await run_in_threadpool(farm.controls.resume, project_id(request), who))
 
 
 @api(
@@ -54,7 +57,7 @@ async def resume_project(request: Request) -> Response:
 )
 async def cancel_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
-    return MessageResponse(await run_in_threadpool(farm.controls.cancel, _pid(request), who))
+    return MessageResponse(await run_in_threadpool(farm.controls.cancel, project_id(request), who))
 
 
 @api(
@@ -67,7 +70,9 @@ async def cancel_project(request: Request) -> Response:
 async def requeue_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
     body = await message_body(request, p.RequeueRequest)
-    return MessageResponse(await run_in_threadpool(farm.controls.requeue, _pid(request), body, who))
+    return MessageResponse(
+        await run_in_threadpool(farm.controls.requeue, project_id(request), body, who)
+    )
 
 
 @api(

@@ -19,6 +19,7 @@ from .requests import (
     credentials,
     farm_of,
     node_auth,
+    project_id,
 )
 from .uploads import check_declared, discard, receive_form
 from .validate import parse_submission
@@ -56,7 +57,7 @@ async def submit_project(request: Request) -> Response:
 @api("One project.", response=p.Project)
 async def get_project(request: Request) -> Response:
     farm = farm_of(request)
-    return MessageResponse(await run_in_threadpool(farm.views.project, _pid(request)))
+    return MessageResponse(await run_in_threadpool(farm.views.project, project_id(request)))
 
 
 @api(
@@ -66,7 +67,9 @@ async def get_project(request: Request) -> Response:
 )
 async def delete_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
-    return MessageResponse(await run_in_threadpool(farm.submissions.delete, _pid(request), who))
+    return MessageResponse(
+        await run_in_threadpool(farm.submissions.delete, project_id(request), who)
+    )
 
 
 @api(
@@ -76,13 +79,15 @@ async def delete_project(request: Request) -> Response:
 )
 async def retry_project(request: Request) -> Response:
     farm, who = farm_of(request), credentials(request)
-    return MessageResponse(await run_in_threadpool(farm.submissions.retry, _pid(request), who))
+    return MessageResponse(
+        await run_in_threadpool(farm.submissions.retry, project_id(request), who)
+    )
 
 
 @api("The finished image (PNG) or animation (mp4).", media="application/octet-stream")
 async def project_result(request: Request) -> Response:
     path, media, name = await run_in_threadpool(
-        farm_of(request).views.finished_file, _pid(request), "result"
+        farm_of(request).views.finished_file, project_id(request), "result"
     )
     return FileResponse(path, media_type=media, filename=name, content_disposition_type="inline")
 
@@ -92,25 +97,23 @@ async def project_result(request: Request) -> Response:
     media="application/zip",
 )
 async def project_raw(request: Request) -> Response:
-    path, media, name = await run_in_threadpool(farm_of(request).controls.raw_file, _pid(request))
+    path, media, name = await run_in_threadpool(
+        farm_of(request).controls.raw_file, project_id(request)
+    )
     return FileResponse(path, media_type=media, filename=name)
 
 
 @api("A small PNG of the latest stitched frame.", media="image/png")
 async def project_thumbnail(request: Request) -> Response:
-    path = await run_in_threadpool(farm_of(request).views.thumbnail, _pid(request))
+    path = await run_in_threadpool(farm_of(request).views.thumbnail, project_id(request))
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
 @api("The project's archive, for nodes (token).", media="application/zip", auth="token")
 async def project_archive(request: Request) -> Response:
     farm = node_auth(request)
-    path, sha = await run_in_threadpool(farm.dispatch.archive, _pid(request))
+    path, sha = await run_in_threadpool(farm.dispatch.archive, project_id(request))
     return FileResponse(path, media_type="application/zip", headers={"X-Sha256": sha})
-
-
-def _pid(request: Request) -> str:
-    return str(request.path_params["pid"])
 
 
 # -- the farm ---------------------------------------------------------------------------------
