@@ -8,11 +8,11 @@ import tarfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from ..archive import remove_tree
 from ..client import ApiClient
 from ..errors import BlendfarmError
+from ..protocol import BlenderStatus
 
 # What unpacking a damaged or hostile tarball can raise (FilterError is a TarError).
 TAR_ERRORS = (tarfile.TarError, OSError, EOFError, ValueError, lzma.LZMAError, zlib.error)
@@ -53,13 +53,13 @@ def find_blender_in(folder: Path) -> Path:
 
 
 def fetch_blender(
-    client: ApiClient, work_dir: Path, info: dict[str, Any], say: Callable[[str], None]
+    client: ApiClient, work_dir: Path, info: BlenderStatus, say: Callable[[str], None]
 ) -> Path:
     """The executable of the server's Blender described by `info`, downloaded when missing.
 
     Older Blenders in the work dir are removed once the new one is in place.
     """
-    sha = str(info["sha256"])
+    sha = info.sha256 or ""
     if not sha.isalnum():
         raise BlendfarmError("the server sent a bad Blender hash")
     root = work_dir / "blender"
@@ -69,8 +69,8 @@ def fetch_blender(
         executable = find_blender_in(dest)
     else:
         part = root / f"{sha[:16]}.tar.part"
-        size = int(info.get("size") or 0)
-        say(f"downloading the server's Blender {info.get('filename')} ({size // 2**20} MiB)")
+        size = info.size or 0
+        say(f"downloading the server's Blender {info.filename} ({size // 2**20} MiB)")
         shown = [0]
 
         def progress(done: int) -> None:

@@ -21,14 +21,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from .. import __version__
 from ..client import ApiClient, Retry, Stopped
 from ..errors import BlendfarmError, InsufficientStorage, Unauthorized
-from ..protocol import NodeInfo, Task, to_builtins
+from ..protocol import BlenderStatus, NodeInfo, Task
 from ..scheduler import parse_tags
 from ..settings import NodeSettings
 from .blender import (
@@ -195,7 +194,7 @@ class Node:
             status = self.client.blender_status()
             if status.available and status.sha256:
                 self._set_blender_sha(status.sha256)
-                return str(self._fetch_blender(to_builtins(status)))
+                return str(self._fetch_blender(status))
             self._set_blender_sha("")
             try:
                 return find_blender("")
@@ -212,7 +211,7 @@ class Node:
                 raise Stopped() from None
             wait = min(wait * 2, 60.0)
 
-    def _fetch_blender(self, info: dict[str, Any]) -> Path:
+    def _fetch_blender(self, info: BlenderStatus) -> Path:
         """The server's Blender, downloaded on a helper thread a stop does not wait for."""
         return interruptible(
             lambda: fetch_blender(self.client, self.work, info, self.say),
