@@ -156,7 +156,7 @@ def test_a_big_frame_is_stitched_with_the_memory_of_one_band(tmp_path: Path) -> 
 
 
 def test_stitching_names_the_chunk_files_that_are_missing_or_damaged(tmp_path: Path) -> None:
-    from blendfarm.compositor import BadChunks
+    from blendfarm.errors import BadChunks
 
     chunks = []
     for row, col in all_chunks(2):

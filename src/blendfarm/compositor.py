@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from .atomic import replacing
+from .errors import BadChunks
 from .pngio import NotAPng, png_header, read_png, to_uint8, write_png_rows
 from .tiles import Rect
 
@@ -53,14 +54,6 @@ def _match(img: np.ndarray, planes: int, dtype: np.dtype) -> np.ndarray:
     if img.shape[2] == 3 and planes == 4:
         return np.dstack([img, np.full(img.shape[:2], full, dtype=dtype)])
     raise ValueError(f"cannot combine a {img.shape[2]}-channel chunk into a {planes}-channel frame")
-
-
-class BadChunks(ValueError):
-    """Chunk files that are missing or cannot be decoded (their chunks must be rendered again)."""
-
-    def __init__(self, paths: list[Path], reason: str):
-        super().__init__(f"{len(paths)} chunk file(s) {reason}: {', '.join(p.name for p in paths)}")
-        self.paths = paths
 
 
 def stitch_files(

@@ -6,6 +6,7 @@ one line and exits non-zero.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 
@@ -111,3 +112,12 @@ def from_status(status: int, code: str, message: str) -> BlendfarmError:
 def error_body(status: int, code: str, message: str) -> dict[str, Any]:
     """The one JSON shape of every API error."""
     return {"error": {"code": code, "message": message, "status": status}}
+
+
+class BadChunks(ValueError):
+    """Chunk files that are missing or cannot be decoded: not a person's error, so no HTTP
+    status; compositing catches it and renders those chunks again."""
+
+    def __init__(self, paths: list[Path], reason: str):
+        super().__init__(f"{len(paths)} chunk file(s) {reason}: {', '.join(p.name for p in paths)}")
+        self.paths = paths

@@ -15,13 +15,12 @@ from contextlib import suppress
 
 from ..atomic import replacing
 from ..compositor import (
-    BadChunks,
     chunk_name,
     encode_mp4,
     stitch_files,
     write_raw_zip,
 )
-from ..errors import NotFound
+from ..errors import BadChunks, NotFound
 from ..states import STITCHABLE, ProjectState, TaskState
 from ..tiles import chunk_rect
 from .bell import WorkBell
