@@ -24,7 +24,7 @@ Data = Mapping[str, Any]
 RERUN = """## Re-running
 
 ```sh
-make bench                                # every case below, then this file (~12-15 min)
+make bench                                # every case below, then this file (~12-25 min)
 .venv/bin/python bench/run_all.py --only scaling,tiles   # some cases, then this file
 .venv/bin/python bench/run_all.py --quick # scaling with bpy only
 .venv/bin/python bench/scaling.py         # one case alone: writes bench/results/scaling.json

@@ -51,7 +51,7 @@ def cases(quick: bool) -> list[dict[str, Any]]:
         },
         {"name": "transfer", "args": ["transfer.py"], "out": ["transfer.json"]},
     ]
-    limits = {"scaling": 720, "tiles": 300, "straggler": 360, "transfer": 300}
+    limits = {"scaling": 1200, "tiles": 400, "straggler": 480, "transfer": 300}
     for case in found:
         case["timeout"] = limits.get(case["name"], 180)
     return found
