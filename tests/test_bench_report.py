@@ -74,11 +74,18 @@ def test_a_scaling_result_becomes_a_table_with_its_targets(report: ModuleType) -
 
 
 def test_a_failed_case_shows_as_failed_and_never_as_a_number(report: ModuleType) -> None:
-    text = report.render({"scaling": scaling_result(ok=False)}, {})
-    section = text.split("## Scaling")[1].split("## ")[0]
+    tiles = {
+        "case": "tiles",
+        "ok": False,
+        "error": "RuntimeError: the server did not answer",
+        "config": {},
+        "figures": {"plain_s": 40.0, "farm": {"1x1": {"chunks": 1, "wall_s": 41.0}}},
+    }
+    text = report.render({"tiles": tiles}, {})
+    section = text.split("## Tile overhead")[1].split("## ")[0]
 
     assert "**failed: RuntimeError: the server did not answer**" in section
-    assert "40.00" not in section
+    assert "40.00" not in section and "41.00" not in section
 
 
 def test_a_case_the_runner_saw_fail_is_failed_even_with_an_old_file(report: ModuleType) -> None:
@@ -129,3 +136,16 @@ def test_the_report_is_written_from_a_results_folder(
 
     assert report.main() == 0
     assert "| 1 node, warm, s | 41.00 | failed |  |" in out.read_text()
+
+
+def test_a_scaling_run_stopped_midway_keeps_the_blender_it_finished(report: ModuleType) -> None:
+    data = scaling_result(ok=False)
+    data["config"]["blenders"] = ["bpy", "/usr/bin/blender"]
+    del data["figures"]["blender"]
+    run = {"cases": {"scaling": {"exit": None, "error": "stopped after its time limit"}}}
+
+    section = report.render({"scaling": data}, run).split("## Scaling")[1].split("## ")[0]
+
+    assert "**failed: stopped after its time limit" in section
+    assert "| plain `-t 1 -a`, s | 40.00 | failed |  |" in section
+    assert "blender failed: not measured (the case stopped before it)" in section
