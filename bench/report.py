@@ -86,10 +86,27 @@ def header(name: str, data: Data | None, run: Data) -> list[str]:
     before = entry.get("loadavg_before", (data or {}).get("loadavg_before"))
     after = entry.get("loadavg_after", (data or {}).get("loadavg_after"))
     took = entry.get("seconds", (data or {}).get("seconds"))
-    return [
+    lines = [
         f"Run {date}; load average (1/5/15 min) {loads(before)} before, {loads(after)} after"
         + (f"; took {num(took, 0)} s." if took is not None else ".")
     ]
+    cores = (run.get("machine") or (data or {}).get("machine") or {}).get("cores")
+    busiest = max((first(x) for x in (before, after) if first(x) is not None), default=None)
+    if isinstance(cores, int) and busiest is not None and busiest > cores:
+        lines.append(
+            f"The load average ({num(busiest)}) was above the {cores} cores: other work took "
+            "CPU from every render here, plain Blender's `-t 2` gained little over `-t 1`, "
+            "and two processes got a larger share of the machine than one. Read these "
+            "figures as that run's, not as the farm's own cost."
+        )
+    return lines
+
+
+def first(value: Any) -> float | None:
+    """The 1-minute figure of a load average (a list of three, or one number)."""
+    if isinstance(value, list | tuple):
+        value = value[0] if value else None
+    return float(value) if isinstance(value, int | float) else None
 
 
 def scaling(data: Data) -> list[str]:

@@ -149,3 +149,14 @@ def test_a_scaling_run_stopped_midway_keeps_the_blender_it_finished(report: Modu
     assert "**failed: stopped after its time limit" in section
     assert "| plain `-t 1 -a`, s | 40.00 | failed |  |" in section
     assert "blender failed: not measured (the case stopped before it)" in section
+
+
+def test_a_run_under_more_load_than_cores_is_flagged(report: ModuleType) -> None:
+    calm = scaling_result()
+    calm["loadavg_after"] = [1.8, 1.4, 1.1]
+    quiet = report.render({"scaling": calm}, {})
+    busy = scaling_result()
+    busy["loadavg_after"] = [9.5, 6.0, 3.0]
+
+    assert "was above the 2 cores" not in quiet
+    assert "The load average (9.50) was above the 2 cores" in report.render({"scaling": busy}, {})
