@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format man bpy blender chromium xvfb clean
+.PHONY: run test bench lint format man bpy blender chromium xvfb clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -m venv $(VENV) 2>/dev/null || { \
@@ -56,6 +56,11 @@ man: $(STAMP)
 
 test: $(STAMP) bpy blender chromium xvfb lint
 	$(BIN)/pytest -q
+
+# Every benchmark one after the other (~15 min on 2 cores; bench/README.md), then the tables of
+# docs/PERFORMANCE.md from bench/results/*.json. BENCH_ARGS="--quick" or "--only scaling,tiles".
+bench: $(STAMP) bpy blender
+	$(BIN)/python bench/run_all.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -44,9 +44,12 @@ class Server:
         log_path: Path,
         extra: list[str] | None = None,
         own_session: bool = False,
+        env: dict[str, str] | None = None,
     ):
         """`own_session`: start it in a session of its own, so that `kill()` takes its
-        children (ffmpeg) with it and a Ctrl-C on the bench does not reach it directly."""
+        children (ffmpeg) with it and a Ctrl-C on the bench does not reach it directly.
+        `env`: more environment variables for it (server settings such as BLENDFARM_X=1)."""
+        self.env = dict(env or {})
         self.data = data
         self.log_path = log_path
         self.api_port = free_port()
@@ -79,7 +82,7 @@ class Server:
         self._started = True
         self.proc = subprocess.Popen(
             cmd,
-            env=bench_env(),
+            env={**bench_env(), **self.env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=self.own_session,
@@ -373,3 +376,42 @@ def percentile(values: list[float], q: float) -> float | None:
     if len(values) == 1:
         return values[0]
     return statistics.quantiles(values, n=100, method="inclusive")[max(0, min(98, round(q) - 1))]
+
+
+def loadavgs() -> list[float] | None:
+    """The 1-, 5- and 15-minute load averages."""
+    try:
+        return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+    except (OSError, ValueError):
+        return None
+
+
+def machine() -> dict[str, object]:
+    """What the numbers were measured on: CPU model, cores, RAM (Linux /proc)."""
+    model = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    ram_gib = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                ram_gib = round(int(line.split()[1]) / 1024**2, 1)
+                break
+    except (OSError, ValueError, IndexError):
+        pass
+    return {"cpu": model, "cores": os.cpu_count(), "ram_gib": ram_gib}
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM raise KeyboardInterrupt, so that a bench stopped by `make bench`'s time
+    limit still stops the farm it started (its `with` blocks run)."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("stopped by SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
