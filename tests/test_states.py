@@ -39,6 +39,8 @@ TASK_TABLE = {
     (R, TaskEvent.CANCEL): Q,  # its project was cancelled: its node is told to stop
     (D, TaskEvent.REQUEUE): Q,  # a person asks for it again
     (Q, TaskEvent.REQUEUE): Q,
+    (R, TaskEvent.DUPLICATE): R,  # a straggling chunk gets a second lease on an idle node
+    (R, TaskEvent.COPY_ENDS): R,  # one of its two leases ends: the other still renders it
 }
 
 PQ, PR, PC, PD, PE = (

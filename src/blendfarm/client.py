@@ -293,10 +293,14 @@ class ApiClient:
             "POST", f"/api/nodes/{_seg(name)}/heartbeat", beat, p.HeartbeatAnswer, retry=retry
         )
 
-    def lease(self, name: str, slot: str = "cpu", wait: float = 0.0) -> p.Task | None:
+    def lease(
+        self, name: str, slot: str = "cpu", wait: float = 0.0, warm: str = ""
+    ) -> p.Task | None:
         """The next task for the node's `slot` ("gpu" or "cpu"), or None when there is none;
-        with `wait` the server holds the answer up to that many seconds until work exists."""
+        with `wait` the server holds the answer up to that many seconds until work exists;
+        `warm`: the content_sha the slot's Blender has loaded (preferred)."""
         params = {"slot": slot, **({"wait": f"{wait:g}"} if wait else {})}
+        params.update({"warm": warm} if warm else {})
         resp = self._send(
             "POST",
             f"/api/nodes/{_seg(name)}/lease",
@@ -308,6 +312,13 @@ class ApiClient:
         if resp.status_code >= 400:
             raise error_of(resp)
         return p.decode(resp.content, p.Task, "the server's task")
+
+    def stops(self, name: str, wait: float) -> list[int]:
+        """Tasks the node must stop now; the server holds the answer up to `wait` seconds."""
+        timeout = httpx.Timeout(wait + 60.0, connect=10.0)
+        path = f"/api/nodes/{_seg(name)}/stops"
+        params = {"wait": f"{wait:g}"}
+        return self._call("GET", path, p.Stops, params=params, timeout=timeout).cancel
 
     def leave(self, name: str) -> None:
         """Say goodbye; best effort, never retried."""

@@ -51,6 +51,8 @@ class TaskEvent(StrEnum):
     LOST = "lost"  # its result's file is missing or damaged on the server: render it again
     CANCEL = "cancel"  # its project was cancelled: nodes rendering it are told to stop
     REQUEUE = "requeue"  # a person asks for it to be rendered again
+    DUPLICATE = "duplicate"  # an idle node takes a second lease on a straggling chunk
+    COPY_ENDS = "copy_ends"  # one of its two leases ends (expires, fails, is handed back)
 
 
 class ProjectEvent(StrEnum):
@@ -84,6 +86,12 @@ _TASK_MOVES: dict[tuple[TaskState, TaskEvent], TaskState] = {
     (TaskState.RENDERING, TaskEvent.CANCEL): TaskState.QUEUED,
     (TaskState.DONE, TaskEvent.REQUEUE): TaskState.QUEUED,
     (TaskState.QUEUED, TaskEvent.REQUEUE): TaskState.QUEUED,
+    # Duplicate stragglers: a rendering task may hold a second lease (its copy, on another
+    # node) once per render. The first result completes it (COMPLETE, under either lease) and
+    # the other node is told to stop. While both run, one lease ending leaves the task
+    # rendering under the other: COPY_ENDS, never EXPIRE, FAIL or RELEASE back to the queue.
+    (TaskState.RENDERING, TaskEvent.DUPLICATE): TaskState.RENDERING,
+    (TaskState.RENDERING, TaskEvent.COPY_ENDS): TaskState.RENDERING,
 }
 
 _PROJECT_MOVES: dict[tuple[ProjectState, ProjectEvent], ProjectState] = {

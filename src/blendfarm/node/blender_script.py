@@ -255,7 +255,7 @@ def probe():
         "resolution_percentage": render.resolution_percentage,
         "frame_start": scene.frame_start,
         "frame_end": scene.frame_end,
-        "frame_current": scene.frame_current,
+        "frame_current": AS_SAVED.get("frame_current", scene.frame_current),
         "fps": render.fps,
         "fps_base": render.fps_base,
         "engine": engine,
@@ -352,7 +352,7 @@ def use_device(scene, device, scene_device):
     """Pin Cycles to `device` (one GPU; None: the CPU); the device rendering, in words."""
     if scene.render.engine != "CYCLES":
         return f"{scene.render.engine} (no device choice)"
-    if scene_device and scene.cycles.device == "CPU":
+    if scene_device and AS_SAVED.get("cycles_device", scene.cycles.device) == "CPU":
         return "CPU (the scene asks for it)"
     if not device:
         scene.cycles.device = "CPU"
@@ -430,6 +430,11 @@ if "--list-devices" in OPTIONS:
         answer({"ok": False, "error": f"{type(exc).__name__}: {exc}"})
     sys.exit(0)
 
+# What renders change but the file's own value answers for: a warm session renders chunks of
+# every project of the same content, and probes between them.
+_cycles = getattr(bpy.context.scene, "cycles", None)
+AS_SAVED = {"frame_current": bpy.context.scene.frame_current}
+AS_SAVED.update({"cycles_device": _cycles.device} if _cycles is not None else {})
 try:
     BLOCKED = [] if TRUSTED else block_scripts()
     SETUP_ERROR = None

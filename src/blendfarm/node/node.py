@@ -6,8 +6,9 @@ several.
 
 The node never gives up on the server: every call goes through the one `ApiClient` with a
 retry policy that waits out an absent server until the node is asked to stop. The pieces:
-`heartbeat` (lease renewal and log lines, on its own thread), `projects` (the download
-cache), `tasks` (one task to its end), `stopping` (signals and the guard that acts on them).
+`heartbeat` (lease renewal and log lines, on its own thread), `stop_listener` (tasks the
+server takes away, at once), `projects` (the download cache), `tasks` (one task to its end),
+`stopping` (signals and the guard that acts on them).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ from .heartbeat import Heartbeats, InFlight, LogBuffer
 from .names import node_name
 from .projects import ProjectCache
 from .slots import SlotWorker
+from .stop_listener import StopListener
 from .stopping import StopGuard, StopRequest, interruptible
 from .tasks import TaskRunner
 
@@ -105,6 +107,14 @@ class Node:
             self._kill_slot,
             self.say,
             follow_blender=given is None and not settings.blender,
+        )
+        self.stops = StopListener(
+            self.client,
+            self.name,
+            self.heartbeats.in_flight,
+            self._kill_slot,
+            self.stop_event,
+            self.say,
         )
         self.chunks_done = 0
         self._gate = threading.Condition()  # guards the counts below and Blender switches
@@ -277,16 +287,19 @@ class Node:
             f"(Blender {self.blender_version})"
         )
 
-    def _lease(self, slot: Slot | None = None, wait: float = 0.0) -> Task | None:
+    def _lease(self, slot: Slot | None = None, wait: float = 0.0, warm: str = "") -> Task | None:
         """The next task for `slot` (the first one), or None when the queue has nothing for it;
-        with `wait`, the server answers as soon as work exists, within that many seconds."""
+        with `wait`, the server answers as soon as work exists, within that many seconds;
+        `warm` is the content the slot's Blender has loaded (the server prefers it)."""
         kind = "cpu" if (slot or self.workers[0].slot).device is None else "gpu"
         while True:
             try:
                 if not wait:
-                    return self.client.lease(self.name, kind)
+                    return self.client.lease(self.name, kind, warm=warm)
                 return interruptible(
-                    lambda: self.client.lease(self.name, kind, wait), self.stop_event, "lease"
+                    lambda: self.client.lease(self.name, kind, wait, warm),
+                    self.stop_event,
+                    "lease",
                 )
             except Unauthorized:
                 raise BlendfarmError(REFUSED_TOKEN) from None
@@ -312,6 +325,8 @@ class Node:
         try:
             self.register()
             self.heartbeats.start()
+            if not burst:  # told at once when another node finished a task first
+                self.stops.start()
             if len(self.workers) == 1:
                 self._work(self.workers[0], max_chunks, burst)
             else:
@@ -377,7 +392,7 @@ class Node:
             done = False
             asked = time.monotonic()
             try:
-                task = self._lease(worker.slot, 0.0 if burst else LONG_POLL)
+                task = self._lease(worker.slot, 0.0 if burst else LONG_POLL, worker.tasks.loaded)
                 if task is not None:
                     self.run_task(task, worker)
                     done = True

@@ -1,9 +1,14 @@
 """The node's project cache: each project downloaded once, verified, unpacked safely.
 
-Projects are kept by content hash (`projects/<sha256>/`, complete once `.complete` exists),
-the most recently used `PROJECTS_KEPT` of them. Before a download and before an unpack the
-node checks its own disk: what the step writes plus `DISK_RESERVE` must be free, or the task
-fails with a sentence saying so instead of filling the disk.
+Projects are kept by content hash (`projects/<content_sha>/`, complete once `.complete`
+exists), the most recently used `PROJECTS_KEPT` of them. The content hash covers the files
+and the .blend to render, not the zip: a project submitted again unchanged is neither
+downloaded nor unpacked again, and its .blend has the same path, so the slot's warm Blender
+keeps rendering it. (A server that sends no content hash: by the archive's sha256.)
+
+Before a download and before an unpack the node checks its own disk: what the step writes
+plus `DISK_RESERVE` must be free, or the task fails with a sentence saying so instead of
+filling the disk.
 """
 
 from __future__ import annotations
@@ -72,9 +77,10 @@ class ProjectCache:
 
     def _folder(self, task: Task) -> Path:
         sha = task.sha256
-        if not sha.isalnum():
+        key = content_key(task)
+        if not sha.isalnum() or not key.isalnum():
             raise BlendfarmError("the server sent a bad project hash")
-        folder = self.root / sha
+        folder = self.root / key
         if (folder / ".complete").exists():
             (folder / ".complete").touch()  # recently used: kept when the cache is trimmed
             return folder
@@ -113,6 +119,11 @@ class ProjectCache:
             raise BlendfarmError(f"the project archive is damaged: {exc}") from None
         finally:
             remove_tree(staging)
+
+
+def content_key(task: Task) -> str:
+    """What a task's project is kept and loaded by: its content hash, else its archive's."""
+    return task.content_sha or task.sha256
 
 
 def check_free_space(where: Path, needed: int, reserve: int, step: str) -> None:

@@ -73,16 +73,21 @@ class TaskRunner:
         self.renderer = renderer
         self.stop = stop
         self.say = say
+        self.loaded = ""  # the content_sha this slot's warm Blender has loaded ('' if none)
 
     def run(self, task: Task) -> bool:
         """Do `task`; True when a chunk was delivered. Raises Stopped (task handed back)."""
         self.in_flight.begin(task)
         try:
             try:
-                return self._work(task)
+                delivered = self._work(task)
+                self.loaded = task.content_sha if self.settings.warm else ""
+                return delivered
             except Stopped:
+                self.loaded = ""
                 raise
             except Exception as exc:
+                self.loaded = ""  # Blender may have been stopped or failed: nothing is loaded
                 if not expected(exc):
                     log.error("task %s: %s", task.id, failure_message(exc), exc_info=exc)
                 if self.stop.is_set():  # Blender was stopped because the node is stopping

@@ -257,6 +257,12 @@ class HeartbeatAnswer(Message):
     blender_sha256: str | None
 
 
+class Stops(Message):
+    """Tasks a node holds but must stop now (another node's copy finished first, ...)."""
+
+    cancel: list[int]
+
+
 class Task(Message):
     """A leased task: a probe (read the scene) or a chunk (render one rectangle of a frame)."""
 
@@ -283,6 +289,10 @@ class Task(Message):
     """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
     scene_device: bool = False
     """Keep the scene's own `cycles.device = 'CPU'` (the project asked for it)."""
+    content_sha: str = ""
+    """The project's files and .blend name, hashed: equal for projects of identical content
+    (however they were zipped), so a node keeps its unpacked files and its Blender for them;
+    '' for a project submitted before it existed."""
 
 
 class Probe(Message):

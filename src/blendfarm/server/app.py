@@ -67,6 +67,7 @@ ROUTES = [
     Route("/api/nodes/{name}/register", nodes.node_register, methods=["POST"]),
     Route("/api/nodes/{name}/heartbeat", nodes.node_heartbeat, methods=["POST"]),
     Route("/api/nodes/{name}/lease", nodes.node_lease, methods=["POST"]),
+    Route("/api/nodes/{name}/stops", nodes.node_stops, methods=["GET"]),
     Route("/api/nodes/{name}/leave", nodes.node_leave, methods=["POST"]),
     Route("/api/tasks/{task_id}/result", nodes.task_result, methods=["PUT"]),
     Route("/api/tasks/{task_id}/probe", nodes.task_probe, methods=["POST"]),

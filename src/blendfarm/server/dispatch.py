@@ -79,6 +79,7 @@ class Dispatch:
     def leave(self, name: str) -> p.Ok:
         """A node says goodbye: offline, and whatever it still held goes back to the queue."""
         self.store.nodes.left(name)
+        self.store.tasks.stops.leave(name)  # its waiting stop request answers now
         if self.store.tasks.release_all(name):
             self.bell.ring()
         return p.Ok(ok=True)
@@ -89,16 +90,21 @@ class Dispatch:
 
     # -- leases -----------------------------------------------------------------------------
 
-    def lease(self, name: str, slot: str = "cpu") -> p.Task | None:
-        """The next task for the `slot` ("gpu" or "cpu") of node `name`; None when there is
+    def lease(self, name: str, slot: str = "cpu", warm: str = "") -> p.Task | None:
+        """The next task for the `slot` ("gpu" or "cpu") of node `name`, preferring projects
+        of the `warm` content (what that slot's Blender has loaded); None when there is
         none for it, when it is disabled or when its sleep schedule says it rests now (the
         chunk it renders still finishes)."""
         self.store.nodes.seen(name)
         task = self.store.tasks.lease(
-            name, self.settings.node_timeout, self.settings.max_failures, slot
+            name, self.settings.node_timeout, self.settings.max_failures, slot, warm
         )
         if task is None:
             return None
+        if task.copy_lease == task.lease:
+            log.info(
+                "task %s of %s straggles: a copy renders on %s", task.id, task.project_id, name
+            )
         return self._describe(task)
 
     def _describe(self, task: TaskRow) -> p.Task:
@@ -116,6 +122,7 @@ class Dispatch:
             blend=proj.blend,
             timeout=self.settings.chunk_timeout,
             scene_device=proj.device == "scene",
+            content_sha=proj.content_sha or "",
         )
         if task.kind is TaskKind.CHUNK:
             (w, h), n = frame_size(proj), proj.tiles
@@ -165,7 +172,7 @@ class Dispatch:
             size = upload.stat().st_size
             os.replace(upload, dest)
             self.durable.sync(dest)  # on the disk before the database says the chunk is done
-            if self.store.tasks.complete(task_id):
+            if self.store.tasks.complete(task_id, lease):
                 self.store.projects.add_size(proj.id, size)
             return p.Accepted(accepted=True)
         finally:

@@ -100,11 +100,28 @@ def _step_3_project_device(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN device TEXT NOT NULL DEFAULT 'any'")
 
 
+def _step_5_content_and_copies(db: sqlite3.Connection) -> None:
+    """A project's content hash (its files and .blend name: equal for identical projects,
+    whatever the zip); a task's second lease while an idle node renders a copy of it.
+
+    Projects made before have no content hash: nodes key them by their archive's hash."""
+    db.execute("ALTER TABLE projects ADD COLUMN content_sha TEXT")
+    for column in (
+        "copy_node TEXT",
+        "copy_lease TEXT",
+        "copy_expires REAL",
+        "copy_started REAL",
+        "copies INTEGER NOT NULL DEFAULT 0",
+    ):
+        db.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
     _step_3_project_device,
     _step_4_queue_controls,
+    _step_5_content_and_copies,
 )
 SCHEMA_VERSION = len(STEPS)
 

@@ -88,16 +88,25 @@ class NodeStore:
             if row is None:
                 raise NotFound(f"no node {name!r}")
             current = self._current(
-                db.execute(_CURRENT + " AND t.node = ?", (TaskState.RENDERING.value, name))
+                db.execute(
+                    _CURRENT + " AND (t.node = ? OR t.copy_node = ?)",
+                    (TaskState.RENDERING.value, name, name),
+                )
             )
         return node_row(row, current.get(name))
 
     @staticmethod
     def _current(rows: Any) -> dict[str, CurrentTask]:
-        return {r["node"]: current_task(r) for r in rows}
+        """Each node's task, for the node that renders it and the one rendering its copy."""
+        out: dict[str, CurrentTask] = {}
+        for r in rows:
+            for node in (r["node"], r["copy_node"]):
+                if node:
+                    out[node] = current_task(r)
+        return out
 
 
 _CURRENT = (
-    "SELECT t.node, t.project_id, t.kind, t.frame, t.row, t.col, p.title"
+    "SELECT t.node, t.copy_node, t.project_id, t.kind, t.frame, t.row, t.col, p.title"
     " FROM tasks t JOIN projects p ON p.id = t.project_id WHERE t.state = ?"
 )

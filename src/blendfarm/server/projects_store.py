@@ -100,7 +100,7 @@ class ProjectStore:
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
                 " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
                 " file_version, owner_key_hash, device, priority, require_tags, frame_order,"
-                " notify) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " notify, content_sha) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     new.title,
@@ -123,6 +123,7 @@ class ProjectStore:
                     json.dumps(sorted(new.require_tags)),
                     new.frame_order.value,
                     new.notify,
+                    new.content_sha,
                 ),
             )
             db.execute(

@@ -60,7 +60,9 @@ async def node_heartbeat(request: Request) -> Response:
 
 @api(
     "A node asks for work for one of its slots (token; ?slot=gpu|cpu, default cpu); with "
-    "`wait` (seconds, at most 60) the answer waits until work exists; 204 when there is none.",
+    "`wait` (seconds, at most 60) the answer waits until work exists; 204 when there is none. "
+    "`warm` is the content_sha of the project the slot's Blender has loaded: its projects are "
+    "preferred where fair share allows.",
     response=p.Task,
     auth="token",
 )
@@ -68,12 +70,13 @@ async def node_lease(request: Request) -> Response:
     farm = node_auth(request)
     name = _node_name(request)
     slot = "gpu" if request.query_params.get("slot") == "gpu" else "cpu"
+    warm = _warm(request)
     wait = _wait_seconds(request)
     stopping: asyncio.Event = request.app.state.stopping
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         ticket = farm.bell.ticket()  # before looking: a ring meanwhile is not missed
-        task = await run_in_threadpool(farm.dispatch.lease, name, slot)
+        task = await run_in_threadpool(farm.dispatch.lease, name, slot, warm)
         left = deadline - asyncio.get_running_loop().time()
         if task is not None or left <= 0 or stopping.is_set():
             break
@@ -84,6 +87,38 @@ async def node_lease(request: Request) -> Response:
     if task is None:
         return Response(status_code=204)
     return MessageResponse(task)
+
+
+def _warm(request: Request) -> str:
+    warm = request.query_params.get("warm", "")
+    if len(warm) > 64 or not all(ch in "0123456789abcdef" for ch in warm):
+        raise BadInput("warm must be a content hash (up to 64 lowercase hex digits)")
+    return warm
+
+
+@api(
+    "A node waits for tasks it must stop now (token; `wait` seconds, at most 60): answered at "
+    "once when another node's copy of a task it renders finished first, else empty after "
+    "`wait` or when the node leaves.",
+    response=p.Stops,
+    auth="token",
+)
+async def node_stops(request: Request) -> Response:
+    farm = node_auth(request)
+    name = _node_name(request)
+    wait = _wait_seconds(request)
+    board = farm.store.tasks.stops
+    stopping: asyncio.Event = request.app.state.stopping
+    deadline = asyncio.get_running_loop().time() + wait
+    while True:
+        ticket = board.bell.ticket()  # before looking: a post meanwhile is not missed
+        cancel, leaving = board.take(name)
+        left = deadline - asyncio.get_running_loop().time()
+        if cancel or leaving or left <= 0 or stopping.is_set():
+            return MessageResponse(p.Stops(cancel=cancel))
+        await wait_for(ticket, min(left, RECHECK))
+        if await request.is_disconnected():
+            return MessageResponse(p.Stops(cancel=[]))
 
 
 def _wait_seconds(request: Request) -> float:

@@ -31,6 +31,7 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     frame_order: FrameOrder = FrameOrder.PREVIEW
     paused: bool = False
     notify: str | None = None  # an Apprise URL told when it is done or in error
+    content_sha: str | None = None  # its files and .blend name hashed (content_hash.py)
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +64,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     frame_order: FrameOrder
     notify: str | None
     notified: str | None  # the state last told to the notifiers
+    content_sha: str | None  # its files and .blend name hashed; None for older projects
     created: float
     updated: float
 
@@ -85,6 +87,11 @@ class TaskRow(msgspec.Struct, frozen=True, kw_only=True):
     leases: list[str]  # every lease ever issued for it (a late result under an old one is good)
     rank: int  # its frame's place in the render order
     seconds: float | None  # how long its last render took, once done
+    copy_node: str | None = None  # the node rendering its copy (a straggler's second lease)
+    copy_lease: str | None = None
+    copy_expires: float | None = None
+    copy_started: float | None = None
+    copies: int = 0  # copies made during this render (at most one)
 
 
 class ProjectCounts(msgspec.Struct, kw_only=True):
@@ -156,6 +163,7 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         frame_order=FrameOrder(r["frame_order"]),
         notify=r["notify"],
         notified=r["notified"],
+        content_sha=r["content_sha"],
         created=r["created"],
         updated=r["updated"],
     )
@@ -180,6 +188,11 @@ def task_row(r: sqlite3.Row) -> TaskRow:
         leases=_strings.decode(r["leases"]),
         rank=r["rank"],
         seconds=r["seconds"],
+        copy_node=r["copy_node"],
+        copy_lease=r["copy_lease"],
+        copy_expires=r["copy_expires"],
+        copy_started=r["copy_started"],
+        copies=r["copies"],
     )
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from .. import protocol as p
 from ..archive import choose_blend, inspect_zip, is_blend_file, is_zip_file, wrap_blend
 from ..blendversion import read_version
+from ..content_hash import content_sha
 from ..errors import BadInput, Conflict
 from ..limits import check_size
 from ..settings import Settings
@@ -96,6 +97,7 @@ class Submissions:
                     frame_order=sub.order,
                     paused=sub.paused,
                     notify=sub.notify,
+                    content_sha=content_sha(archive, blend),
                 )
             )
             self.data.adopt_upload(archive, pid)

@@ -1,5 +1,10 @@
 """Tasks (probes and chunks): leasing, results, failures, and the task state machine.
 
+A straggling chunk may render twice: its copy is a second lease on the same row (`copy_*`);
+either result completes it, the other node is told to stop at once (`stops`), and one of
+the two leases ending leaves the task rendering under the other (`TaskEvent.COPY_ENDS`).
+What a lease hands out is read in `leasing`.
+
 Every method that changes a task's state reads the stored state inside its transaction, asks
 `states.task_move` for the next one and writes it; the task's project moves along in the same
 transaction: it starts when a task is leased, follows its task counts when a task is done or
@@ -13,23 +18,11 @@ import json
 import secrets
 import sqlite3
 import time
-from datetime import datetime
 from typing import Any
 
-from ..blendversion import can_open
 from ..errors import NotFound
-from ..rest_hours import node_rests
-from ..scheduler import (
-    Candidate,
-    FrameOrder,
-    ProjectLoad,
-    first_task,
-    frame_ranks,
-    project_order,
-    task_gives_up,
-)
+from ..scheduler import FrameOrder, frame_ranks, task_gives_up
 from ..states import (
-    LEASABLE,
     IllegalTransition,
     ProjectEvent,
     TaskEvent,
@@ -37,9 +30,12 @@ from ..states import (
     TaskState,
     task_move,
 )
+from .copies import NO_COPY, end_one, holds, make_copy, other_holders
 from .database import Database
+from .leasing import first_queued, project_order_for
 from .projects_store import ProjectStore
 from .rows import TaskRow, task_row
+from .stops import StopBoard
 from .validate import Plan
 
 CHUNK_BATCH = 4096  # chunk rows made in one transaction when a probe's plan comes in
@@ -48,9 +44,10 @@ CHUNK_BATCH = 4096  # chunk rows made in one transaction when a probe's plan com
 class TaskStore:
     """Task rows of the farm's database; moves their projects along with them."""
 
-    def __init__(self, db: Database, projects: ProjectStore):
+    def __init__(self, db: Database, projects: ProjectStore, stops: StopBoard | None = None):
         self.db = db
         self.projects = projects
+        self.stops = stops or StopBoard()  # nodes told at once to stop a task they lost
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -78,151 +75,128 @@ class TaskStore:
     # -- leases -------------------------------------------------------------------------------
 
     def lease(
-        self, node: str, lease_seconds: float, max_failures: int, slot: str = "cpu"
+        self,
+        node: str,
+        lease_seconds: float,
+        max_failures: int,
+        slot: str = "cpu",
+        warm: str = "",
     ) -> TaskRow | None:
         """Hand `node` its next task under a lease, or None when there is nothing for it.
 
         `slot` is the kind of the node's slot asking ("gpu" or "cpu"): a project that
-        requires the other kind is not for it."""
+        requires the other kind is not for it. `warm` is the content its Blender has loaded:
+        such a project is preferred where fair share allows (`scheduler.project_order`).
+        When the queue has nothing for it, it may get a copy of a straggling chunk
+        (`scheduler.straggler`), returned as its node sees it: `node` and `lease` are the
+        copy's."""
         with self.db.transaction(changes=False) as db:
-            pick = self._pick(db, node, max_failures, slot)
-            if pick is None:
-                return None
-            state = task_move(TaskState.QUEUED, TaskEvent.LEASE)  # picked among queued tasks
             now = self.db.clock()
+            order = project_order_for(db, now, node, max_failures, slot, warm)
+            pick = first_queued(db, node, order, max_failures)
+            if pick is None:
+                copy = make_copy(db, now, node, order, lease_seconds)
+                if copy is not None:
+                    self.db.changed()
+                return copy
+            state = task_move(TaskState.QUEUED, TaskEvent.LEASE)  # picked among queued tasks
             lease = secrets.token_hex(12)
             db.execute(
                 "UPDATE tasks SET state = ?, node = ?, lease = ?, lease_expires = ?, started = ?,"
-                " leases = json_insert(leases, '$[#]', ?) WHERE id = ?",
+                " leases = json_insert(leases, '$[#]', ?), copy_node = NULL, copy_lease = NULL,"
+                " copy_expires = NULL, copy_started = NULL, copies = 0 WHERE id = ?",
                 (state.value, node, lease, now + lease_seconds, now, lease, pick.task_id),
             )
             self.db.changed()
             self.projects.move(pick.project_id, ProjectEvent.START)
             return self._get(db, pick.task_id)
 
-    def _pick(
-        self, db: sqlite3.Connection, node: str, max_failures: int, slot: str = "cpu"
-    ) -> Candidate | None:
-        """The task the scheduler gives `node`: fair between projects it can open, whose
-        device its `slot` is, and it is not barred from; never a task it failed."""
-        barred = {"gpu": "cpu", "cpu": "gpu"}.get(slot, "gpu")
-        row = db.execute(
-            "SELECT blender_version, info, disabled FROM nodes WHERE name = ?", (node,)
-        ).fetchone()
-        if row is not None and row["disabled"]:
-            return None
-        info = json.loads(row["info"]) if row else {}
-        if node_rests(str(info.get("schedule") or ""), datetime.fromtimestamp(self.db.clock())):
-            return None  # inside its sleep hours (the chunk it renders still finishes)
-        node_version = row[0] if row else None
-        node_tags = frozenset(info.get("tags") or ())
-        leasable = sorted(s.value for s in LEASABLE)
-        projects = [
-            p
-            for p in db.execute(
-                "SELECT id, created, file_version, priority, require_tags FROM projects"
-                f" WHERE state IN ({', '.join('?' * len(leasable))}) AND device != ?",
-                [*leasable, barred],
-            ).fetchall()
-            if can_open(node_version, p["file_version"])
-        ]
-        if not projects:
-            return None
-        busy = dict(
-            db.execute(
-                "SELECT project_id, COUNT(*) FROM tasks WHERE state = ? GROUP BY 1",
-                (TaskState.RENDERING.value,),
-            ).fetchall()
-        )
-        blocked: dict[str, set[str]] = {}
-        for pid, name in db.execute(
-            "SELECT project_id, node FROM node_failures WHERE failures >= ?", (max_failures,)
-        ):
-            blocked.setdefault(pid, set()).add(name)
-        loads = [
-            ProjectLoad(
-                p["id"],
-                p["created"],
-                busy.get(p["id"], 0),
-                frozenset(blocked.get(p["id"], ())),
-                p["priority"],
-                frozenset(json.loads(p["require_tags"])),
-            )
-            for p in projects
-        ]
-        for pid in project_order(node, loads, node_tags):
-            rows = db.execute(
-                "SELECT id, project_id, frame, row, col, failed_on FROM tasks"
-                " WHERE project_id = ? AND state = ? ORDER BY rank, frame, row, col, id LIMIT ?",
-                # A node fails at most max_failures - 1 tasks of a project it may still do.
-                (pid, TaskState.QUEUED.value, max_failures + 1),
-            ).fetchall()
-            pick = first_task(
-                node,
-                (
-                    Candidate(r[0], r[1], r[2], r[3], r[4], frozenset(json.loads(r[5])))
-                    for r in rows
-                ),
-            )
-            if pick is not None:
-                return pick
-        return None
-
     def renew(self, node: str, task_ids: list[int], lease_seconds: float) -> list[int]:
-        """Extend the leases `node` holds; returns the ids it no longer holds (to stop)."""
+        """Extend the leases `node` holds (a task's or its copy's); returns the ids it no
+        longer holds (to stop)."""
         lost = []
         with self.db.transaction(changes=False) as db:
+            until = self.db.clock() + lease_seconds
             for tid in task_ids:
+                held = TaskState.RENDERING.value
                 cur = db.execute(
                     "UPDATE tasks SET lease_expires = ? WHERE id = ? AND node = ? AND state = ?",
-                    (self.db.clock() + lease_seconds, tid, node, TaskState.RENDERING.value),
+                    (until, tid, node, held),
                 )
+                if cur.rowcount == 0:
+                    cur = db.execute(
+                        "UPDATE tasks SET copy_expires = ? WHERE id = ? AND copy_node = ?"
+                        " AND state = ?",
+                        (until, tid, node, held),
+                    )
                 if cur.rowcount == 0:
                     lost.append(tid)
         return lost
 
     def extend_leases(self, lease_seconds: float) -> int:
         """Give every lease still running at least `lease_seconds` from now; returns how many
-        were extended. A server that starts does this first: no node could renew a lease
-        while it was down, so the time it was away must not count against them."""
+        tasks had one extended. A server that starts does this first: no node could renew a
+        lease while it was down, so the time it was away must not count against them."""
         until = self.db.clock() + lease_seconds
         with self.db.transaction(changes=False) as db:
             cur = db.execute(
-                "UPDATE tasks SET lease_expires = ? WHERE state = ? AND lease_expires < ?",
-                (until, TaskState.RENDERING.value, until),
+                "UPDATE tasks SET lease_expires = MAX(lease_expires, ?),"
+                " copy_expires = CASE WHEN copy_lease IS NULL THEN NULL"
+                " ELSE MAX(copy_expires, ?) END"
+                " WHERE state = ? AND (lease_expires < ? OR copy_expires < ?)",
+                (until, until, TaskState.RENDERING.value, until, until),
             )
         return cur.rowcount
 
     def expire_leases(self) -> list[int]:
-        """Requeue every task whose lease ran out; returns their ids."""
+        """Requeue every task whose lease ran out; returns their ids. A task rendering under
+        two leases (a straggler's copy) loses the one that ran out and renders on under the
+        other: it goes back to the queue only when both are gone."""
         with self.db.transaction(changes=False) as db:
+            now = self.db.clock()
             rows = [
                 task_row(r)
                 for r in db.execute(
-                    "SELECT * FROM tasks WHERE state = ? AND lease_expires < ?",
-                    (TaskState.RENDERING.value, self.db.clock()),
+                    "SELECT * FROM tasks WHERE state = ?"
+                    " AND (lease_expires < ? OR copy_expires < ?)",
+                    (TaskState.RENDERING.value, now, now),
                 ).fetchall()
             ]
+            requeued = []
             for task in rows:
-                self._requeue(db, task.id, task_move(task.state, TaskEvent.EXPIRE))
-            for pid in sorted({t.project_id for t in rows}):
+                primary_gone = task.lease_expires is None or task.lease_expires < now
+                copy_gone = task.copy_expires is None or task.copy_expires < now
+                if primary_gone and copy_gone:
+                    self._requeue(db, task.id, task_move(task.state, TaskEvent.EXPIRE))
+                    requeued.append(task)
+                else:
+                    end_one(db, task, task.lease if primary_gone else task.copy_lease)
+            for pid in sorted({t.project_id for t in requeued}):
                 self.projects.sync_state(pid)
             if rows:
                 self.db.changed()
-        return [t.id for t in rows]
+        return [t.id for t in requeued]
 
     # -- what nodes report --------------------------------------------------------------------
 
-    def complete(self, task_id: int) -> bool:
-        """Mark a task done; False when it already was (completion is idempotent). A result
-        after the lease ran out is taken while the task is unfinished."""
+    def complete(self, task_id: int, lease: str | None = None) -> bool:
+        """Mark a task done, by the result sent under `lease` (None: its current one); False
+        when it already was (completion is idempotent). A result after the lease ran out is
+        taken while the task is unfinished. A node still rendering it under another lease
+        (the other copy of a duplicated chunk) is told to stop at once (`stops`)."""
         with self.db.transaction(changes=False) as db:
             task = self._get(db, task_id)
             state = task_move(task.state, TaskEvent.COMPLETE)
             if task.state is TaskState.DONE:
                 return False
-            self._finish(db, task, state)
-            return True
+            won = task.lease if lease is None else lease
+            losers = other_holders(task, won)
+            self._finish(
+                db, task, state, copy_won=task.copy_lease is not None and won == task.copy_lease
+            )
+        for node in losers:
+            self.stops.post(node, task_id)
+        return True
 
     def finish_probe(self, task_id: int, plan: Plan, probe: dict[str, Any]) -> bool:
         """A probe's result: the project's plan is stored, its chunks are made and the probe
@@ -343,9 +317,10 @@ class TaskStore:
         it any more (the lease ran out, the task went to another node or is done)."""
         with self.db.transaction(changes=False) as db:
             task = self._get(db, task_id)
-            if task.state is not TaskState.RENDERING or task.lease != lease:
+            if not holds(task, lease):
                 return False
-            self._requeue(db, task_id, task_move(task.state, TaskEvent.RELEASE))
+            if not end_one(db, task, lease):  # the other copy, if any, renders on
+                self._requeue(db, task_id, task_move(task.state, TaskEvent.RELEASE))
             self.db.changed()
             return True
 
@@ -353,8 +328,9 @@ class TaskStore:
         """Hand back every task `node` still renders (it said goodbye); their ids."""
         with self.db.read() as db:
             held = db.execute(
-                "SELECT id, lease FROM tasks WHERE node = ? AND state = ?",
-                (node, TaskState.RENDERING.value),
+                "SELECT id, lease FROM tasks WHERE node = ? AND state = ? UNION ALL"
+                " SELECT id, copy_lease FROM tasks WHERE copy_node = ? AND state = ?",
+                (node, TaskState.RENDERING.value) * 2,
             ).fetchall()
         return [tid for tid, lease in held if self.release(tid, lease)]
 
@@ -366,10 +342,11 @@ class TaskStore:
         happens when `lease` is not the task's current lease."""
         with self.db.transaction(changes=False) as db:
             task = self._get(db, task_id)
-            if task.state is not TaskState.RENDERING or task.lease != lease:
+            if not holds(task, lease):
                 return None
             failed = set(task.failed_on) | {node}
-            self._requeue(db, task_id, task_move(task.state, TaskEvent.FAIL))
+            if not end_one(db, task, lease):  # the other copy, if any, renders on
+                self._requeue(db, task_id, task_move(task.state, TaskEvent.FAIL))
             db.execute(
                 "UPDATE tasks SET failed_on = ?, last_error = ? WHERE id = ?",
                 (json.dumps(sorted(failed)), message, task_id),
@@ -399,25 +376,29 @@ class TaskStore:
         if state is not TaskState.QUEUED:
             raise IllegalTransition(f"task {task_id} cannot be requeued into {state.value}")
         db.execute(
-            "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL"
-            " WHERE id = ?",
+            "UPDATE tasks SET state = ?, node = NULL, lease = NULL, lease_expires = NULL,"
+            f" {NO_COPY} WHERE id = ?",
             (state.value, task_id),
         )
 
-    def _finish(self, db: sqlite3.Connection, task: TaskRow, state: TaskState) -> None:
-        """Write a move to done (its node is credited with the chunk) and move the project."""
+    def _finish(
+        self, db: sqlite3.Connection, task: TaskRow, state: TaskState, copy_won: bool = False
+    ) -> None:
+        """Write a move to done (the node whose result it is, the task's own or its copy's
+        when `copy_won`, is credited with the chunk) and move the project."""
         if state is not TaskState.DONE:
             raise IllegalTransition(f"task {task.id} cannot be finished into {state.value}")
         now = self.db.clock()
-        seconds = None if task.started is None else max(0.0, now - task.started)
-        db.execute(
-            "UPDATE tasks SET state = ?, lease = NULL, lease_expires = NULL, finished = ?,"
-            " seconds = ? WHERE id = ?",
-            (state.value, now, seconds, task.id),
+        node, started = (
+            (task.copy_node, task.copy_started) if copy_won else (task.node, task.started)
         )
-        if task.node and task.kind is TaskKind.CHUNK:
-            db.execute(
-                "UPDATE nodes SET chunks_done = chunks_done + 1 WHERE name = ?", (task.node,)
-            )
+        seconds = None if started is None else max(0.0, now - started)
+        db.execute(
+            "UPDATE tasks SET state = ?, node = ?, lease = NULL, lease_expires = NULL,"
+            f" finished = ?, seconds = ?, {NO_COPY} WHERE id = ?",
+            (state.value, node, now, seconds, task.id),
+        )
+        if node and task.kind is TaskKind.CHUNK:
+            db.execute("UPDATE nodes SET chunks_done = chunks_done + 1 WHERE name = ?", (node,))
         self.db.changed()
         self.projects.sync_state(task.project_id)
