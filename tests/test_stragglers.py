@@ -5,6 +5,7 @@ on when one of them ends."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from apphelpers import NODE, InProcessFarm
@@ -131,3 +132,15 @@ def test_a_paused_projects_chunks_are_never_copied(farm: InProcessFarm) -> None:
     )
     assert paused.status_code == 200, paused.text
     assert farm.lease("fast") is None
+
+
+def test_no_copy_is_made_when_duplicates_are_switched_off(tmp_path: Path) -> None:
+    farm = InProcessFarm(tmp_path, duplicates=False)
+    try:
+        slow, clock = straggling(farm)
+        clock[0] = 1000 + 60.0  # far past every threshold
+        assert farm.lease("fast") is None
+        assert heartbeat(farm, "slow", slow["id"]) == []
+    finally:
+        farm.client.close()
+        farm.farm.close()

@@ -218,6 +218,12 @@ class Settings:
     max_failures: int = setting(
         3, "Failures before a node is blocklisted for a project, or a chunk errors the project."
     )
+    duplicates: bool = setting(
+        True,
+        "When the queue is empty, render a copy of a straggling chunk on an idle node (the "
+        "first result wins, the other node is stopped).",
+        flags=("--duplicates/--no-duplicates",),
+    )
     ui_origin: str = setting(
         "",
         "One more origin the dashboard may be opened from (default: its port on the server's "

@@ -97,7 +97,12 @@ class Dispatch:
         chunk it renders still finishes)."""
         self.store.nodes.seen(name)
         task = self.store.tasks.lease(
-            name, self.settings.node_timeout, self.settings.max_failures, slot, warm
+            name,
+            self.settings.node_timeout,
+            self.settings.max_failures,
+            slot,
+            warm,
+            copies=self.settings.duplicates,
         )
         if task is None:
             return None

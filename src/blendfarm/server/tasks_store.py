@@ -81,6 +81,7 @@ class TaskStore:
         max_failures: int,
         slot: str = "cpu",
         warm: str = "",
+        copies: bool = True,
     ) -> TaskRow | None:
         """Hand `node` its next task under a lease, or None when there is nothing for it.
 
@@ -88,13 +89,15 @@ class TaskStore:
         requires the other kind is not for it. `warm` is the content its Blender has loaded:
         such a project is preferred where fair share allows (`scheduler.project_order`).
         When the queue has nothing for it, it may get a copy of a straggling chunk
-        (`scheduler.straggler`), returned as its node sees it: `node` and `lease` are the
-        copy's."""
+        (`scheduler.straggler`; never when `copies` is off), returned as its node sees it:
+        `node` and `lease` are the copy's."""
         with self.db.transaction(changes=False) as db:
             now = self.db.clock()
             order = project_order_for(db, now, node, max_failures, slot, warm)
             pick = first_queued(db, node, order, max_failures)
             if pick is None:
+                if not copies:
+                    return None
                 copy = make_copy(db, now, node, order, lease_seconds)
                 if copy is not None:
                     self.db.changed()
