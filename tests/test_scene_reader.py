@@ -94,12 +94,13 @@ def test_the_scene_is_read_from_a_zip_member_and_the_scratch_file_is_removed(
     archive = tmp_path / "p.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as zf:
         zf.write(blend, "shots/scene.blend")
-    scratch = tmp_path / "scratch.blend"
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
     facts = read_scene_in_zip(archive, "shots/scene.blend", scratch)
     assert facts is not None and (facts.resolution_x, facts.resolution_y) == (64, 48)
-    assert not scratch.exists()
     assert read_scene_in_zip(archive, "shots/scene.blend", scratch, limit=1000) is None
-    assert not scratch.exists()
+    assert read_scene_in_zip(archive, "not/there.blend", scratch) is None
+    assert not list(scratch.iterdir())
 
 
 # -- what it leaves to the probe --------------------------------------------------------------

@@ -15,6 +15,7 @@ import gzip
 import logging
 import math
 import struct
+import tempfile
 import zipfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -86,14 +87,16 @@ def read_scene(path: Path, limit: int = READ_LIMIT) -> SceneFacts | None:
 
 
 def read_scene_in_zip(
-    archive: Path, member: str, scratch: Path, limit: int = READ_LIMIT
+    archive: Path, member: str, folder: Path, limit: int = READ_LIMIT
 ) -> SceneFacts | None:
     """The active scene of .blend `member` of the zip `archive`, read through a temporary
-    file at `scratch` (decompressed as it is copied out; removed after); None when unsure."""
+    file in `folder` (decompressed as it is copied out; removed after); None when unsure."""
+    fd, name = tempfile.mkstemp(dir=folder, suffix=".blend")
+    scratch = Path(name)
     try:
         with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
             head = cast(zipfile.ZipExtFile, src).peek(8)[:8]
-            with open(scratch, "wb") as out:
+            with open(fd, "wb") as out:
                 _copy(_decompressed(src, head), out, limit)
         return _read_plain(scratch, limit)
     except Exception as exc:
