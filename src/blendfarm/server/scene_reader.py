@@ -28,7 +28,7 @@ log = logging.getLogger("blendfarm.server")
 
 READ_LIMIT = 2 * 1024**3  # bytes of (decompressed) .blend read at submit; bigger: the probe
 MAX_BLOCKS = 1_000_000  # blocks in one file (a production file has a few hundred thousand)
-MAX_DNA = 16 * 1024**2  # bytes of the file's DNA catalogue (Blender 5.0's is ~300 KB)
+MAX_DNA = 4 * 1024**2  # bytes of the file's DNA catalogue (Blender 3.4 and 5.0: ~130 KB)
 MAX_DNA_ITEMS = 1 << 16  # names, types and structs in the catalogue (indexed by shorts)
 MAX_WINDOWS = 64
 TXT_ISSCRIPT = 1 << 4  # Text.flags: registered to run when the file is loaded (use_module)
@@ -67,20 +67,15 @@ class Unreadable(Exception):
 
 
 def read_scene(path: Path, limit: int = READ_LIMIT) -> SceneFacts | None:
-    """The active scene of the .blend at `path` (plain, gzip or zstd); None when unsure."""
+    """The active scene of the .blend at `path` (plain, or gzip or zstd decompressed through
+    a temporary file next to it); None when unsure."""
     try:
         with open(path, "rb") as fh:
             head = fh.read(8)
-            if not (head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC)):
-                return _read_plain(path, limit)
             fh.seek(0)
-            plain = path.with_name(path.name + ".plain")
-            try:
-                with open(plain, "wb") as out:
-                    _copy(_decompressed(fh, head), out, limit)
-                return _read_plain(plain, limit)
-            finally:
-                plain.unlink(missing_ok=True)
+            if head.startswith(GZIP_MAGIC) or head.startswith(ZSTD_MAGIC):
+                return _read_through(fh, head, path.parent, limit)
+        return _read_plain(path, limit)
     except Exception as exc:  # whatever the file does to the parser: the probe reads it
         log.info("the scene of %s is left to the probe: %s", path.name, _why(exc))
         return None
@@ -91,17 +86,23 @@ def read_scene_in_zip(
 ) -> SceneFacts | None:
     """The active scene of .blend `member` of the zip `archive`, read through a temporary
     file in `folder` (decompressed as it is copied out; removed after); None when unsure."""
-    fd, name = tempfile.mkstemp(dir=folder, suffix=".blend")
-    scratch = Path(name)
     try:
         with zipfile.ZipFile(archive) as zf, zf.open(member) as src:
             head = cast(zipfile.ZipExtFile, src).peek(8)[:8]
-            with open(fd, "wb") as out:
-                _copy(_decompressed(src, head), out, limit)
-        return _read_plain(scratch, limit)
+            return _read_through(src, head, folder, limit)
     except Exception as exc:
         log.info("the scene of %s is left to the probe: %s", member, _why(exc))
         return None
+
+
+def _read_through(src: IO[bytes], head: bytes, folder: Path, limit: int) -> SceneFacts:
+    """Copy the .blend in `src` (decompressed) to a temporary file in `folder` and read it."""
+    fd, name = tempfile.mkstemp(dir=folder, suffix=".blend")
+    scratch = Path(name)
+    try:
+        with open(fd, "wb") as out:
+            _copy(_decompressed(src, head), out, limit)
+        return _read_plain(scratch, limit)
     finally:
         scratch.unlink(missing_ok=True)
 
