@@ -6,9 +6,10 @@ KIND: library  -> a .blend holding a coloured cube called "LibCube"
       project  -> a scene with a textured plane, a cube linked from lib/lib.blend (relative),
                   a moving sphere, Cycles on the CPU, denoising off, few samples
 Options of a project: width, height, percent, samples, denoise, transparent, depth, fps,
-fps_base, start, end, library (another library path), compositor=1 (a glare node),
+fps_base, start, end, step, library (another library path), compositor=1 (a glare node),
 broken=1 (no camera: Blender cannot render it), engine=NAME (render with NAME; an engine
-this Blender lacks is registered for the moment of saving, so the file names it).
+this Blender lacks is registered for the moment of saving, so the file names it),
+compress=1|0 (save compressed or not; Blender's own choice when not given).
 """
 
 import os
@@ -91,6 +92,7 @@ def project():
     render.fps_base = float(opts.get("fps_base", 1))
     scene.frame_start = int(opts.get("start", 1))
     scene.frame_end = int(opts.get("end", 4))
+    scene.frame_step = int(opts.get("step", 1))
     scene.world = bpy.data.worlds.new("World")
     scene.world.color = (0.05, 0.05, 0.08)
 
@@ -139,7 +141,8 @@ def project():
         bpy.data.objects.remove(bpy.data.objects["Camera"])
 
     bpy.ops.file.make_paths_relative()
-    bpy.ops.wm.save_as_mainfile(filepath=out, relative_remap=True)
+    compress = {"compress": opts["compress"] == "1"} if "compress" in opts else {}
+    bpy.ops.wm.save_as_mainfile(filepath=out, relative_remap=True, **compress)
 
 
 {"library": library, "project": project}[kind]()

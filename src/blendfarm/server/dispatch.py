@@ -6,9 +6,11 @@ unfinished chunk is still accepted; anything under a lease never issued for the 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -16,16 +18,17 @@ from .. import protocol as p
 from ..errors import BadInput, Conflict
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
-from ..states import TaskKind, TaskState
+from ..states import ProjectEvent, TaskKind, TaskState, can_move
 from ..tiles import blender_border, chunk_rect, grow
 from .auth import Guard
 from .bell import WorkBell
 from .blender_shelf import BlenderShelf
+from .chunk_tasks import stored_plan
 from .durable import GroupSync
 from .files import DataDir
 from .rows import ProjectRow, TaskRow
 from .store import Store
-from .validate import clean_log, plan_from_probe
+from .validate import Plan, clean_log, disagreement, plan_from_probe, same_plan
 
 log = logging.getLogger("blendfarm.server")
 
@@ -192,15 +195,37 @@ class Dispatch:
             return already
         proj = self.store.projects.get(task.project_id)
         raw = p.to_builtins(probe)
+        read = stored_plan(proj) if proj.scene is not None else None
+        asked = msgspec.structs.asdict(proj)
+        if read is not None and proj.scene_frames:
+            asked.update(frame_start=None, frame_end=None)  # the scene's range, as Blender sees it
         try:
-            plan = plan_from_probe(msgspec.structs.asdict(proj), raw, self.settings.limits)
+            plan = plan_from_probe(asked, raw, self.settings.limits)
         except BadInput as exc:
+            if read is not None and not can_move(proj.state, ProjectEvent.FAILED):
+                # Rendered and done by the plan read from the file: keep it, and say so.
+                plan = dataclasses.replace(read, warnings=[*proj.warnings, str(exc)])
+                return self._planned(task_id, proj, plan, raw) or already
             # The probe goes back to the queue, so `retry` probes again (the file may be fixed).
             if not self.store.tasks.reject_probe(task_id, str(exc)):
                 return already
             return p.Accepted(accepted=True)
-        if not self.store.tasks.finish_probe(task_id, plan, raw):  # another result was first
-            return already
+        if read is not None and not same_plan(read, plan):
+            if self.store.plans.drop_unrendered(proj.id, task_id):
+                log.info("project %s: the probe replans it (nothing was rendered yet)", proj.id)
+            else:
+                plan = dataclasses.replace(
+                    read, warnings=[*plan.warnings, disagreement(read, plan)]
+                )
+        return self._planned(task_id, proj, plan, raw) or already
+
+    def _planned(
+        self, task_id: int, proj: ProjectRow, plan: Plan, raw: dict[str, Any]
+    ) -> p.Accepted | None:
+        """Store the plan a probe settled and make the chunks it lacks; None when another
+        result for the probe was first."""
+        if not self.store.tasks.finish_probe(task_id, plan, raw):
+            return None
         self.bell.ring()  # its chunks wait for nodes
         log.info(
             "project %s probed: %dx%d, frames %d-%d",
@@ -238,7 +263,7 @@ class Dispatch:
 
 
 def frame_size(project: ProjectRow) -> tuple[int, int]:
-    """The frame size of a probed project; Conflict before the probe is in."""
+    """The frame size of a planned project; Conflict before it has a plan."""
     if project.width is None or project.height is None:
         raise Conflict(f"project {project.id} has not been probed yet")
     return project.width, project.height

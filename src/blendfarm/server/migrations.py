@@ -116,12 +116,20 @@ def _step_5_content_and_copies(db: sqlite3.Connection) -> None:
         db.execute(f"ALTER TABLE tasks ADD COLUMN {column}")
 
 
+def _step_6_scene_read(db: sqlite3.Connection) -> None:
+    """What the server read from the .blend at submit (JSON, NULL when it could not), and
+    whether the project renders its scene's own frame range (none was given at submit)."""
+    db.execute("ALTER TABLE projects ADD COLUMN scene TEXT")
+    db.execute("ALTER TABLE projects ADD COLUMN scene_frames INTEGER NOT NULL DEFAULT 0")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
     _step_3_project_device,
     _step_4_queue_controls,
     _step_5_content_and_copies,
+    _step_6_scene_read,
 )
 SCHEMA_VERSION = len(STEPS)
 

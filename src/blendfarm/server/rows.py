@@ -52,6 +52,8 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     fps: float | None
     fps_base: float | None
     probe: dict[str, Any] | None  # what the probe reported, as it sent it
+    scene: dict[str, Any] | None  # what the server read from the .blend at submit, if it could
+    scene_frames: bool  # it renders its scene's own frame range (none was given)
     warnings: list[str]
     size: int  # bytes stored for it on the server
     result: str | None  # file name of the result once done
@@ -152,6 +154,8 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         fps=r["fps"],
         fps_base=r["fps_base"],
         probe=None if r["probe"] is None else _object.decode(r["probe"]),
+        scene=None if r["scene"] is None else _object.decode(r["scene"]),
+        scene_frames=bool(r["scene_frames"]),
         warnings=_strings.decode(r["warnings"]),
         size=r["size"],
         result=r["result"],

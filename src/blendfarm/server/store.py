@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from .chunk_tasks import Planner
 from .database import Clock, Database
 from .nodes_store import NodeStore
 from .projects_store import ProjectStore
@@ -16,13 +17,15 @@ from .tasks_store import TaskStore
 
 
 class Store:
-    """The farm's database: `db`, `projects`, `tasks` and `nodes`."""
+    """The farm's database: `db`, `projects`, `tasks`, `nodes`, and `plans` (projects whose
+    scene the server read at submit)."""
 
     def __init__(self, path: Path, clock: Clock = time.time):
         self.db = Database(path, clock)
         self.projects = ProjectStore(self.db)
         self.tasks = TaskStore(self.db, self.projects)
         self.nodes = NodeStore(self.db)
+        self.plans = Planner(self.db, self.projects)
 
     def purge(self) -> None:
         """Forget everything, and take a new server identity (nodes drop their caches)."""

@@ -1,5 +1,9 @@
 """Projects in and out: a submission becomes a project; delete and retry act on one.
 
+When the server can read the scene from the .blend (scene_reader), the project's plan is set
+and its chunks are queued at submit, so every node can start at once; its probe still runs
+first on one node and reports what may go wrong. Otherwise the probe plans it, as before.
+
 Whoever submits gets the project's owner key, once; changing the project afterwards needs
 that key or the admin password.
 """
@@ -22,8 +26,9 @@ from .auth import Credentials, Guard, new_owner_key
 from .bell import WorkBell
 from .files import DataDir, sha256_file
 from .rows import NewProject
+from .scene_reader import SceneFacts, read_scene_in_zip
 from .store import Store
-from .validate import Submission
+from .validate import Plan, Submission, plan_from_probe
 from .views import Views
 
 log = logging.getLogger("blendfarm.server")
@@ -75,32 +80,39 @@ class Submissions:
                 saved_by = read_version(member)
             if saved_by is None:
                 raise BadInput(f"{blend} is not a .blend file")
+            planned = self._read_plan(archive, summary.entries[blend], sub)
             sha = sha256_file(archive)
             key, key_hash = new_owner_key()
             size = archive.stat().st_size
-            pid = self.store.projects.create(
-                NewProject(
-                    title=sub.title or Path(blend).stem,
-                    blend=blend,
-                    sha256=sha,
-                    archive_size=size,
-                    animation=sub.animation,
-                    frame_start=sub.frame_start,
-                    frame_end=sub.frame_end,
-                    tiles=sub.tiles,
-                    overscan=sub.overscan,
-                    file_version=f"{saved_by[0]}.{saved_by[1]}",
-                    owner_key_hash=key_hash,
-                    device=sub.device,
-                    priority=sub.priority,
-                    require_tags=sorted(sub.require_tags),
-                    frame_order=sub.order,
-                    paused=sub.paused,
-                    notify=sub.notify,
-                    content_sha=content_sha(archive, blend),
-                )
+            new = NewProject(
+                title=sub.title or Path(blend).stem,
+                blend=blend,
+                sha256=sha,
+                archive_size=size,
+                animation=sub.animation,
+                frame_start=sub.frame_start,
+                frame_end=sub.frame_end,
+                tiles=sub.tiles,
+                overscan=sub.overscan,
+                file_version=f"{saved_by[0]}.{saved_by[1]}",
+                owner_key_hash=key_hash,
+                device=sub.device,
+                priority=sub.priority,
+                require_tags=sorted(sub.require_tags),
+                frame_order=sub.order,
+                paused=sub.paused,
+                notify=sub.notify,
+                content_sha=content_sha(archive, blend),
             )
-            self.data.adopt_upload(archive, pid)
+            hold = self.settings.node_timeout
+            if planned is None:
+                pid = self.store.projects.create(new)
+                self.data.adopt_upload(archive, pid)
+            else:
+                plan, facts = planned
+                pid, probe = self.store.plans.create(new, plan, facts.as_probe(), hold)
+                self.data.adopt_upload(archive, pid)
+                self.store.plans.fill(pid, probe, plan.frames, hold)
         finally:
             upload.unlink(missing_ok=True)
             archive.unlink(missing_ok=True)
@@ -118,10 +130,42 @@ class Submissions:
             sub.tiles,
             sub.overscan,
         )
-        self.bell.ring()  # its probe waits for a node
+        if planned is not None:
+            plan = planned[0]
+            log.info(
+                "project %s read from the file: %dx%d, frames %d-%d, %d chunks queued",
+                pid,
+                plan.width,
+                plan.height,
+                plan.frames[0],
+                plan.frames[-1],
+                len(plan.frames) * sub.tiles * sub.tiles,
+            )
+        self.bell.ring()  # its probe (and its chunks, when the scene was read) wait for nodes
         view = self.views.project(pid)
         view.owner_key = key  # shown once, to the submitter
         return view
+
+    def _read_plan(
+        self, archive: Path, member: str, sub: Submission
+    ) -> tuple[Plan, SceneFacts] | None:
+        """The plan of the submission from the scene read in the file; None when the file
+        cannot be read with confidence, or its scene would be refused: the probe then
+        decides, with its own words, as for any file."""
+        facts = read_scene_in_zip(archive, member, self.data.root / "tmp")
+        if facts is None:
+            return None
+        asked = {
+            "frame_start": sub.frame_start,
+            "frame_end": sub.frame_end,
+            "animation": sub.animation,
+            "tiles": sub.tiles,
+            "overscan": sub.overscan,
+        }
+        try:
+            return plan_from_probe(asked, facts.as_probe(), self.settings.limits), facts
+        except BadInput:
+            return None
 
     def delete(self, pid: str, who: Credentials) -> p.Deleted:
         self.guard.check_owner(self.store.projects.get(pid).owner_key_hash, who, "deleting it")

@@ -17,11 +17,10 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
-import time
 from typing import Any
 
 from ..errors import NotFound
-from ..scheduler import FrameOrder, frame_ranks, task_gives_up
+from ..scheduler import task_gives_up
 from ..states import (
     IllegalTransition,
     ProjectEvent,
@@ -30,6 +29,7 @@ from ..states import (
     TaskState,
     task_move,
 )
+from .chunk_tasks import make_chunks
 from .copies import NO_COPY, end_one, holds, make_copy, other_holders
 from .database import Database
 from .leasing import first_queued, project_order_for
@@ -37,8 +37,6 @@ from .projects_store import ProjectStore
 from .rows import TaskRow, task_row
 from .stops import StopBoard
 from .validate import Plan
-
-CHUNK_BATCH = 4096  # chunk rows made in one transaction when a probe's plan comes in
 
 
 class TaskStore:
@@ -202,14 +200,9 @@ class TaskStore:
         return True
 
     def finish_probe(self, task_id: int, plan: Plan, probe: dict[str, Any]) -> bool:
-        """A probe's result: the project's plan is stored, its chunks are made and the probe
-        is done; False (nothing more changed) when the probe already was done.
-
-        Chunks are made in transactions of whole frames, at most CHUNK_BATCH rows each, with
-        the store free for others in between: a project of a quarter million chunks never
-        holds the farm still. The probe stays open until the last batch, so the project is
-        not "rendered" while chunks are still being made; nodes may start on the first ones.
-        """
+        """A probe's result: the project's plan is stored, the chunks it lacks are made
+        (chunk_tasks.make_chunks: in batches, the probe open until the last) and the probe
+        is done; False (nothing more changed) when the probe already was done."""
         with self.db.transaction(changes=False) as db:
             task = self._get(db, task_id)
             if task.state is TaskState.DONE:
@@ -217,36 +210,8 @@ class TaskStore:
             task_move(task.state, TaskEvent.COMPLETE)  # a probe that may complete at all
             pid = task.project_id
             self.projects.set_plan(pid, plan, probe)
-            tiles, order = db.execute(
-                "SELECT tiles, frame_order FROM projects WHERE id = ?", (pid,)
-            ).fetchone()
-        ranks = frame_ranks(plan.frames, FrameOrder(order))
-        per_batch = max(1, CHUNK_BATCH // (tiles * tiles))
-        for i in range(0, len(plan.frames), per_batch):
-            frames = plan.frames[i : i + per_batch]
-            with self.db.transaction() as db:
-                if self._get(db, task_id).state is TaskState.DONE:
-                    return False  # another result for the same probe was first
-                made = {
-                    r[0]
-                    for r in db.execute(
-                        "SELECT DISTINCT frame FROM tasks WHERE project_id = ? AND kind = ?"
-                        " AND frame BETWEEN ? AND ?",
-                        (pid, TaskKind.CHUNK.value, frames[0], frames[-1]),
-                    )
-                }
-                db.executemany(
-                    "INSERT INTO tasks (project_id, kind, frame, row, col, state, rank)"
-                    " VALUES (?,?,?,?,?,?,?)",
-                    [
-                        (pid, TaskKind.CHUNK.value, f, r, c, TaskState.QUEUED.value, ranks[f])
-                        for f in frames
-                        if f not in made
-                        for r in range(tiles)
-                        for c in range(tiles)
-                    ],
-                )
-            time.sleep(0)  # let requests waiting for the store in before the next batch
+        if not make_chunks(self.db, task_id, pid, plan.frames):
+            return False  # another result for the same probe was first
         return self.complete(task_id)
 
     def lose(self, pid: str, chunks: list[tuple[int, int, int]]) -> int:

@@ -270,6 +270,38 @@ def plan_from_probe(
     return Plan(width, height, list(range(start, end + 1)), animation, fps, fps_base, warnings)
 
 
+def same_plan(a: Plan, b: Plan) -> bool:
+    """Whether two plans render the same frames at the same size and rate (warnings aside)."""
+    return (a.width, a.height, a.frames, a.animation, a.fps, a.fps_base) == (
+        b.width,
+        b.height,
+        b.frames,
+        b.animation,
+        b.fps,
+        b.fps_base,
+    )
+
+
+def _described(plan: Plan) -> str:
+    frames = (
+        f"frame {plan.frames[0]}"
+        if len(plan.frames) == 1
+        else (f"frames {plan.frames[0]}-{plan.frames[-1]}")
+    )
+    return f"{plan.width}x{plan.height}, {frames} at {plan.fps / plan.fps_base:.6g} fps"
+
+
+def disagreement(read: Plan, probed: Plan) -> str:
+    """The warning of a project whose probe found another plan than the one read from the
+    file, when chunks were already rendered by the file's plan (which it keeps)."""
+    return (
+        f"Blender on the node sees the scene as {_described(probed)}, not as the file says"
+        f" ({_described(read)}; a script or add-on may change it): chunks were already"
+        " rendered as the file says, so the project keeps that; resubmit it to render what"
+        " Blender sees"
+    )
+
+
 def clean_log(lines: object) -> list[str]:
     """Log lines from a node: strings only, each and all truncated (never refused)."""
     if not isinstance(lines, list):
