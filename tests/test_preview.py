@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from apphelpers import NODE, PROBE, InProcessFarm
+from apphelpers import ADMIN, NODE, PROBE, InProcessFarm
 from blendfarm.exr import write_exr
 from blendfarm.pngio import write_png
 from blendfarm.server.preview import (
@@ -284,3 +284,17 @@ def test_16_bit_chunks_are_shown_in_8_bit(farm: InProcessFarm) -> None:
     got = image(farm.client.get(f"/api/projects/{pid}/preview"))
     assert (got[a.y0 : a.y1, a.x0 : a.x1] == [100, 0, 0, 255]).all()
     assert (got[b.y0 : b.y1, b.x0 : b.x1] == [30, 30, 30, 255]).all()
+
+
+def test_a_preview_of_a_deleted_project_leaves_nothing_behind(farm: InProcessFarm) -> None:
+    pid = started(farm, {"frame": "1", "tiles": "2"})
+    land(farm, farm.lease(), COLOURS[0])  # type: ignore[arg-type]
+    previews = farm.farm.previews
+    plan = previews._plan(pid, None)
+    folder = farm.settings.data / "projects" / pid
+    assert farm.client.delete(f"/api/projects/{pid}", headers=ADMIN).status_code == 200
+    # a preview being built while its project is deleted answers, but keeps nothing
+    png, note = folder / "preview" / "1.png", folder / "preview" / "1.json"
+    assert previews._build(plan, png, note, {}).startswith(b"\x89PNG")
+    assert not folder.exists()
+    assert_error(farm.client.get(f"/api/projects/{pid}/preview"), 404)

@@ -286,11 +286,15 @@ class Previews:
         buf = io.BytesIO()
         Image.fromarray(canvas, "RGBA").save(buf, format="PNG", compress_level=3)
         body = buf.getvalue()
-        png.parent.mkdir(parents=True, exist_ok=True)
-        with replacing(png, durable=False) as tmp:
-            tmp.write_bytes(body)
-        with replacing(note, durable=False) as tmp:
-            tmp.write_text(json.dumps({"etag": plan.etag, "size": [cw, ch, n], "chunks": pasted}))
+        try:  # never below a project deleted meanwhile: its folder is not made again
+            png.parent.mkdir(exist_ok=True)
+            with replacing(png, durable=False) as tmp:
+                tmp.write_bytes(body)
+            with replacing(note, durable=False) as tmp:
+                kept_note = {"etag": plan.etag, "size": [cw, ch, n], "chunks": pasted}
+                tmp.write_text(json.dumps(kept_note))
+        except FileNotFoundError:
+            pass
         return body
 
 
