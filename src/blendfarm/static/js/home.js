@@ -133,7 +133,12 @@ function updateThumb(parts, p) {
     const img = el("img", { src: url, alt });
     const open = el(
       "button",
-      { type: "button", class: "thumb-open", "aria-label": `Open a larger preview of ${title}`, onclick: () => openPreview(parts.project) },
+      {
+        type: "button",
+        class: "thumb-open",
+        "aria-label": `Open a larger preview of ${title}`,
+        onclick: () => openPreview(parts.project),
+      },
       img,
     );
     if (parts.thumb.querySelector("img")) {

@@ -17,7 +17,9 @@ export function cardPicture(p) {
   if (p.state !== "done" && done > 0) {
     return { url: `${previewPath(p.id)}?v=${done}-${p.frames_done ?? 0}`, live: true };
   }
-  if (p.thumbnail_url) return { url: `${apiUrl(p.thumbnail_url)}?v=${p.frames_done ?? 0}-${p.state}`, live: false };
+  if (p.thumbnail_url) {
+    return { url: `${apiUrl(p.thumbnail_url)}?v=${p.frames_done ?? 0}-${p.state}`, live: false };
+  }
   return null;
 }
 
