@@ -59,6 +59,7 @@ ROUTES = [
     Route("/api/projects/{pid}/result", projects.project_result, methods=["GET"]),
     Route("/api/projects/{pid}/raw", projects.project_raw, methods=["GET"]),
     Route("/api/projects/{pid}/thumbnail", projects.project_thumbnail, methods=["GET"]),
+    Route("/api/projects/{pid}/preview", projects.project_preview, methods=["GET"]),
     Route("/api/projects/{pid}/archive", projects.project_archive, methods=["GET"]),
     Route("/api/nodes", projects.list_nodes, methods=["GET"]),
     Route("/api/nodes/{name}/log", projects.node_log, methods=["GET"]),
@@ -146,6 +147,7 @@ def create_app(
                     "X-Blendfarm-Owner-Key",
                     "Authorization",
                 ],
+                expose_headers=["ETag", "X-Preview-Frame", "X-Preview-Chunks"],
             ),
         ],
         exception_handlers={

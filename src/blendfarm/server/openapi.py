@@ -74,6 +74,9 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
     ]
     if "/api/tasks/" in route.path:
         params.append({"name": "lease", "in": "query", "required": True, "schema": _str})
+    if route.path.endswith("/preview"):
+        frame = {"name": "frame", "in": "query", "required": False, "schema": {"type": "integer"}}
+        params.append(frame)
     if route.path == "/api/blender" and method == "PUT":
         params.append({"name": "filename", "in": "query", "required": True, "schema": _str})
     op: dict[str, Any] = {
@@ -98,6 +101,8 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
         }
     if route.path.endswith("/lease"):
         op["responses"]["204"] = {"description": "no work right now"}
+    if route.path.endswith("/preview"):
+        op["responses"]["304"] = {"description": "unchanged since the ETag in If-None-Match"}
     error = {"description": "error", "content": {"application/json": {"schema": _ref("ErrorBody")}}}
     for code in ("400", "404", "409", "413"):
         op["responses"][code] = error

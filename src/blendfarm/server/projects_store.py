@@ -86,6 +86,23 @@ class ProjectStore:
             rows = db.execute("SELECT frame FROM frames WHERE project_id = ?", (pid,))
             return {r[0] for r in rows}
 
+    def frame_progress(self, pid: str) -> list[tuple[int, int, int, int, float]]:
+        """(frame, chunks, done, rendering, last started or finished) of every frame of the
+        project that has chunks, in frame order (0 when none started)."""
+        frames: dict[int, list[float]] = {}
+        with self.db.read() as db:
+            for frame, state, n, last in db.execute(
+                "SELECT frame, state, COUNT(*), MAX(COALESCE(finished, started, 0)) FROM tasks"
+                " WHERE project_id = ? AND kind = ? GROUP BY 1, 2",
+                (pid, TaskKind.CHUNK.value),
+            ):
+                f = frames.setdefault(frame, [0, 0, 0, 0.0])
+                f[0] += n
+                f[1] += n if state == TaskState.DONE.value else 0
+                f[2] += n if state == TaskState.RENDERING.value else 0
+                f[3] = max(f[3], float(last or 0))
+        return [(k, int(t), int(d), int(r), last) for k, (t, d, r, last) in sorted(frames.items())]
+
     # -- writing ------------------------------------------------------------------------------
 
     def create(self, new: NewProject) -> str:

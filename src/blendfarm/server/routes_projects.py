@@ -109,6 +109,26 @@ async def project_thumbnail(request: Request) -> Response:
     return FileResponse(path, media_type="image/png", headers={"Cache-Control": "no-cache"})
 
 
+@api(
+    "A PNG (at most 1024 px) of a frame as stitched so far: `?frame=N`, or the current frame."
+    " Chunks not in yet are transparent; the ETag changes whenever a chunk of the frame lands;"
+    " X-Preview-Frame and X-Preview-Chunks (in/total) say what it shows.",
+    media="image/png",
+)
+async def project_preview(request: Request) -> Response:
+    previews, pid = farm_of(request).previews, project_id(request)
+    frame = request.query_params.get("frame")
+    tag = await run_in_threadpool(previews.etag, pid, frame)
+    headers = {"Cache-Control": "no-cache", "ETag": f'"{tag}"'}
+    if f'"{tag}"' in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    shown = await run_in_threadpool(previews.preview, pid, frame)
+    headers["ETag"] = f'"{shown.etag}"'
+    headers["X-Preview-Frame"] = str(shown.frame)
+    headers["X-Preview-Chunks"] = f"{shown.chunks_in}/{shown.chunks_total}"
+    return Response(shown.png, media_type="image/png", headers=headers)
+
+
 @api("The project's archive, for nodes (token).", media="application/zip", auth="token")
 async def project_archive(request: Request) -> Response:
     farm = node_auth(request)

@@ -1,7 +1,8 @@
 """The farm behind the API: its services, built once per app, and its background threads.
 
 Routes reach the farm only through these services: `submissions` (projects in and out),
-`dispatch` (the node protocol), `views` (what people read), `admin` (farm-wide actions).
+`dispatch` (the node protocol), `views` (what people read), `previews` (frames as they
+grow), `admin` (farm-wide actions).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from .controls import Controls
 from .dispatch import Dispatch
 from .files import DataDir
 from .notify import Notifier, dashboard_url
+from .preview import Previews
 from .reaper import reap, resume
 from .store import Store
 from .submissions import Submissions
@@ -45,6 +47,7 @@ class Farm:
     bell: WorkBell
     controls: Controls
     notifier: Notifier
+    previews: Previews
 
     def close(self) -> None:
         """Stop collecting log lines and close the database."""
@@ -77,6 +80,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         bell=bell,
         controls=Controls(store, data, views, guard, bell),
         notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
+        previews=Previews(store, data),
     )
 
 

@@ -3,6 +3,7 @@
 
 import { API, request } from "./api.js";
 import { initHome } from "./home.js";
+import { initPreview } from "./preview.js";
 import { initSettings, settingsShown } from "./settings.js";
 import { connect, onConnection } from "./store.js";
 import { $, setText } from "./ui.js";
@@ -60,6 +61,7 @@ function connectionChanged(state) {
 function start() {
   setText($("#api-base"), API);
   initHome();
+  initPreview();
   initUpload();
   initWorkers();
   initSettings();

@@ -4,6 +4,7 @@ import { apiUrl, request } from "./api.js";
 import { buildControls, updateControls } from "./controls.js";
 import { ago, bytes, dateTime, plural } from "./format.js";
 import { ownerHeaders, ownsProject } from "./owners.js";
+import { cardPicture, openPreview } from "./preview.js";
 import { patch, subscribe } from "./store.js";
 import { $, confirmDialog, el, icon, message, setAttr, setText, show, toast } from "./ui.js";
 
@@ -119,21 +120,35 @@ function buildCard(p) {
 }
 
 function updateThumb(parts, p) {
-  const url = p.thumbnail_url ? `${apiUrl(p.thumbnail_url)}?v=${p.frames_done ?? 0}-${p.state}` : null;
+  const picture = cardPicture(p);
+  const url = picture ? picture.url : null;
   const key = url || `none:${p.state === "error"}`;
   if (key === parts.thumbKey) return;
   parts.thumbKey = key;
   parts.thumb.classList.toggle("thumb-empty", !url);
+  parts.thumb.classList.toggle("thumb-live", Boolean(picture && picture.live));
   if (url) {
-    const img = el("img", { src: url, alt: `Latest rendered frame of ${p.title || p.id}` });
+    const title = p.title || p.id;
+    const alt = picture.live ? `${title} as rendered so far` : `Latest rendered frame of ${title}`;
+    const img = el("img", { src: url, alt });
+    const open = el(
+      "button",
+      {
+        type: "button",
+        class: "thumb-open",
+        "aria-label": `Open a larger preview of ${title}`,
+        onclick: () => openPreview(parts.project),
+      },
+      img,
+    );
     if (parts.thumb.querySelector("img")) {
-      // swap once the newer frame has loaded, without a blank flash in between
-      img.addEventListener("load", () => parts.thumbKey === key && parts.thumb.replaceChildren(img), { once: true });
+      // swap once the newer picture has loaded, without a blank flash in between
+      img.addEventListener("load", () => parts.thumbKey === key && parts.thumb.replaceChildren(open), { once: true });
     } else {
-      parts.thumb.replaceChildren(img);
+      parts.thumb.replaceChildren(open);
     }
   } else {
-    parts.thumb.replaceChildren(el("span", {}, p.state === "error" ? "No preview" : "Preview after the first frame"));
+    parts.thumb.replaceChildren(el("span", {}, p.state === "error" ? "No preview" : "Preview after the first chunk"));
   }
 }
 
