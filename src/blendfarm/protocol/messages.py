@@ -95,6 +95,9 @@ class Project(Message):
     eta_high: float | None
     frame_times: list[FrameTime]
     """Render time of every frame whose chunks are all measured (a chunk's time sums)."""
+    finish: str = "auto"
+    """never | auto | always: when tiled frames render raw and a finish task denoises and
+    composites each whole frame (see `Task.finish`)."""
 
 
 class FrameTime(Message):
@@ -127,6 +130,10 @@ class SubmissionForm(Message):
     """preview (default): first, last and middle frame first; sequential: plain order."""
     notify: Annotated[str, Meta(max_length=2000)] = ""
     """An Apprise URL told when the project is done or in error."""
+    finish: Literal["never", "auto", "always", ""] = ""
+    """auto (default): a tiled frame whose scene denoises or composites renders raw chunks
+    and is denoised and composited whole by a finish task; always: every tiled frame does;
+    never: every chunk is denoised and composited on its own."""
 
 
 class PriorityChange(Message):
@@ -258,7 +265,8 @@ class HeartbeatAnswer(Message):
 
 
 class Task(Message):
-    """A leased task: a probe (read the scene) or a chunk (render one rectangle of a frame)."""
+    """A leased task: a probe (read the scene), a chunk (render one rectangle of a frame) or
+    a finish (denoise and composite a whole frame from its passes; `frame`, `passes_url`)."""
 
     id: int
     lease: str
@@ -283,6 +291,14 @@ class Task(Message):
     """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
     scene_device: bool = False
     """Keep the scene's own `cycles.device = 'CPU'` (the project asked for it)."""
+    finish: str = "auto"
+    """The project's finish mode: the node renders a chunk raw (a multilayer EXR, not
+    denoised, not composited; uploaded with kind=raw) when the frame is tiled and the mode
+    is "always", or "auto" and the scene denoises with Cycles or uses the compositor."""
+    passes_url: str | None = None
+    """A finish task: where its frame's stitched raw passes are (GET with the node token)."""
+    passes_sha256: str | None = None
+    """A finish task: the sha256 of those passes, checked after the download."""
 
 
 class Probe(Message):

@@ -23,6 +23,7 @@ from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .durable import GroupSync
 from .files import DataDir
+from .finishing import passes_sha256
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import clean_log, plan_from_probe
@@ -116,6 +117,7 @@ class Dispatch:
             blend=proj.blend,
             timeout=self.settings.chunk_timeout,
             scene_device=proj.device == "scene",
+            finish=proj.finish,
         )
         if task.kind is TaskKind.CHUNK:
             (w, h), n = frame_size(proj), proj.tiles
@@ -127,6 +129,10 @@ class Dispatch:
             out.rect, out.render_rect = rect, render
             if border is not None:
                 out.border = [border.min_x, border.max_x, border.min_y, border.max_y]
+        elif task.kind is TaskKind.FINISH:
+            out.frame, (out.width, out.height) = task.frame, frame_size(proj)
+            out.passes_url = f"/api/tasks/{task.id}/passes?lease={task.lease}"
+            out.passes_sha256 = passes_sha256(self.data, proj.id, task.frame)
         return out
 
     def check_lease(self, task_id: int, lease: str) -> TaskRow:

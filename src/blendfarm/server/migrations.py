@@ -100,11 +100,17 @@ def _step_3_project_device(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN device TEXT NOT NULL DEFAULT 'any'")
 
 
+def _step_5_finish_mode(db: sqlite3.Connection) -> None:
+    """When tiled frames render raw and are finished whole: never, auto or always."""
+    db.execute("ALTER TABLE projects ADD COLUMN finish TEXT NOT NULL DEFAULT 'auto'")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
     _step_3_project_device,
     _step_4_queue_controls,
+    _step_5_finish_mode,
 )
 SCHEMA_VERSION = len(STEPS)
 

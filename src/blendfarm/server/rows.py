@@ -31,6 +31,7 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     frame_order: FrameOrder = FrameOrder.PREVIEW
     paused: bool = False
     notify: str | None = None  # an Apprise URL told when it is done or in error
+    finish: str = "auto"  # never, auto, always: when tiled frames are finished whole
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -63,6 +64,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     frame_order: FrameOrder
     notify: str | None
     notified: str | None  # the state last told to the notifiers
+    finish: str  # never, auto, always (validate.FINISH_MODES)
     created: float
     updated: float
 
@@ -95,6 +97,8 @@ class ProjectCounts(msgspec.Struct, kw_only=True):
     rendering: int = 0  # chunks rendering
     busy: int = 0  # tasks rendering (the probe too)
     frames: int = 0  # frames stitched
+    finishes: int = 0  # finish tasks (one per frame of raw chunks, once they are all in)
+    finishes_done: int = 0
 
 
 class CurrentTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +160,7 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         frame_order=FrameOrder(r["frame_order"]),
         notify=r["notify"],
         notified=r["notified"],
+        finish=r["finish"],
         created=r["created"],
         updated=r["updated"],
     )

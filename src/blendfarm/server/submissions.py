@@ -96,6 +96,7 @@ class Submissions:
                     frame_order=sub.order,
                     paused=sub.paused,
                     notify=sub.notify,
+                    finish=sub.finish,
                 )
             )
             self.data.adopt_upload(archive, pid)
@@ -138,7 +139,7 @@ class Submissions:
                 (t.frame, t.row, t.col)
                 for t in self.store.tasks.of_project(pid)
                 if t.state is TaskState.DONE
-                and not self.data.chunk(pid, t.frame, t.row, t.col).is_file()
+                and not self.data.find_chunk(pid, t.frame, t.row, t.col).is_file()
             ]
             self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)

@@ -38,6 +38,7 @@ from ..states import (
     task_move,
 )
 from .database import Database
+from .finish_store import drop_finishes
 from .projects_store import ProjectStore
 from .rows import TaskRow, task_row
 from .validate import Plan
@@ -292,6 +293,7 @@ class TaskStore:
                     (state.value, found["id"]),
                 )
                 db.execute("DELETE FROM frames WHERE project_id = ? AND frame = ?", (pid, frame))
+                drop_finishes(db, pid, [frame])
                 moved += 1
             if moved:
                 self.projects.sync_state(pid)
@@ -322,6 +324,7 @@ class TaskStore:
                 "DELETE FROM frames WHERE project_id = ? AND frame = ?",
                 [(pid, f) for f in sorted(frames)],
             )
+            drop_finishes(db, pid, sorted(frames))
             self.projects.sync_state(pid)
         return moved
 

@@ -32,6 +32,7 @@ SUBMIT_FIELDS = frozenset(
         "require_tags",
         "order",
         "notify",
+        "finish",
     }
 )
 MAX_TITLE = 200
@@ -43,6 +44,7 @@ MAX_NOTE = 200
 
 
 DEVICES = ("any", "gpu", "cpu", "scene")
+FINISH_MODES = ("never", "auto", "always")  # when tiled frames are finished whole (see Task)
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class Submission:
     require_tags: frozenset[str] = frozenset()
     order: FrameOrder = FrameOrder.PREVIEW
     notify: str | None = None
+    finish: str = "auto"
 
 
 def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
@@ -132,6 +135,9 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
     notify = form.get("notify", "").strip() or None
     if notify is not None:
         check_notify_url(notify)
+    finish = form.get("finish", "").strip().lower() or "auto"
+    if finish not in FINISH_MODES:
+        raise BadInput(f"finish is never, auto or always, not {finish[:40]!r}")
     return Submission(
         title,
         blend,
@@ -146,6 +152,7 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
         require_tags=tags,
         order=FrameOrder(order_text),
         notify=notify,
+        finish=finish,
     )
 
 
