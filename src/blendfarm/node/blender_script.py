@@ -33,6 +33,7 @@ reports, one answer line, and quits.
 """
 
 import ctypes
+import importlib.util
 import json
 import os
 import sys
@@ -43,6 +44,10 @@ import bpy
 MARKER = "@@BLENDFARM@@"
 OPTIONS = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
 TRUSTED = "--trust-scripts" in OPTIONS
+FINISH_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender_finish.py")
+_spec = importlib.util.spec_from_file_location("blendfarm_finish", FINISH_PY)
+FINISH = importlib.util.module_from_spec(_spec)  # raw chunks and finish tasks
+_spec.loader.exec_module(FINISH)
 
 
 def answer(payload):
@@ -310,6 +315,8 @@ def render(cmd):
     settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
     if threads > 0:
         settings.threads = threads
+    if FINISH.raw_chunk(scene, cmd, uses_compositor(scene)):
+        return FINISH.render_raw(scene, cmd, use_device)
     fmt = settings.image_settings
     depth = "16" if fmt.color_depth in {"16", "32"} else "8"
     mode = fmt.color_mode if fmt.color_mode in {"BW", "RGB", "RGBA"} else "RGBA"
@@ -410,12 +417,14 @@ def main():
             if op == "quit":
                 answer({"ok": True})
                 break
-            if SETUP_ERROR and op in {"probe", "render"}:
+            if SETUP_ERROR and op in {"probe", "render", "finish"}:
                 answer({"ok": False, "error": SETUP_ERROR})
             elif op == "probe":
                 answer({"ok": True, "probe": probe()})
             elif op == "render":
                 answer({"ok": True, **render(cmd)})
+            elif op == "finish":
+                answer({"ok": True, **FINISH.finish(bpy.context.scene, cmd)})
             else:
                 answer({"ok": False, "error": f"unknown command {op!r}"})
         except Exception as exc:  # report to the node, keep the session usable
