@@ -184,6 +184,7 @@ class TaskRunner:
                 return False
             if is_raw(written):  # for a finish task: denoised and composited whole later
                 check_raw(written, task.rect)
+                self.say(f"chunk {task.row},{task.col} rendered raw (its frame is finished whole)")
                 return self._deliver(task, written.read_bytes(), "raw")
             finish_chunk(output, task.render_rect, task.rect)
             return self._deliver(task, output.read_bytes())
