@@ -278,10 +278,24 @@ def point_at_passes(scene: Any, image: Any, undo: Undo) -> int:
     return len(layers)
 
 
+def can_denoise() -> bool:
+    """Whether this Blender's compositor has OpenImageDenoise (without it, a Denoise node
+    passes its image through unchanged)."""
+    try:
+        import _cycles
+    except ImportError:
+        return False
+    return bool(getattr(_cycles, "with_openimagedenoise", True))
+
+
 def finish(scene: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     """Denoise and composite a whole frame from its passes; the answer of a finish."""
     import bpy
 
+    if loaded(scene)["denoise"] and not can_denoise():
+        raise RuntimeError(
+            "this Blender is built without OpenImageDenoise and cannot denoise the frame"
+        )
     settings = scene.render
     scene.frame_set(int(cmd["frame"]))
     settings.use_border = False

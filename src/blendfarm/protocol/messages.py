@@ -291,10 +291,11 @@ class Task(Message):
     """Blender's render border (min_x, max_x, min_y, max_y), or None for a whole frame."""
     scene_device: bool = False
     """Keep the scene's own `cycles.device = 'CPU'` (the project asked for it)."""
-    finish: str = "auto"
+    finish: str = "never"
     """The project's finish mode: the node renders a chunk raw (a multilayer EXR, not
     denoised, not composited; uploaded with kind=raw) when the frame is tiled and the mode
-    is "always", or "auto" and the scene denoises with Cycles or uses the compositor."""
+    is "always", or "auto" and the scene denoises with Cycles or uses the compositor. A
+    server that sends none takes no raw chunk: "never"."""
     passes_url: str | None = None
     """A finish task: where its frame's stitched raw passes are (GET with the node token)."""
     passes_sha256: str | None = None
