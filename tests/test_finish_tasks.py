@@ -15,7 +15,11 @@ import pytest
 
 from apphelpers import NODE, PROBE, InProcessFarm, png_bytes
 from blendfarm.exr import read_exr, write_exr
+from blendfarm.node.finish_tasks import raw_path
+from blendfarm.node.node import Node
 from blendfarm.server.finish_store import finish_of
+from blendfarm.settings import NodeSettings
+from blendfarm.tiles import Border, border_pixels
 
 W, H = PROBE["resolution_x"], PROBE["resolution_y"]
 
@@ -195,3 +199,57 @@ def test_png_chunks_are_stitched_as_before_whatever_the_mode(
     pid = farm.submit({"frame": "1", "tiles": "2", "finish": finish}).json()["id"]
     farm.run_all()
     assert state(farm, pid) == "done"
+
+
+class RawBlender:
+    """Stands in for Blender on a node: raw chunks of a known frame, and a finish that
+    checks it got that frame's passes whole and paints the final frame."""
+
+    def __init__(self) -> None:
+        self.finished: list[int] = []
+
+    def probe(self, blend: Path) -> dict[str, Any]:
+        return dict(PROBE)
+
+    def render(self, blend: Path, command: dict[str, Any]) -> Path:
+        assert command["tiles"] == 2 and command["finish"] == "auto"
+        r = border_pixels(Border(*command["chunk_border"]), W, H)
+        out = raw_path(Path(command["output"]))
+        parts = {n: a[r.y0 : r.y1, r.x0 : r.x1] for n, a in frame_passes(command["frame"]).items()}
+        write_exr(out, [("ViewLayer.Combined", parts, {})])
+        return out
+
+    def finish(self, blend: Path, command: dict[str, Any]) -> Path:
+        got = read_exr(Path(command["passes"]))
+        for name, values in frame_passes(command["frame"]).items():
+            assert np.array_equal(got.pixels[0][name], values)
+        self.finished.append(command["frame"])
+        out = Path(command["output"])
+        out.write_bytes(png_bytes(W, H, command["frame"]))
+        return out
+
+    def abort(self, polite: bool = False) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_node_sends_raw_chunks_and_finishes_their_frames(
+    farm: InProcessFarm, tmp_path: Path
+) -> None:
+    pid = farm.submit({"frames": "1-2", "tiles": "2"}).json()["id"]
+    blender = RawBlender()
+    settings = NodeSettings(
+        server="http://testserver", name="n1", work_dir=tmp_path / "n1", token="tok-123"
+    )
+    node = Node(settings, http=farm.client, renderer=blender, say=lambda _m: None)
+    assert node.run(burst=True) == 1 + 8  # the probe and the raw chunks
+    farm.background.composite_all()
+    assert state(farm, pid) == "rendering"
+    node = Node(settings, http=farm.client, renderer=blender, say=lambda _m: None)
+    node.run(burst=True)  # the frames' finish tasks
+    assert sorted(blender.finished) == [1, 2]
+    farm.background.composite_all()
+    assert state(farm, pid) == "done"
+    assert not list((tmp_path / "n1" / "out").iterdir())  # no scratch file left behind

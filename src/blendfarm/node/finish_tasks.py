@@ -18,12 +18,17 @@ from ..exr import read_exr
 from ..protocol import Task
 from ..tiles import Rect, blender_border
 from .blender import Renderer
-from .blender_finish import RAW_SUFFIX
+from .blender_finish import RAW_SUFFIX, raw_output
 
 
 def is_raw(path: Path) -> bool:
     """Whether Blender wrote a raw chunk (blender_finish.raw_output names it so)."""
     return path.name.endswith(RAW_SUFFIX)
+
+
+def raw_path(output: Path) -> Path:
+    """Where Blender writes the raw chunk of a chunk whose output is `output`."""
+    return Path(raw_output(str(output)))
 
 
 def chunk_options(task: Task) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from ..settings import NodeSettings
 from ..states import TaskKind
 from .blender import Renderer
 from .chunks import finish_chunk
-from .finish_tasks import check_raw, chunk_options, finish_frame, is_raw
+from .finish_tasks import check_raw, chunk_options, finish_frame, is_raw, raw_path
 from .heartbeat import InFlight
 from .projects import ProjectCache
 from .stopping import interruptible
@@ -162,7 +162,6 @@ class TaskRunner:
         output.unlink(missing_ok=True)
         on = f" on {self.device}" if self.device else ""
         self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}{on}")
-        written = output
         try:
             written = self.renderer().render(
                 blend,
@@ -190,7 +189,7 @@ class TaskRunner:
             return self._deliver(task, output.read_bytes())
         finally:
             output.unlink(missing_ok=True)
-            written.unlink(missing_ok=True)
+            raw_path(output).unlink(missing_ok=True)
 
     def _deliver(self, task: Task, data: bytes, kind: str = "png") -> bool:
         try:
