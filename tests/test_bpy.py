@@ -196,7 +196,9 @@ def test_denoised_chunks_with_overscan_match_a_whole_denoised_frame(
     make_project(bpy, folder, samples=4, width=64, height=48, denoise=1, start=1, end=1)
     live_farm.start_node("oidn", "--blender", "bpy")
     archive = zip_folder(folder, tmp_path / "d.zip")
-    pid = submit(live_farm, archive, "--frame", "1", "--tiles", "2", "--overscan", "16")
+    # Denoised per chunk (--finish never), not whole by a finish task.
+    args = ("--frame", "1", "--tiles", "2", "--overscan", "16", "--finish", "never")
+    pid = submit(live_farm, archive, *args)
     done = live_farm.wait_state(pid, {"done", "error"})
     assert done["state"] == "done", done
     image = Path(live_farm.cli("fetch", pid, "-o", str(tmp_path)).stdout.strip().splitlines()[-1])

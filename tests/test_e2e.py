@@ -226,6 +226,8 @@ def test_a_tiled_scene_with_compositor_nodes_is_flagged(
         "scene.blend",
         "--tiles",
         "2",
+        "--finish",
+        "never",  # each chunk composited on its own (auto finishes whole frames: no seams)
     )
     done = live_farm.wait_state(pid, {"done", "error"})
     assert done["state"] == "done", done

@@ -125,7 +125,7 @@ def test_a_second_node_takes_a_chunk_while_the_probe_runs(
 
 
 def test_the_probes_warnings_still_arrive(farm: InProcessFarm, scene_zip: bytes) -> None:
-    pid = submitted(farm, scene_zip, tiles="2")["id"]
+    pid = submitted(farm, scene_zip, tiles="2", finish="never")["id"]
     ready(farm, "n1", "n2")
     probe = farm.lease("n1")
     assert probe is not None and probe["kind"] == "probe"
@@ -249,7 +249,7 @@ def test_frames_given_at_submit_are_kept_when_the_probe_sees_another_range(
 def test_the_probe_keeps_the_read_plan_and_warns_once_chunks_are_rendered(
     farm: InProcessFarm, scene_zip: bytes
 ) -> None:
-    pid = submitted(farm, scene_zip, tiles="2")["id"]
+    pid = submitted(farm, scene_zip, tiles="2", finish="never")["id"]
     ready(farm, "prober", "other")
     probe = farm.lease("prober")
     chunk = farm.lease("other")
@@ -357,7 +357,7 @@ def test_a_real_farm_starts_a_read_scene_at_once_and_the_probe_warns(
     folder = tmp_path / "p"
     make_project(blender, folder, width=64, height=48, end=2, compositor=1)
     archive = zip_folder(folder, tmp_path / "p.zip")
-    pid = live_farm.submit(archive, "--tiles", "2")
+    pid = live_farm.submit(archive, "--tiles", "2", "--finish", "never")
     project = live_farm.project(pid)  # no node is running yet
     assert (project["width"], project["height"], project["chunks_total"]) == (64, 48, 8)
     live_farm.start_node("solo")

@@ -243,7 +243,9 @@ def test_rows_are_typed_and_frozen(store: Store) -> None:
 
 
 def test_a_probe_result_stores_the_plan_and_makes_every_chunk(store: Store) -> None:
-    pid = store.projects.create(new_project(tiles=2, frame_start=None, frame_end=None))
+    # Compositing per chunk (finish never): the plan warns about seams.
+    made = new_project(tiles=2, frame_start=None, frame_end=None, finish="never")
+    pid = store.projects.create(made)
     probe = store.tasks.lease("n1", 60, 3)
     assert probe is not None
     row = store.projects.get(pid)

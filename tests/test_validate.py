@@ -78,9 +78,11 @@ def test_plan_uses_the_scene_range_when_none_was_given() -> None:
     assert single.frames == [1] and not single.animation
 
 
-def test_plan_warns_about_compositor_and_denoising_seams() -> None:
+def test_plan_warns_about_compositor_and_denoising_seams_when_chunks_are_finished_alone() -> None:
+    seamless = {**PROBE, "compositor": True, "denoising": True}
+    assert plan_from_probe(project(tiles=2, finish="auto"), seamless).warnings == []
     plan = plan_from_probe(
-        project(tiles=2),
+        project(tiles=2, finish="never"),
         {**PROBE, "compositor": True, "denoising": True, "missing": ["//tex/gone.png"]},
     )
     text = " ".join(plan.warnings)

@@ -327,13 +327,12 @@ class ApiClient:
         except httpx.HTTPError:
             pass
 
-    def send_result(self, task: p.Task, data: bytes) -> p.Accepted:
+    def send_result(self, task: p.Task, data: bytes, kind: str = "png") -> p.Accepted:
+        """A task's result: a chunk (kind png, or raw for a finish task) or a finished frame
+        (kind final)."""
+        params = {"lease": task.lease, **({} if kind == "png" else {"kind": kind})}
         return self._call(
-            "PUT",
-            f"/api/tasks/{task.id}/result",
-            p.Accepted,
-            params={"lease": task.lease},
-            content=data,
+            "PUT", f"/api/tasks/{task.id}/result", p.Accepted, params=params, content=data
         )
 
     def send_probe(self, task: p.Task, probe: p.Probe) -> p.Accepted:

@@ -33,3 +33,15 @@ def parse_frames(text: str) -> tuple[int, int]:
     start = int(m.group(1))
     end = int(m.group(2)) if m.group(2) is not None else start
     return start, end
+
+
+FINISH_MODES = ("never", "auto", "always")
+
+
+def parse_finish(text: str) -> str:
+    """When tiled frames are denoised and composited whole by a finish task: never, auto
+    (when the scene denoises or composites; the default, also for '') or always."""
+    mode = text.strip().lower() or "auto"
+    if mode not in FINISH_MODES:
+        raise BadInput(f"finish is never, auto or always, not {text[:40]!r}")
+    return mode

@@ -38,6 +38,9 @@ class TaskState(StrEnum):
 class TaskKind(StrEnum):
     PROBE = "probe"  # read the scene's size, frame range and rate with real Blender
     CHUNK = "chunk"  # render one chunk of one frame
+    # Denoise and composite one whole frame from its stitched raw chunks (the frame's passes);
+    # made when the frame's raw chunks are all in, it moves as a chunk does.
+    FINISH = "finish"
 
 
 class TaskEvent(StrEnum):

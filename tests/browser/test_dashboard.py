@@ -82,6 +82,7 @@ def test_upload_form_renders_live_to_finished_result(ui, farm, scenes) -> None:
     page.get_by_label("Frame to render").fill("1")
     page.get_by_label("Split image into x by x chunks").fill("2")
     page.get_by_label("Overscan").fill("0")
+    expect(page.get_by_label("Denoise and composite whole frames")).to_have_value("auto")
     ui.screenshot("upload.png")
 
     # record every state the project card goes through, to prove it updates by itself

@@ -25,7 +25,7 @@ from ..client import ApiClient
 from ..errors import BadInput
 from ..owner_keys import remember
 from ..packing import pack_blend, plan_blend
-from ..parsing import parse_frames
+from ..parsing import parse_finish, parse_frames
 
 Emit = Callable[[dict[str, Any]], None]
 STEPS = 100  # progress events per phase, at most
@@ -56,7 +56,7 @@ class Meter:
 
 def submit_blend(api: ApiClient, blend: Path, fields: Mapping[str, str], emit: Emit) -> p.Project:
     """Pack `blend` with everything it uses, upload it with the submission's `fields`
-    (title, frame or frames, tiles, overscan) and return the new project."""
+    (title, frame or frames, tiles, overscan, finish) and return the new project."""
     if not blend.is_file():
         raise BadInput(f"{blend} does not exist")
     if not is_blend_file(blend):
@@ -92,11 +92,14 @@ def submission_fields(
     tiles: int = 1,
     overscan: int = 0,
     priority: int = 50,
+    finish: str = "auto",
 ) -> dict[str, str]:
     """The form fields of a submission, as `blendfarm submit` sends them."""
     if frame is not None and frames:
         raise BadInput("give --frame or --frames, not both")
     fields = {"tiles": str(tiles), "overscan": str(overscan), "priority": str(priority)}
+    if parse_finish(finish) != "auto":
+        fields["finish"] = parse_finish(finish)
     if title:
         fields["title"] = title
     if frame is not None:

@@ -72,6 +72,9 @@ def submit(
     priority: int = typer.Option(
         50, "--priority", min=0, max=100, metavar="N", help="0-100: higher gets nodes first."
     ),
+    finish: str = typer.Option(
+        "auto", "--finish", metavar="MODE", help="never, auto or always (see submit)."
+    ),
     server: str | None = SERVER_OPTION,
 ) -> None:
     """Pack and upload FILE as `submit` does, printing progress as JSON lines (for the
@@ -82,7 +85,7 @@ def submit(
         sys.stdout.flush()
 
     try:
-        fields = submission_fields(title, frame, frames, tiles, overscan, priority)
+        fields = submission_fields(title, frame, frames, tiles, overscan, priority, finish)
         submit_blend(api_for(ctx, server), blend, fields, emit)
     except BlendfarmError as exc:
         emit({"event": "error", "message": exc.message})

@@ -188,6 +188,13 @@ def submit(
     notify: str = typer.Option(
         None, "--notify", metavar="URL", help="An Apprise URL told when it is done or fails."
     ),
+    finish: str = typer.Option(
+        "auto",
+        "--finish",
+        metavar="MODE",
+        help="Tiled frames render raw and a finish task denoises and composites each whole "
+        "frame (no seams): auto (when the scene denoises or composites), always, or never.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the new project as JSON."),
     check: bool = typer.Option(
         False, "--check", help="Only show what would be uploaded and rendered; send nothing."
@@ -205,7 +212,7 @@ def submit(
         raise BadInput("give --frame or --frames, not both")
     if order not in ("preview", "sequential"):
         raise BadInput(f"--order is preview or sequential, not {order!r}")
-    fields = submission_fields(title, frame, frames, tiles, overscan, priority)
+    fields = submission_fields(title, frame, frames, tiles, overscan, priority, finish)
     fields["order"] = order
     if device.strip().lower() != "any":
         fields["device"] = device.strip().lower()

@@ -143,6 +143,10 @@ class Renderer(Protocol):
 
     def render(self, blend: Path, command: dict[str, Any]) -> Path: ...
 
+    def finish(self, blend: Path, command: dict[str, Any]) -> Path:
+        """Denoise and composite a whole frame from its passes (see blender_finish.py)."""
+        ...
+
     def abort(self, polite: bool = False) -> None:
         """Stop every Blender now, from any thread (SIGTERM when `polite`, else SIGKILL).
 
@@ -342,6 +346,15 @@ class SessionRenderer:
         answer = self._run(blend, {"op": "render", "device": device, **command}, timeout)
         on = answer.get("device") or "?"
         self.log(f"blendfarm: chunk rendered in {time.monotonic() - started:.1f} s on {on}")
+        return Path(answer["output"])
+
+    def finish(self, blend: Path, command: dict[str, Any]) -> Path:
+        """Finish one frame from its passes; `command["timeout"]` as for `render`."""
+        started = time.monotonic()
+        command = dict(command)
+        timeout = float(command.pop("timeout", None) or self.timeout)
+        answer = self._run(blend, {"op": "finish", **command}, timeout)
+        self.log(f"blendfarm: frame finished in {time.monotonic() - started:.1f} s")
         return Path(answer["output"])
 
     def abort(self, polite: bool = False) -> None:

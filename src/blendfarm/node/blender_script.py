@@ -33,6 +33,7 @@ reports, one answer line, and quits.
 """
 
 import ctypes
+import importlib.util
 import json
 import os
 import sys
@@ -43,6 +44,15 @@ import bpy
 MARKER = "@@BLENDFARM@@"
 OPTIONS = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
 TRUSTED = "--trust-scripts" in OPTIONS
+FINISH_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender_finish.py")
+_spec = importlib.util.spec_from_file_location("blendfarm_finish", FINISH_PY)
+FINISH = importlib.util.module_from_spec(_spec)  # raw chunks and finish tasks
+_spec.loader.exec_module(FINISH)
+_spec = importlib.util.spec_from_file_location(
+    "blendfarm_guard", os.path.join(os.path.dirname(os.path.abspath(__file__)), "blender_guard.py")
+)
+GUARD = importlib.util.module_from_spec(_spec)  # keeps the file's Python from running
+_spec.loader.exec_module(GUARD)
 
 
 def answer(payload):
@@ -163,87 +173,6 @@ def denoiser_available(scene):
     return bool(getattr(_cycles, "with_openimagedenoise", True))
 
 
-def plural(count, one, many):
-    return f"{count} {one if count == 1 else many}"
-
-
-def datablocks():
-    """Every data-block of the file (objects, materials, shape keys, ...) and the node trees
-    embedded in them (a material's or world's nodes), each once."""
-    seen = set()
-    for attr in dir(bpy.data):
-        try:
-            collection = getattr(bpy.data, attr)
-        except (AttributeError, RuntimeError):
-            continue
-        if not isinstance(collection, bpy.types.bpy_prop_collection):
-            continue
-        for block in collection:
-            if not isinstance(block, bpy.types.ID):
-                break
-            for item in (block, getattr(block, "node_tree", None)):
-                if isinstance(item, bpy.types.ID) and item.as_pointer() not in seen:
-                    seen.add(item.as_pointer())
-                    yield item
-
-
-def python_drivers():
-    """Drivers that need Python: scripted expressions too complex for Blender's own
-    evaluator (simple ones such as `frame * 0.1` still run without Python)."""
-    count = 0
-    for block in datablocks():
-        animation = getattr(block, "animation_data", None)
-        for fcurve in animation.drivers if animation else ():
-            driver = fcurve.driver
-            if driver.type == "SCRIPTED" and not driver.is_simple_expression:
-                count += 1
-    return count
-
-
-def turn_off_freestyle_scripts():
-    """Disable every Freestyle Python style module; how many would have run."""
-    count = 0
-    for scene in bpy.data.scenes:
-        for layer in scene.view_layers:
-            settings = getattr(layer, "freestyle_settings", None)
-            if settings is None or settings.mode != "SCRIPT":
-                continue
-            for module in settings.modules:
-                if module.use and module.script:
-                    module.use = False
-                    count += scene.render.use_freestyle and layer.use_freestyle
-    return count
-
-
-def block_scripts():
-    """Keep the Python of the file from running; what was not run, in words."""
-    blocked = []
-    try:
-        drivers = python_drivers()
-    except Exception as exc:  # only a report: --disable-autoexec keeps them from running anyway
-        print_error(exc)
-        drivers = 0
-    if drivers:
-        blocked.append(
-            plural(drivers, "Python driver was", "Python drivers were") + " not evaluated"
-        )
-    texts = sum(1 for text in bpy.data.texts if text.use_module)
-    if texts:
-        blocked.append(
-            plural(
-                texts,
-                "text block registered to run on load was",
-                "text blocks registered to run on load were",
-            )
-            + " not run"
-        )
-    if turn_off_freestyle_scripts():
-        blocked.append("Freestyle Python style modules were turned off")
-    if not blocked and bpy.app.autoexec_fail:
-        blocked.append(f"Blender did not run {bpy.app.autoexec_fail_message}")
-    return blocked
-
-
 def probe():
     scene = bpy.context.scene
     render = scene.render
@@ -310,6 +239,8 @@ def render(cmd):
     settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
     if threads > 0:
         settings.threads = threads
+    if FINISH.raw_chunk(scene, cmd, uses_compositor(scene)):
+        return FINISH.render_raw(scene, cmd, use_device)
     fmt = settings.image_settings
     depth = "16" if fmt.color_depth in {"16", "32"} else "8"
     mode = fmt.color_mode if fmt.color_mode in {"BW", "RGB", "RGBA"} else "RGBA"
@@ -410,12 +341,14 @@ def main():
             if op == "quit":
                 answer({"ok": True})
                 break
-            if SETUP_ERROR and op in {"probe", "render"}:
+            if SETUP_ERROR and op in {"probe", "render", "finish"}:
                 answer({"ok": False, "error": SETUP_ERROR})
             elif op == "probe":
                 answer({"ok": True, "probe": probe()})
             elif op == "render":
                 answer({"ok": True, **render(cmd)})
+            elif op == "finish":
+                answer({"ok": True, **FINISH.finish(bpy.context.scene, cmd)})
             else:
                 answer({"ok": False, "error": f"unknown command {op!r}"})
         except Exception as exc:  # report to the node, keep the session usable
@@ -436,7 +369,7 @@ _cycles = getattr(bpy.context.scene, "cycles", None)
 AS_SAVED = {"frame_current": bpy.context.scene.frame_current}
 AS_SAVED.update({"cycles_device": _cycles.device} if _cycles is not None else {})
 try:
-    BLOCKED = [] if TRUSTED else block_scripts()
+    BLOCKED = [] if TRUSTED else GUARD.block_scripts(print_error)
     SETUP_ERROR = None
 except Exception as exc:  # never render a file whose Python could not be kept from running
     print_error(exc)

@@ -23,6 +23,7 @@ from ..settings import NodeSettings
 from ..states import TaskKind
 from .blender import Renderer
 from .chunks import finish_chunk
+from .finish_tasks import check_raw, chunk_options, finish_frame, is_raw, raw_path
 from .heartbeat import InFlight
 from .projects import ProjectCache
 from .stopping import interruptible
@@ -120,7 +121,33 @@ class TaskRunner:
         if task.kind == TaskKind.PROBE:
             self._probe(task, blend)
             return False
+        if task.kind == TaskKind.FINISH:
+            return self._finish(task, blend)
         return self._chunk(task, blend)
+
+    def _finish(self, task: Task, blend: Path) -> bool:
+        self.say(f"finishing {task.title} frame {task.frame} (denoise and composite)")
+        timeout = task.timeout or self.settings.chunk_timeout
+        options = {"threads": self.settings.threads, "timeout": timeout}
+        passes = final = None
+        try:
+            passes, final = finish_frame(
+                task,
+                blend,
+                self.out_dir,
+                self.client,
+                self.renderer(),
+                options,
+                self.in_flight.blender_finished,
+            )
+            if self.in_flight.lost.is_set():
+                self.say(f"task {task.id} went to another node meanwhile: result dropped")
+                return False
+            return self._deliver(task, final.read_bytes(), "final")
+        finally:
+            for path in (passes, final):
+                if path is not None:
+                    path.unlink(missing_ok=True)
 
     def _probe(self, task: Task, blend: Path) -> None:
         found = self.renderer().probe(blend)
@@ -141,7 +168,7 @@ class TaskRunner:
         on = f" on {self.device}" if self.device else ""
         self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}{on}")
         try:
-            self.renderer().render(
+            written = self.renderer().render(
                 blend,
                 {
                     "frame": task.frame,
@@ -150,6 +177,7 @@ class TaskRunner:
                     "threads": self.settings.threads,
                     "timeout": task.timeout or self.settings.chunk_timeout,
                     "scene_device": task.scene_device,
+                    **chunk_options(task),
                 },
             )
             self.in_flight.blender_finished()
@@ -158,14 +186,19 @@ class TaskRunner:
             if self.in_flight.lost.is_set():
                 self.say(f"task {task.id} went to another node meanwhile: result dropped")
                 return False
+            if is_raw(written):  # for a finish task: denoised and composited whole later
+                check_raw(written, task.rect)
+                self.say(f"chunk {task.row},{task.col} rendered raw (its frame is finished whole)")
+                return self._deliver(task, written.read_bytes(), "raw")
             finish_chunk(output, task.render_rect, task.rect)
             return self._deliver(task, output.read_bytes())
         finally:
             output.unlink(missing_ok=True)
+            raw_path(output).unlink(missing_ok=True)
 
-    def _deliver(self, task: Task, png: bytes) -> bool:
+    def _deliver(self, task: Task, data: bytes, kind: str = "png") -> bool:
         try:
-            answer = self.client.send_result(task, png)
+            answer = self.client.send_result(task, data, kind)
         except Conflict:
             self.say(f"task {task.id} went to another node meanwhile: result dropped")
             return False

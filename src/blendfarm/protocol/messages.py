@@ -95,6 +95,9 @@ class Project(Message):
     eta_high: float | None
     frame_times: list[FrameTime]
     """Render time of every frame whose chunks are all measured (a chunk's time sums)."""
+    finish: str = "auto"
+    """never | auto | always: when tiled frames render raw and a finish task denoises and
+    composites each whole frame (see `Task.finish`)."""
 
 
 class FrameTime(Message):
@@ -127,6 +130,10 @@ class SubmissionForm(Message):
     """preview (default): first, last and middle frame first; sequential: plain order."""
     notify: Annotated[str, Meta(max_length=2000)] = ""
     """An Apprise URL told when the project is done or in error."""
+    finish: Literal["never", "auto", "always", ""] = ""
+    """auto (default): a tiled frame whose scene denoises or composites renders raw chunks
+    and is denoised and composited whole by a finish task; always: every tiled frame does;
+    never: every chunk is denoised and composited on its own."""
 
 
 class PriorityChange(Message):
@@ -264,7 +271,8 @@ class Stops(Message):
 
 
 class Task(Message):
-    """A leased task: a probe (read the scene) or a chunk (render one rectangle of a frame)."""
+    """A leased task: a probe (read the scene), a chunk (render one rectangle of a frame) or
+    a finish (denoise and composite a whole frame from its passes; `frame`, `passes_url`)."""
 
     id: int
     lease: str
@@ -293,6 +301,15 @@ class Task(Message):
     """The project's files and .blend name, hashed: equal for projects of identical content
     (however they were zipped), so a node keeps its unpacked files and its Blender for them;
     '' for a project submitted before it existed."""
+    finish: str = "never"
+    """The project's finish mode: the node renders a chunk raw (a multilayer EXR, not
+    denoised, not composited; uploaded with kind=raw) when the frame is tiled and the mode
+    is "always", or "auto" and the scene denoises with Cycles or uses the compositor. A
+    server that sends none takes no raw chunk: "never"."""
+    passes_url: str | None = None
+    """A finish task: where its frame's stitched raw passes are (GET with the node token)."""
+    passes_sha256: str | None = None
+    """A finish task: the sha256 of those passes, checked after the download."""
 
 
 class Probe(Message):

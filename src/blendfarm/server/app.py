@@ -71,6 +71,7 @@ ROUTES = [
     Route("/api/nodes/{name}/stops", nodes.node_stops, methods=["GET"]),
     Route("/api/nodes/{name}/leave", nodes.node_leave, methods=["POST"]),
     Route("/api/tasks/{task_id}/result", nodes.task_result, methods=["PUT"]),
+    Route("/api/tasks/{task_id}/passes", nodes.task_passes, methods=["GET"]),
     Route("/api/tasks/{task_id}/probe", nodes.task_probe, methods=["POST"]),
     Route("/api/tasks/{task_id}/fail", nodes.task_fail, methods=["POST"]),
     Route("/api/tasks/{task_id}/release", nodes.task_release, methods=["POST"]),

@@ -25,6 +25,7 @@ from ..states import STITCHABLE, ProjectState, TaskState
 from ..tiles import chunk_rect
 from .bell import WorkBell
 from .files import DataDir
+from .finishing import Finishing, is_raw_frame
 from .rows import ProjectRow, TaskRow
 from .store import Store
 
@@ -38,6 +39,7 @@ class Compositor:
         self.store = store
         self.data = data
         self.bell = bell
+        self.finishing = Finishing(store, data, bell)
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
@@ -71,6 +73,9 @@ class Compositor:
             if frame in stitched and data.frame(pid, frame).exists():
                 continue
             if any(t.state is not TaskState.DONE for t in chunks):
+                continue
+            if is_raw_frame(data, pid, chunks):  # its finish task makes the frame
+                lost += self.finishing.advance(project, frame, chunks, stitched)
                 continue
             out = data.frame(pid, frame)
             files = {data.chunk(pid, frame, t.row, t.col): t for t in chunks}
@@ -107,7 +112,7 @@ class Compositor:
         gone = [
             (t.frame, t.row, t.col)
             for t in tasks
-            if not data.chunk(pid, t.frame, t.row, t.col).is_file()
+            if not data.find_chunk(pid, t.frame, t.row, t.col).is_file()
         ]
         if gone:
             log.warning(
@@ -118,11 +123,9 @@ class Compositor:
             return
         write_raw_zip(
             (
-                (
-                    chunk_name(pid, t.frame, t.row, t.col),
-                    data.chunk(pid, t.frame, t.row, t.col),
-                )
+                (chunk_name(pid, t.frame, t.row, t.col, path.name.split(".", 1)[1]), path)
                 for t in tasks
+                for path in (data.find_chunk(pid, t.frame, t.row, t.col),)
             ),
             raw,
         )

@@ -26,6 +26,7 @@ from .blender_shelf import BlenderShelf
 from .chunk_tasks import stored_plan
 from .durable import GroupSync
 from .files import DataDir
+from .finishing import passes_sha256
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import Plan, clean_log, disagreement, plan_from_probe, same_plan
@@ -131,6 +132,7 @@ class Dispatch:
             timeout=self.settings.chunk_timeout,
             scene_device=proj.device == "scene",
             content_sha=proj.content_sha or "",
+            finish=proj.finish,
         )
         if task.kind is TaskKind.CHUNK:
             (w, h), n = frame_size(proj), proj.tiles
@@ -142,6 +144,10 @@ class Dispatch:
             out.rect, out.render_rect = rect, render
             if border is not None:
                 out.border = [border.min_x, border.max_x, border.min_y, border.max_y]
+        elif task.kind is TaskKind.FINISH:
+            out.frame, (out.width, out.height) = task.frame, frame_size(proj)
+            out.passes_url = f"/api/tasks/{task.id}/passes?lease={task.lease}"
+            out.passes_sha256 = passes_sha256(self.data, proj.id, task.frame)
         return out
 
     def check_lease(self, task_id: int, lease: str) -> TaskRow:

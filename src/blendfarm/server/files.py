@@ -44,11 +44,22 @@ class DataDir:
     def archive(self, pid: str) -> Path:
         return self.project_dir(pid) / "project.zip"
 
-    def chunk(self, pid: str, frame: int, row: int, col: int) -> Path:
-        return self.project_dir(pid) / "chunks" / f"{frame}-{row}-{col}.png"
+    def chunk(self, pid: str, frame: int, row: int, col: int, ext: str = "png") -> Path:
+        return self.project_dir(pid) / "chunks" / f"{frame}-{row}-{col}.{ext}"
 
-    def frame(self, pid: str, frame: int) -> Path:
-        return self.project_dir(pid) / "frames" / f"{frame:06d}.png"
+    def find_chunk(self, pid: str, frame: int, row: int, col: int) -> Path:
+        """A chunk's file whatever its kind (png, exr, raw.exr); the png path when none is."""
+        for ext in ("png", "exr", "raw.exr"):
+            if (path := self.chunk(pid, frame, row, col, ext)).is_file():
+                return path
+        return self.chunk(pid, frame, row, col)
+
+    def frame(self, pid: str, frame: int, ext: str = "png") -> Path:
+        return self.project_dir(pid) / "frames" / f"{frame:06d}.{ext}"
+
+    def passes(self, pid: str, frame: int) -> Path:
+        """A frame's raw chunks stitched: every pass a finish task denoises and composites."""
+        return self.frame(pid, frame, "passes.exr")
 
     def result(self, pid: str, animation: bool) -> Path:
         return self.project_dir(pid) / ("result.mp4" if animation else "result.png")

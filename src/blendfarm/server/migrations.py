@@ -123,6 +123,12 @@ def _step_6_scene_read(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN scene_frames INTEGER NOT NULL DEFAULT 0")
 
 
+def _step_7_finish_mode(db: sqlite3.Connection) -> None:
+    """When tiled frames render raw and are finished whole: never, auto or always. Projects
+    made before render on as they began (direct chunks): never."""
+    db.execute("ALTER TABLE projects ADD COLUMN finish TEXT NOT NULL DEFAULT 'never'")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
@@ -130,6 +136,7 @@ STEPS: tuple[Step, ...] = (
     _step_4_queue_controls,
     _step_5_content_and_copies,
     _step_6_scene_read,
+    _step_7_finish_mode,
 )
 SCHEMA_VERSION = len(STEPS)
 

@@ -65,6 +65,9 @@ class ProjectStore:
                     c.total += n
                     c.done += n if state == TaskState.DONE.value else 0
                     c.rendering += n if state == TaskState.RENDERING.value else 0
+                elif kind == TaskKind.FINISH.value:
+                    c.finishes += n
+                    c.finishes_done += n if state == TaskState.DONE.value else 0
             for p, n in db.execute(
                 f"SELECT project_id, COUNT(*) FROM frames {where} GROUP BY 1", args
             ):
@@ -117,7 +120,8 @@ class ProjectStore:
                 "INSERT INTO projects (id, title, blend, sha256, archive_size, animation,"
                 " frame_start, frame_end, tiles, overscan, state, size, created, updated,"
                 " file_version, owner_key_hash, device, priority, require_tags, frame_order,"
-                " notify, content_sha) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                " notify, content_sha, finish)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     pid,
                     new.title,
@@ -141,6 +145,7 @@ class ProjectStore:
                     new.frame_order.value,
                     new.notify,
                     new.content_sha,
+                    new.finish,
                 ),
             )
             db.execute(
@@ -260,7 +265,9 @@ class ProjectStore:
         """Move a project the way its task counts say (started, rendered, or requeued)."""
         with self.db.transaction(changes=False):
             c = self.counts(pid).get(pid, ProjectCounts())
-            return self.move(pid, progress_event(c.total, c.done, c.busy))
+            # A frame's finish task is work like its chunks: not rendered until it is done.
+            total, done = c.total + c.finishes, c.done + c.finishes_done
+            return self.move(pid, progress_event(total, done, c.busy))
 
     def set_error(self, pid: str, message: str) -> None:
         """The project cannot go on (a task gave up, the probe or compositing failed)."""

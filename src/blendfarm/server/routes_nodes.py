@@ -6,11 +6,12 @@ import asyncio
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 
 from .. import protocol as p
 from ..errors import BadInput
 from .bell import wait_for
+from .finishing import RESULT_KINDS
 from .openapi import api
 from .requests import (
     MAX_CHUNK_UPLOAD,
@@ -138,14 +139,37 @@ async def node_leave(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.dispatch.leave, _node_name(request)))
 
 
-@api("A chunk's PNG (token, raw body).", response=p.Accepted, auth="token", body="image/png")
+@api(
+    "A task's result (token, raw body): a chunk's PNG, or with ?kind=raw a raw chunk (a"
+    " multilayer EXR for a finish task), with ?kind=final a finish task's frame.",
+    response=p.Accepted,
+    auth="token",
+    body="image/png",
+)
 async def task_result(request: Request) -> Response:
     farm = node_auth(request)
     tid, lease = task_id_of(request), _lease(request)
-    await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
+    kind = request.query_params.get("kind", "png")
+    task = await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
+    if kind in RESULT_KINDS:
+        finishing = farm.compositor.finishing
+        return MessageResponse(await run_in_threadpool(finishing.result, task, kind, tmp))
     return MessageResponse(await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp))
+
+
+@api(
+    "The stitched raw passes of a finish task's frame (token; ?lease= the task's lease).",
+    auth="token",
+    media="image/x-exr",
+)
+async def task_passes(request: Request) -> Response:
+    farm = node_auth(request)
+    tid, lease = task_id_of(request), _lease(request)
+    task = await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
+    path = await run_in_threadpool(farm.compositor.finishing.passes, task)
+    return FileResponse(path, media_type="image/x-exr")
 
 
 @api("What a probe found in the scene (token).", request=p.Probe, response=p.Accepted, auth="token")

@@ -32,6 +32,7 @@ class NewProject(msgspec.Struct, frozen=True, kw_only=True):
     paused: bool = False
     notify: str | None = None  # an Apprise URL told when it is done or in error
     content_sha: str | None = None  # its files and .blend name hashed (content_hash.py)
+    finish: str = "auto"  # never, auto, always: when tiled frames are finished whole
 
 
 class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -67,6 +68,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     notify: str | None
     notified: str | None  # the state last told to the notifiers
     content_sha: str | None  # its files and .blend name hashed; None for older projects
+    finish: str  # never, auto, always (validate.FINISH_MODES)
     created: float
     updated: float
 
@@ -104,6 +106,8 @@ class ProjectCounts(msgspec.Struct, kw_only=True):
     rendering: int = 0  # chunks rendering
     busy: int = 0  # tasks rendering (the probe too)
     frames: int = 0  # frames stitched
+    finishes: int = 0  # finish tasks (one per frame of raw chunks, once they are all in)
+    finishes_done: int = 0
 
 
 class CurrentTask(msgspec.Struct, frozen=True, kw_only=True):
@@ -168,6 +172,7 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         notify=r["notify"],
         notified=r["notified"],
         content_sha=r["content_sha"],
+        finish=r["finish"],
         created=r["created"],
         updated=r["updated"],
     )

@@ -103,6 +103,7 @@ class Submissions:
                 paused=sub.paused,
                 notify=sub.notify,
                 content_sha=content_sha(archive, blend),
+                finish=sub.finish,
             )
             hold = self.settings.node_timeout
             if planned is None:
@@ -184,7 +185,7 @@ class Submissions:
                 (t.frame, t.row, t.col)
                 for t in self.store.tasks.of_project(pid)
                 if t.state is TaskState.DONE
-                and not self.data.chunk(pid, t.frame, t.row, t.col).is_file()
+                and not self.data.find_chunk(pid, t.frame, t.row, t.col).is_file()
             ]
             self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)

@@ -32,6 +32,7 @@ from ..states import (
 from .chunk_tasks import make_chunks
 from .copies import NO_COPY, end_one, holds, make_copy, other_holders
 from .database import Database
+from .finish_store import drop_finishes
 from .leasing import first_queued, project_order_for
 from .projects_store import ProjectStore
 from .rows import TaskRow, task_row
@@ -234,6 +235,7 @@ class TaskStore:
                     (state.value, found["id"]),
                 )
                 db.execute("DELETE FROM frames WHERE project_id = ? AND frame = ?", (pid, frame))
+                drop_finishes(db, pid, [frame])
                 moved += 1
             if moved:
                 self.projects.sync_state(pid)
@@ -264,6 +266,7 @@ class TaskStore:
                 "DELETE FROM frames WHERE project_id = ? AND frame = ?",
                 [(pid, f) for f in sorted(frames)],
             )
+            drop_finishes(db, pid, sorted(frames))
             self.projects.sync_state(pid)
         return moved
 

@@ -10,7 +10,7 @@ from typing import Any
 from ..errors import BadInput
 from ..limits import MAX_FRAMES, Limits, check_size
 from ..parsing import parse_bool as _bool
-from ..parsing import parse_frames
+from ..parsing import parse_finish, parse_frames
 from ..scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY, FrameOrder, parse_tags
 from ..tiles import effective_size
 
@@ -32,6 +32,7 @@ SUBMIT_FIELDS = frozenset(
         "require_tags",
         "order",
         "notify",
+        "finish",
     }
 )
 MAX_TITLE = 200
@@ -60,6 +61,7 @@ class Submission:
     require_tags: frozenset[str] = frozenset()
     order: FrameOrder = FrameOrder.PREVIEW
     notify: str | None = None
+    finish: str = "auto"
 
 
 def _int(name: str, raw: str, low: int | None = None, high: int | None = None) -> int:
@@ -132,6 +134,7 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
     notify = form.get("notify", "").strip() or None
     if notify is not None:
         check_notify_url(notify)
+    finish = parse_finish(form.get("finish", ""))
     return Submission(
         title,
         blend,
@@ -146,6 +149,7 @@ def parse_submission(form: Mapping[str, str], max_tiles: int) -> Submission:
         require_tags=tags,
         order=FrameOrder(order_text),
         notify=notify,
+        finish=finish,
     )
 
 
@@ -252,12 +256,15 @@ def plan_from_probe(
         )
     check_size(end - start + 1, tiles, limits)
     warnings = []
-    if tiles > 1 and probe.get("compositor"):
+    # Unless the project says never, such frames render raw and are finished whole: no seam.
+    per_chunk = tiles > 1 and project.get("finish", "auto") == "never"
+    if per_chunk and probe.get("compositor"):
         warnings.append(
             "the scene uses compositor nodes: effects such as glare, blur or lens distortion "
-            "run per chunk and will show seams at chunk edges"
+            "run per chunk and will show seams at chunk edges (finish auto denoises and "
+            "composites whole frames)"
         )
-    if tiles > 1 and probe.get("denoising") and not int(project["overscan"]):
+    if per_chunk and probe.get("denoising") and not int(project["overscan"]):
         warnings.append("denoising runs per chunk: use overscan to hide seams at chunk edges")
     libraries = set(map(str, probe.get("missing_libraries") or []))
     missing = [str(m) for m in probe.get("missing") or [] if str(m) not in libraries]

@@ -180,6 +180,7 @@ class Views:
             require_tags=list(row.require_tags),
             frame_order=row.frame_order.value,
             notify=bool(row.notify),
+            finish=row.finish,
             nodes_working=c.rendering,
             eta_low=None if eta is None else round(eta[0], 1),
             eta_high=None if eta is None else round(eta[1], 1),

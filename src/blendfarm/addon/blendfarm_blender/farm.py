@@ -140,6 +140,13 @@ def frames_arguments(frames: str) -> list[str]:
     return ["--frames", f"{start}-{end}"]
 
 
+FINISH_ITEMS = [
+    ("auto", "Auto", "Denoise and composite whole frames when the scene denoises or composites"),
+    ("always", "Always", "Render every tiled frame raw and finish it whole"),
+    ("never", "Never", "Denoise and composite every chunk on its own (overscan hides seams)"),
+]
+
+
 def submit_arguments(
     command: list[str],
     blend: str,
@@ -149,6 +156,7 @@ def submit_arguments(
     tiles: int = 1,
     overscan: int = 0,
     priority: int = 50,
+    finish: str = "auto",
 ) -> list[str]:
     """The command line that packs and uploads `blend`, printing progress as JSON lines."""
     if not command:
@@ -159,6 +167,8 @@ def submit_arguments(
     args += frames_arguments(frames)
     args += ["--tiles", str(int(tiles)), "--overscan", str(int(overscan))]
     args += ["--priority", str(min(100, max(0, int(priority))))]
+    if finish != "auto":
+        args += ["--finish", finish]
     return args
 
 

@@ -43,6 +43,7 @@ class BLENDFARM_OT_submit(bpy.types.Operator):
     tiles: IntProperty(name="Tiles", default=1, min=1, max=64)
     overscan: IntProperty(name="Overscan", default=0, min=0, max=4096)
     priority: IntProperty(name="Priority", default=50, min=0, max=100)
+    finish: EnumProperty(name="Finish", items=farm.FINISH_ITEMS, default="auto")
     wait: BoolProperty(
         name="Wait",
         description="Return only when the upload is done (always so in background mode)",
@@ -114,6 +115,7 @@ class BLENDFARM_OT_submit(bpy.types.Operator):
                 self.tiles,
                 self.overscan,
                 self.priority,
+                self.finish,
             )
             job = SubmitJob(args, cwd=os.path.dirname(bpy.data.filepath))
         except (farm.FarmError, OSError, ValueError) as exc:

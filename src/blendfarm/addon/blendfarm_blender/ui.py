@@ -77,6 +77,12 @@ class BlendfarmSceneSettings(bpy.types.PropertyGroup):
         max=4096,
         subtype="PIXEL",
     )
+    finish: EnumProperty(
+        name="Finish",
+        description="Tiled frames: render raw and denoise and composite each whole frame once",
+        items=farm.FINISH_ITEMS,
+        default="auto",
+    )
     priority: IntProperty(
         name="Priority",
         description="0-100: a project of higher priority gets free nodes first",
@@ -137,6 +143,7 @@ class RENDER_PT_blendfarm(bpy.types.Panel):
             sub.prop(scene, "frame_end", text="End")
         col.prop(settings, "tiles")
         col.prop(settings, "overscan")
+        col.prop(settings, "finish")
         col.prop(settings, "priority")
 
         running = STATE.job is not None
@@ -149,6 +156,7 @@ class RENDER_PT_blendfarm(bpy.types.Panel):
         op.tiles = settings.tiles
         op.overscan = settings.overscan
         op.priority = settings.priority
+        op.finish = settings.finish
         if not bpy.data.filepath:
             layout.label(text="Save the file to submit it", icon="INFO")
 

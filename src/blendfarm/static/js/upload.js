@@ -166,6 +166,7 @@ function validate() {
     frameEnd,
     tiles: tiles.value,
     overscan: overscan.value,
+    finish: inputs.finish.value,
   };
 }
 
@@ -202,6 +203,7 @@ const FIELD_INPUT = {
   frame_end: "end",
   tiles: "tiles",
   overscan: "overscan",
+  finish: "finish",
 };
 
 async function submit(event) {
@@ -222,6 +224,7 @@ async function submit(event) {
   }
   data.append("tiles", String(values.tiles));
   data.append("overscan", String(values.overscan));
+  data.append("finish", values.finish);
   data.append("file", values.file, values.file.name); // last: the fields arrive before the big part
 
   const bar = $("#up-progress-bar");
@@ -295,6 +298,7 @@ export function initUpload() {
     end: $("#up-end"),
     tiles: $("#up-tiles"),
     overscan: $("#up-overscan"),
+    finish: $("#up-finish"),
   };
   $("#up-form-error").tabIndex = -1;
   inputs.file.addEventListener("change", () => {

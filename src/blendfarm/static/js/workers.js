@@ -147,6 +147,9 @@ function updateCard(card, n, projects, now) {
     } else if (cur.kind === "probe") {
       drawGrid(parts.grid, 0);
       parts.nowText.replaceChildren("Reading the scene of ", el("strong", {}, title));
+    } else if (cur.kind === "finish") {
+      drawGrid(parts.grid, 0);
+      parts.nowText.replaceChildren("Denoising and compositing ", el("strong", {}, title), ` · frame ${cur.frame}`);
     } else {
       const tiles = project ? project.tiles : 0;
       drawGrid(parts.grid, tiles, cur.row, cur.col);
