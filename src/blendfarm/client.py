@@ -316,12 +316,13 @@ class ApiClient:
         except httpx.HTTPError:
             pass
 
-    def send_result(self, task: p.Task, data: bytes) -> p.Accepted:
+    def send_result(self, task: p.Task, data: bytes, kind: str = "png") -> p.Accepted:
+        """A chunk's image: `kind` png, or exr and raw (OpenEXR)."""
         return self._call(
             "PUT",
             f"/api/tasks/{task.id}/result",
             p.Accepted,
-            params={"lease": task.lease},
+            params={"lease": task.lease, "kind": kind},
             content=data,
         )
 

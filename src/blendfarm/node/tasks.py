@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ..client import ApiClient, Stopped
 from ..errors import BlenderFailed, BlendfarmError, Conflict, InsufficientStorage
+from ..formats import CHUNK_KINDS, ChunkKind, chunk_file_name, kind_of_chunk_file
 from ..protocol import Failure, Probe, Task, convert
 from ..settings import NodeSettings
 from ..states import TaskKind
@@ -40,6 +41,12 @@ def failure_message(exc: Exception) -> str:
             return f"the node's disk is full: {exc}"
         return f"node error: {exc}"
     return f"internal error in the node: {type(exc).__name__}: {exc}"
+
+
+def finish_mode(task: Task) -> str:
+    """The project's finish mode (never, auto, always) the chunk's kind depends on. Tasks
+    carry it once finish tasks exist (issue 12); until then every chunk renders direct."""
+    return str(getattr(task, "finish", "never"))
 
 
 def expected(exc: Exception) -> bool:
@@ -131,12 +138,15 @@ class TaskRunner:
         if task.frame is None or task.rect is None or task.render_rect is None:
             raise BlendfarmError(f"the server sent chunk {task.id} without its frame or rectangle")
         self.out_dir.mkdir(exist_ok=True)
-        output = self.out_dir / f"{task.id}.png"
-        output.unlink(missing_ok=True)
+        # Blender writes a PNG chunk here, an EXR or raw one next to it (by its kind).
+        scratch = [self.out_dir / chunk_file_name(str(task.id), kind) for kind in CHUNK_KINDS]
+        output = scratch[0]
+        for path in scratch:
+            path.unlink(missing_ok=True)
         on = f" on {self.device}" if self.device else ""
         self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}{on}")
         try:
-            self.renderer().render(
+            written = self.renderer().render(
                 blend,
                 {
                     "frame": task.frame,
@@ -145,6 +155,8 @@ class TaskRunner:
                     "threads": self.settings.threads,
                     "timeout": task.timeout or self.settings.chunk_timeout,
                     "scene_device": task.scene_device,
+                    "tiles": task.tiles or 1,
+                    "finish": finish_mode(task),
                 },
             )
             self.in_flight.blender_finished()
@@ -153,14 +165,18 @@ class TaskRunner:
             if self.in_flight.lost.is_set():
                 self.say(f"task {task.id} went to another node meanwhile: result dropped")
                 return False
-            finish_chunk(output, task.render_rect, task.rect)
-            return self._deliver(task, output.read_bytes())
+            if written not in scratch:
+                raise BlendfarmError(f"Blender wrote the chunk to an unexpected file {written}")
+            kind = kind_of_chunk_file(written.name)
+            finish_chunk(written, task.render_rect, task.rect, kind)
+            return self._deliver(task, written.read_bytes(), kind)
         finally:
-            output.unlink(missing_ok=True)
+            for path in scratch:
+                path.unlink(missing_ok=True)
 
-    def _deliver(self, task: Task, png: bytes) -> bool:
+    def _deliver(self, task: Task, data: bytes, kind: ChunkKind) -> bool:
         try:
-            answer = self.client.send_result(task, png)
+            answer = self.client.send_result(task, data, kind)
         except Conflict:
             self.say(f"task {task.id} went to another node meanwhile: result dropped")
             return False

@@ -100,11 +100,18 @@ def _step_3_project_device(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN device TEXT NOT NULL DEFAULT 'any'")
 
 
+def _step_5_output_format(db: sqlite3.Connection) -> None:
+    """The scene's output format, as the probe read it (JSON of formats.OutputFormat; NULL:
+    probed by a node too old to say, rendered as PNG)."""
+    db.execute("ALTER TABLE projects ADD COLUMN output_format TEXT")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
     _step_3_project_device,
     _step_4_queue_controls,
+    _step_5_output_format,
 )
 SCHEMA_VERSION = len(STEPS)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from starlette.routing import BaseRoute, Route
 
+from ..formats import CHUNK_KINDS
 from ..protocol import schema_name, schemas
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -74,6 +75,9 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
     ]
     if "/api/tasks/" in route.path:
         params.append({"name": "lease", "in": "query", "required": True, "schema": _str})
+    if route.path == "/api/tasks/{task_id}/result":
+        kinds = {"type": "string", "enum": list(CHUNK_KINDS), "default": "png"}
+        params.append({"name": "kind", "in": "query", "required": False, "schema": kinds})
     if route.path == "/api/blender" and method == "PUT":
         params.append({"name": "filename", "in": "query", "required": True, "schema": _str})
     op: dict[str, Any] = {

@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from .. import protocol as p
 from ..errors import BadInput
+from ..formats import CHUNK_KINDS, ChunkKind
 from .bell import wait_for
 from .openapi import api
 from .requests import (
@@ -31,6 +32,14 @@ def _node_name(request: Request) -> str:
     if not (1 <= len(name) <= 64) or not all(ch.isalnum() or ch in "-_." for ch in name):
         raise BadInput("a node name is 1-64 letters, digits, '-', '_' or '.'")
     return name
+
+
+def chunk_kind_of(text: str) -> ChunkKind:
+    """The `kind` of a chunk result: png (the default), exr or raw; BadInput otherwise."""
+    for kind in CHUNK_KINDS:
+        if text == kind:
+            return kind
+    raise BadInput(f"a chunk result is of kind {', '.join(CHUNK_KINDS)}, not {text[:40]!r}")
 
 
 def _lease(request: Request) -> str:
@@ -103,14 +112,22 @@ async def node_leave(request: Request) -> Response:
     return MessageResponse(await run_in_threadpool(farm.dispatch.leave, _node_name(request)))
 
 
-@api("A chunk's PNG (token, raw body).", response=p.Accepted, auth="token", body="image/png")
+@api(
+    "A chunk's image (token, raw body): PNG, or OpenEXR for kind exr and raw.",
+    response=p.Accepted,
+    auth="token",
+    body="application/octet-stream",
+)
 async def task_result(request: Request) -> Response:
     farm = node_auth(request)
     tid, lease = task_id_of(request), _lease(request)
+    kind = chunk_kind_of(request.query_params.get("kind", "png"))
     await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
-    return MessageResponse(await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp))
+    return MessageResponse(
+        await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp, kind)
+    )
 
 
 @api("What a probe found in the scene (token).", request=p.Probe, response=p.Accepted, auth="token")

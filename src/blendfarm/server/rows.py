@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ..formats import OutputFormat, output_format
 from ..scheduler import DEFAULT_PRIORITY, FrameOrder
 from ..states import ProjectState, TaskKind, TaskState
 
@@ -51,6 +52,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     fps: float | None
     fps_base: float | None
     probe: dict[str, Any] | None  # what the probe reported, as it sent it
+    output_format: OutputFormat  # the scene's (PNG 8-bit until probed)
     warnings: list[str]
     size: int  # bytes stored for it on the server
     result: str | None  # file name of the result once done
@@ -145,6 +147,9 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         fps=r["fps"],
         fps_base=r["fps_base"],
         probe=None if r["probe"] is None else _object.decode(r["probe"]),
+        output_format=output_format(
+            None if r["output_format"] is None else _object.decode(r["output_format"])
+        ),
         warnings=_strings.decode(r["warnings"]),
         size=r["size"],
         result=r["result"],

@@ -47,8 +47,9 @@ class Farm:
     notifier: Notifier
 
     def close(self) -> None:
-        """Stop collecting log lines and close the database."""
+        """Stop collecting log lines and encoding, and close the database."""
         log.removeHandler(self.admin.logs)
+        self.compositor.close()
         self.store.close()
 
 
