@@ -34,6 +34,7 @@ IMAGE_FIELDS = (
     "quality",
     "compression",
     "exr_codec",
+    "tiff_codec",
 )
 
 
@@ -134,10 +135,15 @@ def prepare(scene: Any, command: dict[str, Any], uses_compositor: Callable[[Any]
     if kind == "png":
         if hasattr(fmt, "media_type"):  # Blender 5.0 on: a movie output must become an image
             fmt.media_type = "IMAGE"
-        fmt.file_format = "PNG"
+        # A TIFF scene's chunk is Blender's own TIFF (its float to 16-bit conversion is not
+        # PNG's), sent as the PNG it converts to without loss (node/chunks.py).
+        fmt.file_format = "TIFF" if output.family == "tiff" else "PNG"
         fmt.color_mode = output.png_mode
         fmt.color_depth = "16" if output.deep else "8"
-        fmt.compression = 15
+        if output.family == "tiff":
+            fmt.tiff_codec = "NONE"
+        else:
+            fmt.compression = 15
     elif kind == "raw":
         raw_settings(scene)
     # exr: the scene's own OpenEXR settings, as restored
@@ -162,10 +168,12 @@ def raw_settings(scene: Any) -> None:
     fmt.exr_codec = "ZIP"
 
 
-def chunk_path(output: str, kind: str) -> str:
+def chunk_path(scene: Any, output: str, kind: str) -> str:
     """Where a chunk of `kind` is written: the node names the PNG; another kind goes next to
-    it under its own extension (`<id>.exr`, `<id>.raw.exr`)."""
+    it under its own extension (`<id>.exr`, `<id>.raw.exr`), a TIFF scene's `<id>.tif`."""
     stem = output[: -len(".png")] if output.endswith(".png") else output
+    if kind == "png" and scene.render.image_settings.file_format == "TIFF":
+        return stem + ".tif"
     return str(stem + "." + FORMATS.CHUNK_EXTENSIONS[kind])
 
 

@@ -326,7 +326,7 @@ def render(cmd):
     device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))
     print(f"blendfarm: rendering frame {scene.frame_current} on {device}", flush=True)
     bpy.ops.render.render(write_still=False)
-    output = OUTPUT.chunk_path(cmd["output"], kind)
+    output = OUTPUT.chunk_path(scene, cmd["output"], kind)
     OUTPUT.save(scene, output)
     if not os.path.exists(output):
         raise RuntimeError("Blender produced no image (see the log above)")

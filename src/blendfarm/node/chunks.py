@@ -7,6 +7,7 @@ from pathlib import Path
 from ..errors import BlendfarmError
 from ..exr import read_exr, write_exr
 from ..formats import ChunkKind
+from ..frame_files import read_tiff
 from ..pngio import NotAPng, read_png, write_png
 from ..tiles import Rect, crop_box
 
@@ -42,6 +43,17 @@ def _finish_exr(path: Path, rendered: Rect, wanted: Rect) -> None:
         for part, chans, head in zip(img.parts, img.pixels, img.headers, strict=True)
     ]
     write_exr(path, parts, durable=False)
+
+
+def tiff_as_png(path: Path, png: Path) -> None:
+    """A chunk Blender wrote as TIFF (for a TIFF scene: Blender's own conversion to 8 or
+    16 bits) as the PNG it is sent as, every value kept."""
+    try:
+        image = read_tiff(path)
+    except Exception as exc:  # tifffile raises many kinds on a damaged file
+        raise BlendfarmError(f"Blender wrote a damaged image ({exc}); is the disk full?") from None
+    write_png(png, image, durable=False)
+    path.unlink(missing_ok=True)
 
 
 def _check_size(width: int, height: int, rendered: Rect) -> None:

@@ -23,7 +23,7 @@ from ..protocol import Failure, Probe, Task, convert
 from ..settings import NodeSettings
 from ..states import TaskKind
 from .blender import Renderer
-from .chunks import finish_chunk
+from .chunks import finish_chunk, tiff_as_png
 from .heartbeat import InFlight
 from .projects import ProjectCache
 from .stopping import interruptible
@@ -141,6 +141,7 @@ class TaskRunner:
         # Blender writes a PNG chunk here, an EXR or raw one next to it (by its kind).
         scratch = [self.out_dir / chunk_file_name(str(task.id), kind) for kind in CHUNK_KINDS]
         output = scratch[0]
+        scratch.append(output.with_suffix(".tif"))  # a TIFF scene's chunk, sent as PNG
         for path in scratch:
             path.unlink(missing_ok=True)
         on = f" on {self.device}" if self.device else ""
@@ -167,6 +168,9 @@ class TaskRunner:
                 return False
             if written not in scratch:
                 raise BlendfarmError(f"Blender wrote the chunk to an unexpected file {written}")
+            if written.suffix == ".tif":
+                tiff_as_png(written, output)
+                written = output
             kind = kind_of_chunk_file(written.name)
             finish_chunk(written, task.render_rect, task.rect, kind)
             return self._deliver(task, written.read_bytes(), kind)

@@ -161,6 +161,11 @@ class Compositor:
 
     # -- the mp4, frame by frame -----------------------------------------------------------
 
+    def encoded(self, pid: str) -> int:
+        """How many frames of the project's mp4 are encoded so far (0: no encoder running)."""
+        video = self._videos.get(pid)
+        return 0 if video is None else video.frames
+
     def _drop_video(self, pid: str) -> None:
         video = self._videos.pop(pid, None)
         if video is not None:
