@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from blendfarm.node.blender_finish import chunk_kind
 from blendfarm.pngio import read_png
 from blendfarm.tiles import chunk_rect
 from helpers import FarmProcesses, blender_run, require_blender, require_bpy, zip_folder
@@ -146,22 +145,3 @@ def test_the_compositor_reads_the_passes_through_the_scenes_denoiser_and_is_put_
     }
     assert got["after"] == got["before"]  # the warm session's scene is as it was loaded
     assert got["plain"]["output_fed_by"] == "Denoise" and got["plain"]["after"] is None
-
-
-@pytest.mark.parametrize(
-    ("tiles", "finish", "denoises", "composites", "exr", "kind"),
-    [
-        (3, "auto", True, False, False, "raw"),
-        (3, "auto", False, True, True, "raw"),
-        (3, "auto", False, False, False, "png"),
-        (3, "auto", False, False, True, "exr"),
-        (3, "always", False, False, False, "raw"),
-        (3, "never", True, True, False, "png"),
-        (1, "always", True, True, False, "png"),  # one piece: Blender finishes it itself
-        (1, "auto", True, True, True, "exr"),
-    ],
-)
-def test_a_chunk_renders_raw_only_when_tiled_and_a_finish_is_wanted(
-    tiles: int, finish: str, denoises: bool, composites: bool, exr: bool, kind: str
-) -> None:
-    assert chunk_kind(tiles, finish, denoises, composites, exr) == kind

@@ -15,7 +15,6 @@ import pytest
 
 from apphelpers import NODE, PROBE, InProcessFarm, png_bytes
 from blendfarm.exr import read_exr, write_exr
-from blendfarm.node.finish_tasks import raw_path
 from blendfarm.node.node import Node
 from blendfarm.server.finish_store import finish_of
 from blendfarm.settings import NodeSettings
@@ -213,8 +212,8 @@ class RawBlender:
 
     def render(self, blend: Path, command: dict[str, Any]) -> Path:
         assert command["tiles"] == 2 and command["finish"] == "auto"
-        r = border_pixels(Border(*command["chunk_border"]), W, H)
-        out = raw_path(Path(command["output"]))
+        r = border_pixels(Border(*command["border"]), W, H)
+        out = Path(command["output"]).with_suffix(".raw.exr")  # as blender_output names it
         parts = {n: a[r.y0 : r.y1, r.x0 : r.x1] for n, a in frame_passes(command["frame"]).items()}
         write_exr(out, [("ViewLayer.Combined", parts, {})])
         return out

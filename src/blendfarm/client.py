@@ -328,11 +328,14 @@ class ApiClient:
             pass
 
     def send_result(self, task: p.Task, data: bytes, kind: str = "png") -> p.Accepted:
-        """A task's result: a chunk (kind png, or raw for a finish task) or a finished frame
-        (kind final)."""
-        params = {"lease": task.lease, **({} if kind == "png" else {"kind": kind})}
+        """A task's result: a chunk's image (`kind` png, or exr and raw: OpenEXR) or a
+        finished frame (kind final)."""
         return self._call(
-            "PUT", f"/api/tasks/{task.id}/result", p.Accepted, params=params, content=data
+            "PUT",
+            f"/api/tasks/{task.id}/result",
+            p.Accepted,
+            params={"lease": task.lease, "kind": kind},
+            content=data,
         )
 
     def send_probe(self, task: p.Task, probe: p.Probe) -> p.Accepted:

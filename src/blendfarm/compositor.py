@@ -1,21 +1,30 @@
 """Stitching chunks into frames, frames into an mp4, chunks into the raw zip.
 
 Chunks are pasted at their exact rectangles, never blended: overlapping alpha would add up.
-Work is on numpy arrays so 16-bit depth and alpha survive.
+Work is on numpy arrays so 16-bit depth and alpha survive. `stitch_chunks` stitches a frame's
+chunks by their kind (formats.ChunkKind): PNG chunks into the scene's display format, EXR
+chunks into the scene's OpenEXR, raw chunks into the frame's passes for its finish task.
 """
 
 from __future__ import annotations
 
+import os
+import secrets
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import OpenEXR
 from PIL import Image
 
-from .atomic import replacing
+from .atomic import fsync_file, replacing
 from .errors import BadChunks
+from .exr import read_rgba, stitch_exr, tone_map
+from .formats import ChunkKind, OutputFormat
+from .frame_files import convert_png, display_image
 from .pngio import NotAPng, png_header, read_png, to_uint8, write_png_rows
 from .tiles import Rect
 
@@ -25,6 +34,45 @@ THUMBNAIL_WIDTH = 320
 def chunk_name(project_id: str, frame: int, row: int, col: int, ext: str = "png") -> str:
     """The seed's name of a raw chunk: `<project id>-<frame number>-<row>-<column>.<ext>`."""
     return f"{project_id}-{frame}-{row}-{col}.{ext}"
+
+
+EXR_CODECS = {
+    "NONE": OpenEXR.NO_COMPRESSION,
+    "ZIP": OpenEXR.ZIP_COMPRESSION,
+    "ZIPS": OpenEXR.ZIPS_COMPRESSION,
+    "PIZ": OpenEXR.PIZ_COMPRESSION,
+    "RLE": OpenEXR.RLE_COMPRESSION,
+}
+
+
+def stitch_chunks(
+    kind: ChunkKind,
+    chunks: Sequence[tuple[Rect, Path]],
+    width: int,
+    height: int,
+    out: Path,
+    output: OutputFormat,
+    thumbnail: Path | None = None,
+) -> None:
+    """Stitch one frame's chunks, all of `kind`, into `out`: the final frame for png (PNG, or
+    converted to the scene's JPEG or TIFF by `out`'s extension) and exr (every part and
+    channel exact, in the scene's codec when it is lossless), the frame's passes for raw.
+    BadChunks names chunk files that are missing or damaged."""
+    if kind == "png":
+        if out.suffix == ".png":
+            stitch_files(chunks, width, height, out, thumbnail)
+            return
+        stitched = out.with_name(f".{out.name}.{secrets.token_hex(4)}.stitched.png")
+        try:
+            stitch_files(chunks, width, height, stitched, thumbnail)
+            convert_png(stitched, output, out)
+        finally:
+            stitched.unlink(missing_ok=True)
+        return
+    codec = EXR_CODECS[output.lossless_exr_codec if kind == "exr" else "ZIP"]
+    stitch_exr(chunks, width, height, out, compression=codec)
+    if thumbnail is not None:
+        write_thumbnail_array(tone_map(read_rgba(out)), thumbnail)
 
 
 def stitch(chunks: Sequence[tuple[Rect, np.ndarray]], width: int, height: int) -> np.ndarray:
@@ -147,47 +195,92 @@ def video_frame(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img)
 
 
-def encode_mp4(frames: Iterable[Path], out: Path, fps: float, fps_base: float = 1.0) -> None:
-    """An H.264 mp4 (yuv420p, even size) of the frame PNGs in order, at fps / fps_base."""
-    import imageio_ffmpeg
+class Mp4Writer:
+    """An H.264 mp4 (yuv420p, even size, at fps / fps_base) written frame by frame as the
+    frames come, so it is finished moments after the last one. Frames of any of the farm's
+    formats (exr.tone_map for EXR). `finish` puts it at `out` (atomically, on the disk);
+    `abort` drops it."""
 
-    rate = Fraction(fps / fps_base).limit_denominator(1001)
-    with replacing(out, ".mp4") as tmp:
-        writer = None
+    def __init__(self, out: Path, fps: float, fps_base: float = 1.0):
+        self.out = out
+        self.rate = Fraction(fps / fps_base).limit_denominator(1001)
+        self.tmp = out.with_name(f".{out.name}.{secrets.token_hex(4)}.tmp.mp4")
+        self.frames = 0
+        self._writer: Any = None
+        self._size: tuple[int, int] | None = None
+
+    def add(self, frame: Path) -> None:
+        """Encode the next frame (a frame file)."""
+        self.add_image(display_image(frame))
+
+    def add_image(self, image: np.ndarray) -> None:
+        img = video_frame(image)
+        size = (img.shape[1], img.shape[0])
+        if self._writer is None:
+            import imageio_ffmpeg
+
+            self._size = size
+            self._writer = imageio_ffmpeg.write_frames(
+                str(self.tmp),
+                size,
+                fps=float(self.rate),
+                codec="libx264",
+                pix_fmt_in="rgb24",
+                pix_fmt_out="yuv420p",
+                macro_block_size=1,
+                quality=None,
+                output_params=[
+                    "-crf",
+                    "18",
+                    "-r",
+                    f"{self.rate.numerator}/{self.rate.denominator}",
+                    "-movflags",
+                    "+faststart",
+                ],
+                ffmpeg_log_level="error",
+            )
+            self._writer.send(None)
+        elif size != self._size:
+            raise ValueError(f"a frame of {size[0]}x{size[1]} in a video of {self._size}")
+        self._writer.send(img)
+        self.frames += 1
+
+    def finish(self) -> None:
+        if self._writer is None:
+            raise ValueError("no frames to encode")
         try:
-            for path in frames:
-                img = video_frame(read_png(path))
-                if writer is None:
-                    writer = imageio_ffmpeg.write_frames(
-                        str(tmp),
-                        (img.shape[1], img.shape[0]),
-                        fps=float(rate),
-                        codec="libx264",
-                        pix_fmt_in="rgb24",
-                        pix_fmt_out="yuv420p",
-                        macro_block_size=1,
-                        quality=None,
-                        output_params=[
-                            "-crf",
-                            "18",
-                            "-r",
-                            f"{rate.numerator}/{rate.denominator}",
-                            "-movflags",
-                            "+faststart",
-                        ],
-                        ffmpeg_log_level="error",
-                    )
-                    writer.send(None)
-                writer.send(img)
-            if writer is None:
-                raise ValueError("no frames to encode")
+            self._writer.close()
+            self._writer = None
+            fsync_file(self.tmp)
+            os.replace(self.tmp, self.out)
         finally:
-            if writer is not None:
+            self.abort()
+
+    def abort(self) -> None:
+        """Stop the encoder (if running) and remove what it wrote."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
                 writer.close()
+            except Exception:  # the encoder failed: what it wrote is dropped anyway
+                pass
+        self.tmp.unlink(missing_ok=True)
+
+
+def encode_mp4(frames: Iterable[Path], out: Path, fps: float, fps_base: float = 1.0) -> None:
+    """An H.264 mp4 (yuv420p, even size) of the frame files in order, at fps / fps_base."""
+    video = Mp4Writer(out, fps, fps_base)
+    try:
+        for path in frames:
+            video.add(path)
+        video.finish()
+    finally:
+        video.abort()
 
 
 def write_raw_zip(entries: Iterable[tuple[str, Path]], out: Path) -> None:
-    """The raw zip: every chunk under its seed name, stored (PNGs are compressed already)."""
+    """A zip of files under the names given, stored (images are compressed already): the
+    raw chunks under their seed names, an animation's frames."""
     with (
         replacing(out) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
@@ -197,8 +290,8 @@ def write_raw_zip(entries: Iterable[tuple[str, Path]], out: Path) -> None:
 
 
 def write_thumbnail(frame: Path, out: Path) -> None:
-    """A small 8-bit PNG of a stitched frame for the dashboard."""
-    write_thumbnail_array(read_png(frame), out)
+    """A small 8-bit PNG of a frame file (any of the farm's formats) for the dashboard."""
+    write_thumbnail_array(display_image(frame), out)
 
 
 def write_thumbnail_array(image: np.ndarray, out: Path) -> None:

@@ -77,11 +77,33 @@ def _opened(path: Path) -> Iterator[Any]:
             close()
 
 
-def read_exr(path: Path) -> ExrImage:
-    """Read every part and channel of `path`; ValueError when it is not a readable EXR or its
-    parts differ in size (the farm's chunks never do)."""
+def exr_layout(path: Path) -> tuple[int, int, list[tuple[str, frozenset[str]]]]:
+    """(width, height, [(part name, channel names)]) from an EXR's headers alone, without
+    reading pixels: what a file says it holds. ValueError when it is not a readable EXR or
+    its parts differ in size."""
     if not path.is_file() or not is_exr(path):
         raise ValueError(f"{path.name} is not an OpenEXR file")
+    try:
+        exr = OpenEXR.File(str(path), header_only=True)
+        parts, sizes = [], set()
+        for part in exr.parts:
+            (x0, y0), (x1, y1) = (tuple(int(v) for v in c) for c in part.header["dataWindow"])
+            sizes.add((x1 - x0 + 1, y1 - y0 + 1))
+            names = frozenset(str(c.name) for c in part.header.get("channels", ()))
+            parts.append((str(part.name()), names))
+    except Exception as exc:  # the bindings raise RuntimeError/OSError on damaged files
+        raise ValueError(f"{path.name} is damaged: {exc}") from None
+    if len(sizes) != 1:
+        raise ValueError(f"{path.name}: its parts differ in size" if sizes else "no parts")
+    (width, height) = sizes.pop()
+    return width, height, parts
+
+
+def read_exr(path: Path) -> ExrImage:
+    """Read every part and channel of `path`; ValueError when it is not a readable EXR, when
+    any part its headers declare cannot be read whole (a cut-off file), or when its parts
+    differ in size (the farm's chunks never do)."""
+    _w, _h, declared = exr_layout(path)
     try:
         with _opened(path) as exr:
             parts, headers, pixels = [], [], []
@@ -112,6 +134,9 @@ def read_exr(path: Path) -> ExrImage:
         raise ValueError(f"{path.name} is damaged: {exc}") from None
     if size is None:
         raise ValueError(f"{path.name} holds no pixels")
+    read = [(part.name, frozenset(n for n, _ in part.channels)) for part in parts]
+    if read != [(name, chans) for name, chans in declared if chans]:
+        raise ValueError(f"{path.name} is damaged: some of its parts cannot be read")
     return ExrImage(size[0], size[1], tuple(parts), tuple(headers), tuple(pixels))
 
 
@@ -119,9 +144,11 @@ def write_exr(
     out: Path,
     parts: Sequence[tuple[str, Mapping[str, np.ndarray], Mapping[str, Any]]],
     compression: Any = OpenEXR.ZIP_COMPRESSION,
+    durable: bool = True,
 ) -> None:
-    """Write `parts` (name, channels, extra header attributes) to `out`, atomically. One part
-    is written as a plain single-part file; several as a multipart file."""
+    """Write `parts` (name, channels, extra header attributes) to `out`, atomically (and on
+    the disk unless `durable` is False: a scratch file). One part is written as a plain
+    single-part file; several as a multipart file."""
     built = []
     for name, channels, header in parts:
         head = dict(header)
@@ -129,7 +156,7 @@ def write_exr(
         head["type"] = OpenEXR.scanlineimage
         chans = {n: np.ascontiguousarray(a) for n, a in channels.items()}
         built.append(OpenEXR.Part(head, chans, name) if len(parts) > 1 else (head, chans))
-    with replacing(out) as tmp:
+    with replacing(out, durable=durable) as tmp:
         if len(parts) == 1:
             head, chans = built[0]
             exr = OpenEXR.File(head, chans)
@@ -138,10 +165,17 @@ def write_exr(
         exr.write(str(tmp))
 
 
-def stitch_exr(chunks: Sequence[tuple[Rect, Path]], width: int, height: int, out: Path) -> None:
+def stitch_exr(
+    chunks: Sequence[tuple[Rect, Path]],
+    width: int,
+    height: int,
+    out: Path,
+    compression: Any = OpenEXR.ZIP_COMPRESSION,
+) -> None:
     """Stitch EXR chunk files into one `width`x`height` EXR `out` of the same parts and
-    channels, every value copied exactly. BadChunks names files that are missing, damaged,
-    of the wrong size, or whose parts/channels differ from the first chunk's."""
+    channels, every value copied exactly (`compression`: a lossless one keeps them so).
+    BadChunks names files that are missing, damaged, of the wrong size, or whose
+    parts/channels differ from the first chunk's."""
     if not chunks:
         raise ValueError("no chunks to stitch")
     missing = [path for _, path in chunks if not path.is_file()]
@@ -177,6 +211,7 @@ def stitch_exr(chunks: Sequence[tuple[Rect, Path]], width: int, height: int, out
     write_exr(
         out,
         [(lay.name, chans, head) for lay, chans, head in zip(layout, frame, headers, strict=True)],
+        compression,
     )
 
 

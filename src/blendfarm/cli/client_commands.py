@@ -288,11 +288,17 @@ def fetch(
     project_id: str = typer.Argument(..., metavar="ID", help="The project."),
     out: Path = typer.Option(Path("."), "--out", "-o", metavar="DIR", help="Folder to write into."),
     raw: bool = typer.Option(False, "--raw", help="The zip of raw chunks instead of the result."),
+    frames: bool = typer.Option(
+        False, "--frames", help="An animation's frames in the scene's format, as a zip."
+    ),
     server: str | None = SERVER_OPTION,
 ) -> None:
-    """Download a finished project's result (PNG or mp4) or raw chunks."""
+    """Download a finished project's result (a still in the scene's format, or an
+    animation's mp4), an animation's full-quality frames, or the raw chunks."""
+    if raw and frames:
+        raise BadInput("--raw and --frames: choose one")
     api = api_for(ctx, server)
-    kind = "raw" if raw else "result"
+    kind = "raw" if raw else "frames" if frames else "result"
     progress = transfer_progress()
 
     def bar(name: str, total: int | None) -> Callable[[int], None]:

@@ -10,6 +10,9 @@ fps_base, start, end, step, library (another library path), compositor=1 (a glar
 broken=1 (no camera: Blender cannot render it), engine=NAME (render with NAME; an engine
 this Blender lacks is registered for the moment of saving, so the file names it),
 compress=1|0 (save compressed or not; Blender's own choice when not given).
+format=FILE_FORMAT (OPEN_EXR, OPEN_EXR_MULTILAYER, JPEG, TIFF...; with depth, mode, codec,
+quality), view=TRANSFORM and look=LOOK (colour management), dither=0, passes=1 (Z, Normal and
+the denoising data passes too).
 """
 
 import os
@@ -70,6 +73,31 @@ def use_engine(scene, name):
         scene.render.engine = name
 
 
+def output_options(scene):
+    """The output format, colour management and passes the options ask for."""
+    fmt = scene.render.image_settings
+    if opts.get("format") == "OPEN_EXR_MULTILAYER" and hasattr(fmt, "media_type"):
+        fmt.media_type = "MULTI_LAYER_IMAGE"  # Blender 5.0 on: the format of that medium
+    if "format" in opts:
+        fmt.file_format = opts["format"]
+    for key, name in (("depth", "color_depth"), ("mode", "color_mode"), ("codec", "exr_codec")):
+        if key in opts:
+            setattr(fmt, name, opts[key])
+    if "quality" in opts:
+        fmt.quality = int(opts["quality"])
+    if "view" in opts:
+        scene.view_settings.view_transform = opts["view"]
+    if "look" in opts:
+        scene.view_settings.look = opts["look"]
+    if "dither" in opts:
+        scene.render.dither_intensity = float(opts["dither"])
+    if opts.get("passes", "0") == "1":
+        layer = scene.view_layers[0]
+        layer.use_pass_z = True
+        layer.use_pass_normal = True
+        layer.cycles.denoising_store_passes = True
+
+
 def project():
     clear()
     folder = os.path.dirname(out)
@@ -87,7 +115,8 @@ def project():
     render.resolution_percentage = int(opts.get("percent", 100))
     render.film_transparent = opts.get("transparent", "0") == "1"
     render.image_settings.color_mode = "RGBA"
-    render.image_settings.color_depth = opts.get("depth", "8")
+    if "format" not in opts:  # else set with the format (output_options)
+        render.image_settings.color_depth = opts.get("depth", "8")
     render.fps = int(opts.get("fps", 24))
     render.fps_base = float(opts.get("fps_base", 1))
     scene.frame_start = int(opts.get("start", 1))
@@ -135,6 +164,7 @@ def project():
         tree.links.new(glare.outputs["Image"], tree.nodes["Composite"].inputs["Image"])
     if "engine" in opts:
         use_engine(scene, opts["engine"])
+    output_options(scene)
     if opts.get("broken", "0") == "1":
         # A scene that makes Blender fail: a camera-less scene cannot be rendered.
         scene.camera = None

@@ -1,11 +1,10 @@
-"""Raw chunks and finish tasks, inside Blender: loaded by blender_script.py (Blender 3.4 to
-5.x); `chunk_kind` is pure and also imported by the node and the tests (no bpy there).
+"""Finish tasks, inside Blender: loaded by blender_script.py (Blender 3.4 to 5.x).
 
-A raw chunk is rendered without denoising and without compositing, as a multilayer OpenEXR
-(float32) holding the noisy Combined pass, the denoising data (the view layer's
-`cycles.denoising_store_passes`) and every pass the scene's compositor reads (they are
-enabled in the view layer, so the file has them). The server stitches a frame's raw chunks
-exactly into its passes.
+A raw chunk (formats.chunk_kind decides; blender_output.raw_settings renders it) is rendered
+without denoising and without compositing, as a multilayer OpenEXR (float32) holding the noisy
+Combined pass, the denoising data (the view layer's `cycles.denoising_store_passes`) and every
+pass the scene's compositor reads (they are enabled in the view layer, so the file has them).
+The server stitches a frame's raw chunks exactly into its passes.
 
 A finish denoises and composites that whole frame once. The scene's compositor is pointed at
 the passes: every Render Layers node of the scene is muted and the sockets it fed are fed by
@@ -16,10 +15,7 @@ Layers node at work Blender composites without rendering, and the result is writ
 scene's own output format. Every change is undone afterwards: a warm session goes on with
 the scene as it was loaded.
 
-Commands (through blender_script.py's loop):
-  {"op": "render", ..., "tiles": 3, "finish": "auto", "chunk_border": [min_x, max_x, min_y,
-   max_y] | null}  -> a raw chunk at OUTPUT (".png" replaced by ".raw.exr") when
-   `chunk_kind` says "raw"; blender_script renders it as before otherwise
+Command (through blender_script.py's loop):
   {"op": "finish", "frame": 3, "passes": "/abs/passes.exr", "output": "/abs/final",
    "threads": 0}  -> the finished frame at "output", in the scene's format
 """
@@ -31,7 +27,6 @@ from functools import partial
 from typing import Any
 
 FINISH_MODES = ("never", "auto", "always")
-RAW_SUFFIX = ".raw.exr"
 # The output format of the scene as the file was loaded, before any chunk changed it.
 _IMAGE_SETTINGS = (
     "media_type",
@@ -47,25 +42,6 @@ _LOADED: dict[str, dict[str, Any]] = {}
 _PREFILTER = {"NONE": "None", "FAST": "Fast", "ACCURATE": "Accurate"}
 _QUALITY = {"HIGH": "High", "BALANCED": "Balanced", "FAST": "Fast"}
 Undo = list[Callable[[], None]]
-
-
-def chunk_kind(
-    tiles: int, finish: str, denoises: bool, composites: bool, exr_output: bool = False
-) -> str:
-    """What a node renders for one chunk: "raw" (for a finish task), or directly "exr" (the
-    scene writes OpenEXR) or "png". A frame in one piece is never raw: Blender denoises and
-    composites it itself."""
-    if tiles > 1 and (finish == "always" or (finish == "auto" and (denoises or composites))):
-        return "raw"
-    return "exr" if exr_output else "png"
-
-
-def raw_output(output: str) -> str:
-    """Where a raw chunk is written for the node's OUTPUT path."""
-    return (output[:-4] if output.endswith(".png") else output) + RAW_SUFFIX
-
-
-# -- inside Blender ----------------------------------------------------------------------------
 
 
 def remember(scene: Any) -> None:
@@ -102,53 +78,11 @@ def compositor_tree(scene: Any) -> Any:
     return scene.node_tree if scene.use_nodes else None
 
 
-def raw_chunk(scene: Any, cmd: dict[str, Any], composites: bool) -> bool:
-    """Whether the chunk of `cmd` renders raw (see `chunk_kind`)."""
-    finish = str(cmd.get("finish") or "never")
-    tiles = int(cmd.get("tiles") or 1)
-    loaded(scene)  # its settings as loaded, before this chunk changes them
-    return chunk_kind(tiles, finish, denoises(scene), composites) == "raw"
-
-
 def _set(undo: Undo, target: Any, name: str, value: Any) -> None:
     """Set one property, remembering how to put it back."""
     old = getattr(target, name)
     setattr(target, name, value)
     undo.append(lambda: setattr(target, name, old))
-
-
-def render_raw(scene: Any, cmd: dict[str, Any], use_device: Callable[..., str]) -> dict[str, Any]:
-    """Render the chunk of `cmd` raw; the answer of blender_script's render command."""
-    import bpy
-
-    undo: Undo = []
-    settings = scene.render
-    output = raw_output(str(cmd["output"]))
-    try:
-        border = cmd.get("chunk_border") or cmd.get("border")
-        if border:  # the chunk itself: raw chunks need no overscan
-            settings.border_min_x, settings.border_max_x = border[0], border[1]
-            settings.border_min_y, settings.border_max_y = border[2], border[3]
-        if getattr(scene, "cycles", None) is not None:
-            _set(undo, scene.cycles, "use_denoising", False)
-        _set(undo, settings, "use_compositing", False)
-        if denoises(scene):
-            for layer in scene.view_layers:
-                _set(undo, layer.cycles, "denoising_store_passes", True)
-        fmt = settings.image_settings
-        if hasattr(fmt, "media_type"):  # Blender 5.0 on
-            fmt.media_type = "MULTI_LAYER_IMAGE"
-        fmt.file_format = "OPEN_EXR_MULTILAYER"
-        fmt.color_depth = "32"
-        fmt.exr_codec = "ZIP"
-        device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))
-        print(f"blendfarm: rendering frame {scene.frame_current} raw on {device}", flush=True)
-        bpy.ops.render.render(write_still=False)
-        bpy.data.images["Render Result"].save_render(filepath=output, scene=scene)
-    finally:
-        for step in reversed(undo):
-            step()
-    return {"output": output, "device": device, "kind": "raw"}
 
 
 def _menu(node: Any, socket: str, prop: str, value: str, enum: str) -> None:

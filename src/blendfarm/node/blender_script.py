@@ -22,14 +22,15 @@ leaves out this script's frames, which say nothing about the scene.
 Commands:
   {"op": "probe"}
   {"op": "render", "frame": 3, "border": [min_x, max_x, min_y, max_y] | null,
-   "output": "/abs/path.png", "threads": 0, "size": [w, h],
+   "output": "/abs/path.png", "threads": 0, "size": [w, h], "tiles": 2, "finish": "auto",
    "device": {"backend": "CUDA", "index": 0, "id": "...", "name": "...", "fake": false} | null,
    "scene_device": false}
   {"op": "quit"}
 
-`device` pins Cycles to one GPU (null: the CPU); `scene_device` keeps a scene's own
-`cycles.device = 'CPU'`. With `-- --list-devices` (and no file) it prints the GPUs Cycles
-reports, one answer line, and quits.
+A chunk's kind (png, exr, raw) and how it is written are blender_output.py's; the answer names
+the file written (`<id>.png`, `<id>.exr`, `<id>.raw.exr`) and its kind. `device` pins Cycles
+to one GPU (null: the CPU); `scene_device` keeps a scene's own `cycles.device = 'CPU'`.
+With `-- --list-devices` (and no file) it prints the GPUs Cycles reports, and quits.
 """
 
 import ctypes
@@ -40,6 +41,13 @@ import sys
 import traceback
 
 import bpy
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location(  # its neighbour, loaded as this file is
+    "blendfarm_output", os.path.join(HERE, "blender_output.py")
+)
+OUTPUT = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(OUTPUT)
 
 MARKER = "@@BLENDFARM@@"
 OPTIONS = sys.argv[sys.argv.index("--") + 1 :] if "--" in sys.argv else []
@@ -175,6 +183,7 @@ def denoiser_available(scene):
 
 def probe():
     scene = bpy.context.scene
+    OUTPUT.saved(scene).restore(scene)  # as the file has it, whatever a chunk changed
     render = scene.render
     cycles = getattr(scene, "cycles", None)
     engine = stored_engine(scene) or render.engine
@@ -195,6 +204,7 @@ def probe():
         "denoiser_available": denoiser_available(scene),
         "camera": has_camera(scene),
         "color_depth": render.image_settings.color_depth,
+        "output": OUTPUT.scene_output(scene),
         "file_version": ".".join(str(v) for v in bpy.data.version),
         "blender_version": bpy.app.version_string,
         "missing": missing_files(),
@@ -239,27 +249,17 @@ def render(cmd):
     settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
     if threads > 0:
         settings.threads = threads
-    if FINISH.raw_chunk(scene, cmd, uses_compositor(scene)):
-        return FINISH.render_raw(scene, cmd, use_device)
-    fmt = settings.image_settings
-    depth = "16" if fmt.color_depth in {"16", "32"} else "8"
-    mode = fmt.color_mode if fmt.color_mode in {"BW", "RGB", "RGBA"} else "RGBA"
-    if hasattr(fmt, "media_type"):  # Blender 5.0 on: a movie output must become an image
-        fmt.media_type = "IMAGE"
-    fmt.file_format = "PNG"
-    fmt.color_mode = mode
-    fmt.color_depth = depth
-    fmt.compression = 15
+    FINISH.loaded(scene)  # the scene as loaded, for a finish task later in this session
+    kind = OUTPUT.prepare(scene, cmd, uses_compositor)
     # Cycles renders the whole border as one image; a chunk is small enough for that.
     device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))
     print(f"blendfarm: rendering frame {scene.frame_current} on {device}", flush=True)
     bpy.ops.render.render(write_still=False)
-    result = bpy.data.images["Render Result"]
-    output = cmd["output"]
-    result.save_render(filepath=output, scene=scene)
+    output = OUTPUT.chunk_path(scene, cmd["output"], kind)
+    OUTPUT.save(scene, output)
     if not os.path.exists(output):
         raise RuntimeError("Blender produced no image (see the log above)")
-    return {"output": output, "device": device}
+    return {"output": output, "kind": kind, "device": device}
 
 
 def cycles_preferences():
@@ -348,6 +348,7 @@ def main():
             elif op == "render":
                 answer({"ok": True, **render(cmd)})
             elif op == "finish":
+                OUTPUT.saved(bpy.context.scene).restore(bpy.context.scene)  # as the file has it
                 answer({"ok": True, **FINISH.finish(bpy.context.scene, cmd)})
             else:
                 answer({"ok": False, "error": f"unknown command {op!r}"})

@@ -14,46 +14,8 @@ from typing import Any
 
 from ..client import ApiClient
 from ..errors import BlendfarmError
-from ..exr import read_exr
 from ..protocol import Task
-from ..tiles import Rect, blender_border
 from .blender import Renderer
-from .blender_finish import RAW_SUFFIX, raw_output
-
-
-def is_raw(path: Path) -> bool:
-    """Whether Blender wrote a raw chunk (blender_finish.raw_output names it so)."""
-    return path.name.endswith(RAW_SUFFIX)
-
-
-def raw_path(output: Path) -> Path:
-    """Where Blender writes the raw chunk of a chunk whose output is `output`."""
-    return Path(raw_output(str(output)))
-
-
-def chunk_options(task: Task) -> dict[str, Any]:
-    """What Blender needs to decide whether a chunk renders raw, and its border when it
-    does (the chunk itself: a raw chunk needs no overscan)."""
-    border = None
-    if task.tiles and task.tiles > 1 and task.rect and task.width and task.height:
-        b = blender_border(task.rect, task.width, task.height)
-        border = [b.min_x, b.max_x, b.min_y, b.max_y]
-    return {"tiles": task.tiles or 1, "finish": task.finish, "chunk_border": border}
-
-
-def check_raw(path: Path, rect: Rect) -> None:
-    """A raw chunk as Blender wrote it: a whole OpenEXR of the chunk's size."""
-    try:
-        img = read_exr(path)
-    except ValueError as exc:
-        raise BlendfarmError(
-            f"Blender wrote a damaged raw chunk ({exc}); is the disk full?"
-        ) from None
-    if (img.width, img.height) != (rect.width, rect.height):
-        raise BlendfarmError(
-            f"Blender rendered a {img.width}x{img.height} raw chunk, expected "
-            f"{rect.width}x{rect.height}"
-        )
 
 
 def finish_frame(

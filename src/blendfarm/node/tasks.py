@@ -15,15 +15,17 @@ import logging
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Literal
 
 from ..client import ApiClient, Stopped
 from ..errors import BlenderFailed, BlendfarmError, Conflict, InsufficientStorage
+from ..formats import CHUNK_KINDS, ChunkKind, chunk_file_name, kind_of_chunk_file
 from ..protocol import Failure, Probe, Task, convert
 from ..settings import NodeSettings
 from ..states import TaskKind
 from .blender import Renderer
-from .chunks import finish_chunk
-from .finish_tasks import check_raw, chunk_options, finish_frame, is_raw, raw_path
+from .chunks import finish_chunk, tiff_as_png
+from .finish_tasks import finish_frame
 from .heartbeat import InFlight
 from .projects import ProjectCache
 from .stopping import interruptible
@@ -163,8 +165,12 @@ class TaskRunner:
         if task.frame is None or task.rect is None or task.render_rect is None:
             raise BlendfarmError(f"the server sent chunk {task.id} without its frame or rectangle")
         self.out_dir.mkdir(exist_ok=True)
-        output = self.out_dir / f"{task.id}.png"
-        output.unlink(missing_ok=True)
+        # Blender writes a PNG chunk here, an EXR or raw one next to it (by its kind).
+        scratch = [self.out_dir / chunk_file_name(str(task.id), kind) for kind in CHUNK_KINDS]
+        output = scratch[0]
+        scratch.append(output.with_suffix(".tif"))  # a TIFF scene's chunk, sent as PNG
+        for path in scratch:
+            path.unlink(missing_ok=True)
         on = f" on {self.device}" if self.device else ""
         self.say(f"rendering {task.title} frame {task.frame} chunk {task.row},{task.col}{on}")
         try:
@@ -177,7 +183,8 @@ class TaskRunner:
                     "threads": self.settings.threads,
                     "timeout": task.timeout or self.settings.chunk_timeout,
                     "scene_device": task.scene_device,
-                    **chunk_options(task),
+                    "tiles": task.tiles or 1,
+                    "finish": task.finish,
                 },
             )
             self.in_flight.blender_finished()
@@ -186,17 +193,19 @@ class TaskRunner:
             if self.in_flight.lost.is_set():
                 self.say(f"task {task.id} went to another node meanwhile: result dropped")
                 return False
-            if is_raw(written):  # for a finish task: denoised and composited whole later
-                check_raw(written, task.rect)
-                self.say(f"chunk {task.row},{task.col} rendered raw (its frame is finished whole)")
-                return self._deliver(task, written.read_bytes(), "raw")
-            finish_chunk(output, task.render_rect, task.rect)
-            return self._deliver(task, output.read_bytes())
+            if written not in scratch:
+                raise BlendfarmError(f"Blender wrote the chunk to an unexpected file {written}")
+            if written.suffix == ".tif":
+                tiff_as_png(written, output)
+                written = output
+            kind = kind_of_chunk_file(written.name)
+            finish_chunk(written, task.render_rect, task.rect, kind)
+            return self._deliver(task, written.read_bytes(), kind)
         finally:
-            output.unlink(missing_ok=True)
-            raw_path(output).unlink(missing_ok=True)
+            for path in scratch:
+                path.unlink(missing_ok=True)
 
-    def _deliver(self, task: Task, data: bytes, kind: str = "png") -> bool:
+    def _deliver(self, task: Task, data: bytes, kind: ChunkKind | Literal["final"]) -> bool:
         try:
             answer = self.client.send_result(task, data, kind)
         except Conflict:

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from ..formats import OutputFormat
 from ..states import ProjectState, TaskKind
 from ..tiles import Rect
 
@@ -73,6 +74,10 @@ class Project(Message):
     raw_url: str | None
     thumbnail_url: str | None
     result_type: str | None
+    frames_url: str | None
+    """An animation's frames in the scene's format, as a zip (`.../frames/N` for one)."""
+    output_format: str | None
+    """The scene's output format in words ("OpenEXR half", "PNG 16-bit"), once probed."""
     blocklist: list[str]
     warnings: list[str]
     file_version: str | None
@@ -346,6 +351,8 @@ class Probe(Message):
     engine_available: bool | None = None
     denoiser_available: bool | None = None
     """Whether the node's Blender can denoise as the scene asks (None: no denoising)."""
+    output: OutputFormat | None = None
+    """The scene's output format (Blender's image settings; None: a node too old to say)."""
 
 
 class Failure(Message):

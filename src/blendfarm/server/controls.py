@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import logging
 import re
+from contextlib import suppress
 from pathlib import Path
 
 from .. import protocol as p
 from ..compositor import chunk_name, write_raw_zip
-from ..errors import BadInput, Conflict
+from ..errors import BadInput, Conflict, NotFound
 from ..parsing import parse_frames
 from ..states import ProjectEvent, ProjectState, TaskState, can_move
 from .auth import Credentials, Guard
@@ -111,19 +112,20 @@ class Controls:
 
     def raw_file(self, pid: str) -> tuple[Path, str, str]:
         """The raw zip of a finished project; of a cancelled one, what it kept: its done
-        chunks under their raw names and its stitched frames as `frames/<frame>.png`."""
+        chunks under their raw names and its stitched frames as `frames/<frame>.<ext>`."""
         row = self.store.projects.get(pid)
         if row.state is not ProjectState.CANCELLED:
             return self.views.finished_file(pid, "raw")
         entries = [
-            (chunk_name(pid, t.frame, t.row, t.col), self.data.chunk(pid, t.frame, t.row, t.col))
+            (chunk_name(pid, t.frame, t.row, t.col, path.name.split(".", 1)[1]), path)
             for t in self.store.tasks.of_project(pid)
             if t.state is TaskState.DONE
+            for path in self.data.chunk_files(pid, t.frame, t.row, t.col)[:1]
         ]
-        entries += [
-            (f"frames/{f}.png", self.data.frame(pid, f))
-            for f in sorted(self.store.projects.stitched_frames(pid))
-        ]
+        for f in sorted(self.store.projects.stitched_frames(pid)):
+            with suppress(NotFound):
+                frame = self.data.find_frame(pid, f)
+                entries.append((f"frames/{f}{frame.suffix}", frame))
         out = self.data.raw(pid)
         out.parent.mkdir(parents=True, exist_ok=True)
         write_raw_zip(((n, path) for n, path in entries if path.is_file()), out)

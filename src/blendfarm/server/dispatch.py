@@ -16,6 +16,8 @@ import msgspec
 
 from .. import protocol as p
 from ..errors import BadInput, Conflict
+from ..exr import exr_layout, is_exr, read_exr
+from ..formats import CHUNK_EXTENSIONS, ChunkKind
 from ..pngio import NotAPng, png_header, read_png
 from ..settings import Settings
 from ..states import ProjectEvent, TaskKind, TaskState, can_move
@@ -159,8 +161,11 @@ class Dispatch:
 
     # -- results ----------------------------------------------------------------------------
 
-    def chunk_result(self, task_id: int, lease: str, upload: Path) -> p.Accepted:
-        """Take a chunk's PNG (from a node); idempotent, and valid after the lease expired."""
+    def chunk_result(
+        self, task_id: int, lease: str, upload: Path, kind: ChunkKind = "png"
+    ) -> p.Accepted:
+        """Take a chunk's image (from a node): a PNG, or an OpenEXR for kind exr and raw, of
+        the chunk's size and readable whole; idempotent, and valid after the lease expired."""
         try:
             task = self.check_lease(task_id, lease)
             if task.kind is not TaskKind.CHUNK:
@@ -169,23 +174,15 @@ class Dispatch:
                 return p.Accepted(accepted=False, reason="the chunk is already done")
             proj = self.store.projects.get(task.project_id)
             rect = chunk_rect(*frame_size(proj), proj.tiles, task.row, task.col)
-            try:
-                width, height, _depth, _colour = png_header(upload)
-            except NotAPng:
-                raise BadInput("the chunk result is not a PNG image") from None
-            if (width, height) != (rect.width, rect.height):
-                raise BadInput(
-                    f"the chunk image is {width}x{height}, expected {rect.width}x{rect.height}"
-                )
-            try:
-                read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
-            except NotAPng as exc:
-                raise BadInput(f"the chunk image is damaged: {exc}") from None
-            dest = self.data.chunk(proj.id, task.frame, task.row, task.col)
+            check_chunk_file(upload, kind, rect.width, rect.height)
+            dest = self.data.chunk(proj.id, task.frame, task.row, task.col, CHUNK_EXTENSIONS[kind])
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
             self.durable.sync(dest)  # on the disk before the database says the chunk is done
+            for other in self.data.chunk_files(proj.id, task.frame, task.row, task.col):
+                if other != dest:  # a file of another kind from an earlier render of it
+                    other.unlink(missing_ok=True)
             if self.store.tasks.complete(task_id, lease):
                 self.store.projects.add_size(proj.id, size)
             return p.Accepted(accepted=True)
@@ -266,6 +263,32 @@ class Dispatch:
     def archive(self, pid: str) -> tuple[Path, str]:
         row = self.store.projects.get(pid)
         return self.data.archive(pid), row.sha256
+
+
+def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> None:
+    """BadInput unless `path` is an image of `kind` (PNG; OpenEXR for exr and raw) of
+    `width`x`height`, decoded whole: a cut-off file is refused, not stitched later."""
+    if kind == "png":
+        try:
+            got_w, got_h, _depth, _colour = png_header(path)
+        except NotAPng:
+            raise BadInput("the chunk result is not a PNG image") from None
+        if (got_w, got_h) != (width, height):
+            raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
+        try:
+            read_png(path)
+        except NotAPng as exc:
+            raise BadInput(f"the chunk image is damaged: {exc}") from None
+        return
+    if not is_exr(path):
+        raise BadInput(f"the {kind} chunk result is not an OpenEXR image")
+    try:
+        got_w, got_h, _parts = exr_layout(path)  # its size first: never decode a huge one
+        if (got_w, got_h) != (width, height):
+            raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
+        read_exr(path)
+    except ValueError as exc:
+        raise BadInput(f"the chunk image is damaged: {exc}") from None
 
 
 def frame_size(project: ProjectRow) -> tuple[int, int]:

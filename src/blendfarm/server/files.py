@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..archive import remove_tree, tree_size
 from ..errors import InsufficientStorage, NotFound
+from ..formats import CHUNK_EXTENSIONS, CHUNK_KINDS, FRAME_EXTENSIONS, ChunkKind
 
 
 class DataDir:
@@ -45,24 +46,49 @@ class DataDir:
         return self.project_dir(pid) / "project.zip"
 
     def chunk(self, pid: str, frame: int, row: int, col: int, ext: str = "png") -> Path:
+        """A chunk's file: `chunks/<frame>-<row>-<col>.<ext>`, ext png, exr or raw.exr (by its
+        kind: formats.CHUNK_EXTENSIONS)."""
         return self.project_dir(pid) / "chunks" / f"{frame}-{row}-{col}.{ext}"
 
-    def find_chunk(self, pid: str, frame: int, row: int, col: int) -> Path:
-        """A chunk's file whatever its kind (png, exr, raw.exr); the png path when none is."""
-        for ext in ("png", "exr", "raw.exr"):
-            if (path := self.chunk(pid, frame, row, col, ext)).is_file():
-                return path
-        return self.chunk(pid, frame, row, col)
+    def find_chunk(self, pid: str, frame: int, row: int, col: int) -> tuple[Path, ChunkKind]:
+        """The stored file of a chunk whatever its kind, and the kind; NotFound when none."""
+        for kind in CHUNK_KINDS:
+            path = self.chunk(pid, frame, row, col, CHUNK_EXTENSIONS[kind])
+            if path.is_file():
+                return path, kind
+        raise NotFound(f"chunk {frame}:{row}:{col} of project {pid} is not on the disk")
+
+    def chunk_files(self, pid: str, frame: int, row: int, col: int) -> list[Path]:
+        """Every stored file of a chunk (one, or none; more only while one replaces another)."""
+        return [
+            path
+            for kind in CHUNK_KINDS
+            if (path := self.chunk(pid, frame, row, col, CHUNK_EXTENSIONS[kind])).is_file()
+        ]
 
     def frame(self, pid: str, frame: int, ext: str = "png") -> Path:
+        """A final frame: `frames/<frame, 6 digits>.<ext>` (png, jpg, tif or exr)."""
         return self.project_dir(pid) / "frames" / f"{frame:06d}.{ext}"
 
-    def passes(self, pid: str, frame: int) -> Path:
-        """A frame's raw chunks stitched: every pass a finish task denoises and composites."""
-        return self.frame(pid, frame, "passes.exr")
+    def find_frame(self, pid: str, frame: int) -> Path:
+        """A final frame's file whatever its format; NotFound when there is none."""
+        for ext in FRAME_EXTENSIONS:
+            path = self.frame(pid, frame, ext)
+            if path.is_file():
+                return path
+        raise NotFound(f"frame {frame} of project {pid} is not on the disk")
 
-    def result(self, pid: str, animation: bool) -> Path:
-        return self.project_dir(pid) / ("result.mp4" if animation else "result.png")
+    def passes(self, pid: str, frame: int) -> Path:
+        """The stitched raw passes of a frame (a multilayer EXR for its finish task)."""
+        return self.project_dir(pid) / "frames" / f"{frame:06d}.passes.exr"
+
+    def result(self, pid: str, ext: str) -> Path:
+        """The project's result: `result.<ext>` (the still's format, or mp4)."""
+        return self.project_dir(pid) / f"result.{ext}"
+
+    def frames_zip(self, pid: str) -> Path:
+        """An animation's final frames in the scene's format, as one zip."""
+        return self.project_dir(pid) / "frames.zip"
 
     def raw(self, pid: str) -> Path:
         return self.project_dir(pid) / "raw.zip"

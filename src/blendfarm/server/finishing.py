@@ -21,7 +21,7 @@ from PIL import Image
 
 from .. import protocol as p
 from ..compositor import write_thumbnail, write_thumbnail_array
-from ..errors import BadChunks, BadInput, Conflict, NotFound
+from ..errors import BadChunks, BadInput, NotFound
 from ..exr import is_exr, read_exr, read_rgba, stitch_exr, tone_map
 from ..pngio import NotAPng, read_png
 from ..states import TaskEvent, TaskKind, TaskState, task_move
@@ -36,7 +36,6 @@ from .store import Store
 log = logging.getLogger("blendfarm.server")
 
 RAW = "raw.exr"  # the extension of a raw chunk's file: chunks/<frame>-<row>-<col>.raw.exr
-RESULT_KINDS = frozenset({"raw", "final"})  # the uploads this module takes
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "png"),
     (b"\x76\x2f\x31\x01", "exr"),
@@ -153,35 +152,14 @@ class Finishing:
 
     # -- what nodes send and fetch ------------------------------------------------------------
 
-    def result(self, task: TaskRow, kind: str, upload: Path) -> p.Accepted:
-        """A raw chunk or a finished frame from a node (its lease checked by the caller);
-        idempotent, and valid after the lease expired. The upload is consumed."""
+    def result(self, task: TaskRow, upload: Path) -> p.Accepted:
+        """A finished frame from a node (its lease checked by the caller); idempotent, and
+        valid after the lease expired. The upload is consumed. (Raw chunks come in as chunks:
+        Dispatch.chunk_result.)"""
         try:
-            if kind == "raw":
-                return self._raw(task, upload)
             return self._final(task, upload)
         finally:
             upload.unlink(missing_ok=True)
-
-    def _raw(self, task: TaskRow, upload: Path) -> p.Accepted:
-        if task.kind is not TaskKind.CHUNK:
-            raise BadInput(f"task {task.id} is a {task.kind.value}, not a chunk")
-        if task.state is TaskState.DONE:
-            return p.Accepted(accepted=False, reason="the chunk is already done")
-        proj = self.store.projects.get(task.project_id)
-        if proj.width is None or proj.height is None:
-            raise Conflict(f"project {proj.id} has not been probed yet")
-        rect = chunk_rect(proj.width, proj.height, proj.tiles, task.row, task.col)
-        try:
-            img = read_exr(upload)
-        except ValueError as exc:
-            raise BadInput(f"the raw chunk is not a readable OpenEXR file: {exc}") from None
-        if (img.width, img.height) != (rect.width, rect.height):
-            raise BadInput(
-                f"the raw chunk is {img.width}x{img.height}, expected {rect.width}x{rect.height}"
-            )
-        dest = self.data.chunk(proj.id, task.frame, task.row, task.col, RAW)
-        return self._store(task, upload, dest)
 
     def _final(self, task: TaskRow, upload: Path) -> p.Accepted:
         if task.kind is not TaskKind.FINISH:

@@ -129,6 +129,12 @@ def _step_7_finish_mode(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN finish TEXT NOT NULL DEFAULT 'never'")
 
 
+def _step_8_output_format(db: sqlite3.Connection) -> None:
+    """The scene's output format, as the probe read it (JSON of formats.OutputFormat; NULL:
+    probed by a node too old to say, rendered as PNG)."""
+    db.execute("ALTER TABLE projects ADD COLUMN output_format TEXT")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
@@ -137,6 +143,7 @@ STEPS: tuple[Step, ...] = (
     _step_5_content_and_copies,
     _step_6_scene_read,
     _step_7_finish_mode,
+    _step_8_output_format,
 )
 SCHEMA_VERSION = len(STEPS)
 

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from starlette.routing import BaseRoute, Route
 
+from ..formats import CHUNK_KINDS
 from ..protocol import schema_name, schemas
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -77,6 +78,9 @@ def _operation(route: Route, method: str, note: dict[str, Any]) -> dict[str, Any
     if route.path.endswith("/preview"):
         frame = {"name": "frame", "in": "query", "required": False, "schema": {"type": "integer"}}
         params.append(frame)
+    if route.path == "/api/tasks/{task_id}/result":
+        kinds = {"type": "string", "enum": [*CHUNK_KINDS, "final"], "default": "png"}
+        params.append({"name": "kind", "in": "query", "required": False, "schema": kinds})
     if route.path == "/api/blender" and method == "PUT":
         params.append({"name": "filename", "in": "query", "required": True, "schema": _str})
     op: dict[str, Any] = {

@@ -11,6 +11,7 @@ import secrets
 from typing import Any
 
 from ..errors import NotFound
+from ..formats import output_format
 from ..states import (
     ProjectEvent,
     ProjectState,
@@ -155,12 +156,14 @@ class ProjectStore:
         return pid
 
     def set_plan(self, pid: str, plan: Plan, probe: dict[str, Any]) -> None:
-        """Store what the probe found: size, frames, rate, warnings and the probe itself."""
+        """Store what the probe found: size, frames, rate, warnings, the output format and the
+        probe itself."""
+        output = output_format(probe.get("output")).to_dict()
         with self.db.transaction() as db:
             cur = db.execute(
                 "UPDATE projects SET width = ?, height = ?, fps = ?, fps_base = ?,"
                 " frame_start = ?, frame_end = ?, animation = ?, warnings = ?, probe = ?,"
-                " updated = ? WHERE id = ?",
+                " output_format = ?, updated = ? WHERE id = ?",
                 (
                     plan.width,
                     plan.height,
@@ -171,6 +174,7 @@ class ProjectStore:
                     int(plan.animation),
                     json.dumps(plan.warnings),
                     json.dumps(probe),
+                    json.dumps(output),
                     self.db.clock(),
                     pid,
                 ),

@@ -10,8 +10,8 @@ from starlette.responses import FileResponse, Response
 
 from .. import protocol as p
 from ..errors import BadInput
+from ..formats import CHUNK_KINDS, ChunkKind
 from .bell import wait_for
-from .finishing import RESULT_KINDS
 from .openapi import api
 from .requests import (
     MAX_CHUNK_UPLOAD,
@@ -32,6 +32,14 @@ def _node_name(request: Request) -> str:
     if not (1 <= len(name) <= 64) or not all(ch.isalnum() or ch in "-_." for ch in name):
         raise BadInput("a node name is 1-64 letters, digits, '-', '_' or '.'")
     return name
+
+
+def chunk_kind_of(text: str) -> ChunkKind:
+    """The `kind` of a chunk result: png (the default), exr or raw; BadInput otherwise."""
+    for kind in CHUNK_KINDS:
+        if text == kind:
+            return kind
+    raise BadInput(f"a chunk result is of kind {', '.join(CHUNK_KINDS)}, not {text[:40]!r}")
 
 
 def _lease(request: Request) -> str:
@@ -140,23 +148,27 @@ async def node_leave(request: Request) -> Response:
 
 
 @api(
-    "A task's result (token, raw body): a chunk's PNG, or with ?kind=raw a raw chunk (a"
-    " multilayer EXR for a finish task), with ?kind=final a finish task's frame.",
+    "A task's result (token, raw body): a chunk's image (PNG; OpenEXR with ?kind=exr, or"
+    " ?kind=raw for a raw chunk whose frame a finish task completes), or with ?kind=final a"
+    " finish task's frame.",
     response=p.Accepted,
     auth="token",
-    body="image/png",
+    body="application/octet-stream",
 )
 async def task_result(request: Request) -> Response:
     farm = node_auth(request)
     tid, lease = task_id_of(request), _lease(request)
-    kind = request.query_params.get("kind", "png")
+    text = request.query_params.get("kind", "png")
+    kind = None if text == "final" else chunk_kind_of(text)  # refused before the body is read
     task = await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
-    if kind in RESULT_KINDS:
+    if kind is None:
         finishing = farm.compositor.finishing
-        return MessageResponse(await run_in_threadpool(finishing.result, task, kind, tmp))
-    return MessageResponse(await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp))
+        return MessageResponse(await run_in_threadpool(finishing.result, task, tmp))
+    return MessageResponse(
+        await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp, kind)
+    )
 
 
 @api(

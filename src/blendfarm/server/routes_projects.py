@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import AsyncIterator
 
 from starlette.concurrency import run_in_threadpool
@@ -11,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response, StreamingResponse
 
 from .. import protocol as p
+from ..errors import BadInput
 from .openapi import api
 from .requests import (
     EVENT_INTERVAL,
@@ -84,12 +86,34 @@ async def retry_project(request: Request) -> Response:
     )
 
 
-@api("The finished image (PNG) or animation (mp4).", media="application/octet-stream")
+@api(
+    "The finished still in the scene's format (PNG, JPEG, TIFF, OpenEXR) or animation (mp4).",
+    media="application/octet-stream",
+)
 async def project_result(request: Request) -> Response:
     path, media, name = await run_in_threadpool(
         farm_of(request).views.finished_file, project_id(request), "result"
     )
     return FileResponse(path, media_type=media, filename=name, content_disposition_type="inline")
+
+
+@api("A finished animation's frames in the scene's format, as a zip.", media="application/zip")
+async def project_frames(request: Request) -> Response:
+    path, media, name = await run_in_threadpool(
+        farm_of(request).views.finished_file, project_id(request), "frames"
+    )
+    return FileResponse(path, media_type=media, filename=name)
+
+
+@api("One frame of a finished project, in the scene's format.", media="application/octet-stream")
+async def project_frame(request: Request) -> Response:
+    text = str(request.path_params["frame"])
+    if not re.fullmatch(r"-?[0-9]{1,9}", text):
+        raise BadInput(f"{text[:20]!r} is not a frame number")
+    path, media, name = await run_in_threadpool(
+        farm_of(request).views.frame_file, project_id(request), int(text)
+    )
+    return FileResponse(path, media_type=media, filename=name)
 
 
 @api(

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgspec
 
+from ..formats import OutputFormat, output_format
 from ..scheduler import DEFAULT_PRIORITY, FrameOrder
 from ..states import ProjectState, TaskKind, TaskState
 
@@ -55,6 +56,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     probe: dict[str, Any] | None  # what the probe reported, as it sent it
     scene: dict[str, Any] | None  # what the server read from the .blend at submit, if it could
     scene_frames: bool  # it renders its scene's own frame range (none was given)
+    output_format: OutputFormat  # the scene's (PNG 8-bit until probed)
     warnings: list[str]
     size: int  # bytes stored for it on the server
     result: str | None  # file name of the result once done
@@ -160,6 +162,9 @@ def project_row(r: sqlite3.Row) -> ProjectRow:
         probe=None if r["probe"] is None else _object.decode(r["probe"]),
         scene=None if r["scene"] is None else _object.decode(r["scene"]),
         scene_frames=bool(r["scene_frames"]),
+        output_format=output_format(
+            None if r["output_format"] is None else _object.decode(r["output_format"])
+        ),
         warnings=_strings.decode(r["warnings"]),
         size=r["size"],
         result=r["result"],

@@ -50,8 +50,9 @@ class Farm:
     previews: Previews
 
     def close(self) -> None:
-        """Stop collecting log lines and close the database."""
+        """Stop collecting log lines and encoding, and close the database."""
         log.removeHandler(self.admin.logs)
+        self.compositor.close()
         self.store.close()
 
 

@@ -185,7 +185,7 @@ class Submissions:
                 (t.frame, t.row, t.col)
                 for t in self.store.tasks.of_project(pid)
                 if t.state is TaskState.DONE
-                and not self.data.find_chunk(pid, t.frame, t.row, t.col).is_file()
+                and not self.data.chunk_files(pid, t.frame, t.row, t.col)
             ]
             self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)

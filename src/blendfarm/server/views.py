@@ -15,6 +15,7 @@ from .. import __version__
 from .. import protocol as p
 from ..blendversion import can_open
 from ..errors import Conflict, NotFound
+from ..formats import media_type
 from ..rest_hours import node_rests
 from ..settings import Settings
 from ..states import ProjectState
@@ -170,7 +171,9 @@ class Views:
             result_url=f"{base}/result" if done else None,
             raw_url=f"{base}/raw" if done or row.state is ProjectState.CANCELLED else None,
             thumbnail_url=f"{base}/thumbnail" if row.thumbnail else None,
-            result_type=("video/mp4" if row.animation else "image/png") if done else None,
+            result_type=media_type(row.result) if done and row.result else None,
+            frames_url=f"{base}/frames" if done and row.animation else None,
+            output_format=row.output_format.describe() if row.width is not None else None,
             blocklist=self.store.projects.blocklist(pid, self.settings.max_failures),
             warnings=list(row.warnings),
             file_version=row.file_version,
@@ -200,11 +203,31 @@ class Views:
                     f"the raw chunks of project {pid} are missing from the server's disk"
                 )
             return raw, "application/zip", f"{stem}-{pid}-raw.zip"
-        media, ext = ("video/mp4", "mp4") if row.animation else ("image/png", "png")
-        path = self.data.result(pid, row.animation)
-        if not path.exists():
+        if kind == "frames":
+            if not row.animation:
+                raise NotFound(f"project {pid} is a still: its result is its frame")
+            frames = self.data.frames_zip(pid)
+            if not frames.exists():
+                raise NotFound(f"the frames of project {pid} are missing from the server's disk")
+            return frames, "application/zip", f"{stem}-{pid}-frames.zip"
+        name = row.result or ""
+        path = self.data.project_dir(pid) / name
+        if not name.startswith("result.") or not path.is_file():
             raise NotFound(f"the result of project {pid} is missing from the server's disk")
-        return path, media, f"{stem}-{pid}.{ext}"
+        return path, media_type(name), f"{stem}-{pid}{path.suffix}"
+
+    def frame_file(self, pid: str, frame: int) -> tuple[Path, str, str]:
+        """(path, media type, download name) of one final frame of a finished project."""
+        row = self.store.projects.get(pid)
+        if row.state is not ProjectState.DONE:
+            raise Conflict(f"project {pid} is not finished yet ({row.state.value})")
+        if row.frame_start is None or row.frame_end is None:
+            raise NotFound(f"project {pid} has no frames")
+        if not row.frame_start <= frame <= row.frame_end:
+            raise NotFound(f"project {pid} renders frames {row.frame_start}-{row.frame_end}")
+        path = self.data.find_frame(pid, frame)
+        stem = safe_stem(row.title) or pid
+        return path, media_type(path.name), f"{stem}-{pid}-{frame:04d}{path.suffix}"
 
     def thumbnail(self, pid: str) -> Path:
         self.store.projects.get(pid)

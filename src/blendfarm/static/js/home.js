@@ -41,10 +41,19 @@ function subtitle(p) {
   return parts.filter(Boolean).join(" · ");
 }
 
+const IMAGE_KINDS = {
+  "image/png": "PNG image",
+  "image/jpeg": "JPEG image",
+  "image/tiff": "TIFF image",
+  "image/x-exr": "OpenEXR image",
+};
+
 function resultKind(p) {
-  if (p.result_type === "video/mp4") return "MP4 video";
-  if (p.result_type === "image/png") return "PNG image";
-  return p.result_type || "";
+  if (p.result_type === "video/mp4") {
+    return p.output_format ? `MP4 video, frames in ${p.output_format}` : "MP4 video";
+  }
+  if (p.result_type && p.output_format) return p.output_format;
+  return IMAGE_KINDS[p.result_type] || p.result_type || "";
 }
 
 function buildCard(p) {
@@ -83,9 +92,10 @@ function buildCard(p) {
   parts.retry = el("button", { type: "button", class: "btn btn-small", onclick: () => retry(parts.project) }, "Retry");
   parts.error = el("div", { class: "project-error", role: "alert" }, parts.errorBody, parts.retry);
   parts.result = el("a", { target: "_blank", rel: "noopener" }, "Finished Result");
+  parts.frames = el("a", {}, "Full-quality Frames");
   parts.raw = el("a", {}, "Raw Frames");
   parts.resultKind = el("span", { class: "muted result-kind" });
-  parts.links = el("div", { class: "project-links" }, parts.result, parts.raw, parts.resultKind);
+  parts.links = el("div", { class: "project-links" }, parts.result, parts.frames, parts.raw, parts.resultKind);
   parts.delete = el(
     "button",
     { type: "button", class: "btn btn-small btn-quiet delete", onclick: () => remove(parts.project) },
@@ -219,6 +229,9 @@ function updateCard(card, p, now) {
   show(parts.links, hasLinks);
   show(parts.result, Boolean(p.result_url));
   show(parts.raw, Boolean(p.raw_url));
+  show(parts.frames, Boolean(p.frames_url));
+  setAttr(parts.frames, "href", apiUrl(p.frames_url));
+  setAttr(parts.frames, "download", p.frames_url ? `${p.id}-frames.zip` : null);
   setAttr(parts.result, "href", apiUrl(p.result_url));
   setAttr(parts.raw, "href", apiUrl(p.raw_url));
   setAttr(parts.raw, "download", p.raw_url ? `${p.id}-raw-frames.zip` : null);
