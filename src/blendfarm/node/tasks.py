@@ -200,6 +200,8 @@ class TaskRunner:
                 written = output
             kind = kind_of_chunk_file(written.name)
             finish_chunk(written, task.render_rect, task.rect, kind)
+            if kind == "raw":
+                self.say(f"chunk {task.row},{task.col} rendered raw (its frame is finished whole)")
             return self._deliver(task, written.read_bytes(), kind)
         finally:
             for path in scratch:
