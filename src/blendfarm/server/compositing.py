@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import defaultdict
+from collections.abc import Collection
 from contextlib import suppress
 
 from ..atomic import replacing
@@ -54,12 +55,14 @@ class Compositor:
                 with suppress(NotFound):
                     self.store.projects.set_error(row.id, f"compositing failed: {exc}")
 
-    def composite(self, project: ProjectRow) -> None:
+    def composite(self, project: ProjectRow, frames: Collection[int] | None = None) -> None:
+        """Stitch the project's frames whose chunks are all in (only `frames` when given: their
+        last chunk just landed) and finish it when every frame is."""
         store, data = self.store, self.data
         pid = project.id
         # Read the row again: a probe may have landed since the pass listed the projects.
         project = store.projects.get(pid)
-        tasks = store.tasks.of_project(pid)
+        tasks = store.tasks.of_project(pid, frames=frames)
         if not tasks or project.width is None or project.height is None:
             return
         by_frame: dict[int, list[TaskRow]] = defaultdict(list)
@@ -95,6 +98,9 @@ class Compositor:
             self.bell.ring()
             return
         if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
+            return
+        if frames is not None:  # every chunk is in: look at the whole project, and finish it
+            self.composite(project)
             return
         if set(by_frame) - stitched:
             return

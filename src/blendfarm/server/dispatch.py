@@ -14,7 +14,7 @@ import msgspec
 
 from .. import protocol as p
 from ..errors import BadInput, Conflict
-from ..pngio import NotAPng, png_header, read_png
+from ..pngio import NotAPng, check_png, png_header
 from ..settings import Settings
 from ..states import TaskKind, TaskState
 from ..tiles import blender_border, chunk_rect, grow
@@ -23,6 +23,7 @@ from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .durable import GroupSync
 from .files import DataDir
+from .frames_ready import FramesReady
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import clean_log, plan_from_probe
@@ -41,8 +42,10 @@ class Dispatch:
         blender: BlenderShelf,
         guard: Guard,
         bell: WorkBell,
+        ready: FramesReady,
     ):
         self.bell = bell
+        self.ready = ready
         self.settings = settings
         self.store = store
         self.data = data
@@ -69,9 +72,11 @@ class Dispatch:
         )
 
     def heartbeat(self, name: str, beat: p.Heartbeat) -> p.HeartbeatAnswer:
-        self.store.nodes.seen(name)
-        lost = self.store.tasks.renew(name, beat.tasks, self.settings.node_timeout)
-        self.store.nodes.append_log(name, self._clean(beat.log))
+        lines = self._clean(beat.log)
+        with self.store.db.transaction(changes=False):  # one commit for all of it
+            self.store.nodes.seen(name)
+            lost = self.store.tasks.renew(name, beat.tasks, self.settings.node_timeout)
+            self.store.nodes.append_log(name, lines)
         return p.HeartbeatAnswer(
             server_id=self.store.db.server_id, cancel=lost, blender_sha256=self._blender_sha()
         )
@@ -93,10 +98,11 @@ class Dispatch:
         """The next task for the `slot` ("gpu" or "cpu") of node `name`; None when there is
         none for it, when it is disabled or when its sleep schedule says it rests now (the
         chunk it renders still finishes)."""
-        self.store.nodes.seen(name)
-        task = self.store.tasks.lease(
-            name, self.settings.node_timeout, self.settings.max_failures, slot
-        )
+        with self.store.db.transaction(changes=False):  # one commit for both
+            self.store.nodes.seen(name)
+            task = self.store.tasks.lease(
+                name, self.settings.node_timeout, self.settings.max_failures, slot
+            )
         if task is None:
             return None
         return self._describe(task)
@@ -156,8 +162,8 @@ class Dispatch:
                 raise BadInput(
                     f"the chunk image is {width}x{height}, expected {rect.width}x{rect.height}"
                 )
-            try:
-                read_png(upload)  # decoded whole: a cut-off file is refused, not stitched later
+            try:  # every CRC and the image data, not decoded: a cut-off file is refused here
+                check_png(upload)
             except NotAPng as exc:
                 raise BadInput(f"the chunk image is damaged: {exc}") from None
             dest = self.data.chunk(proj.id, task.frame, task.row, task.col)
@@ -165,8 +171,13 @@ class Dispatch:
             size = upload.stat().st_size
             os.replace(upload, dest)
             self.durable.sync(dest)  # on the disk before the database says the chunk is done
-            if self.store.tasks.complete(task_id):
+            with self.store.db.transaction(changes=False):  # one commit for all of it
+                if not self.store.tasks.complete(task_id):
+                    return p.Accepted(accepted=True)
                 self.store.projects.add_size(proj.id, size)
+                frame_done = not self.store.projects.frame_unfinished(proj.id, task.frame)
+            if frame_done:
+                self.ready.add(proj.id, task.frame)  # the compositor stitches it now
             return p.Accepted(accepted=True)
         finally:
             upload.unlink(missing_ok=True)
