@@ -124,6 +124,7 @@ class Background:
         if reap(self.farm.store, self.farm.settings):
             self.farm.bell.ring()
         self.farm.notifier.tick()
+        self.farm.store.db.checkpoint()
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are in, finish every project that is complete."""
