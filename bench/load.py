@@ -59,6 +59,8 @@ MAX_ERROR_SAMPLES = 30
 TARGET_CHUNKS_PER_S = 1000.0
 TARGET_P99_MS = 50.0
 TARGET_IDLE_CPU_SHARE = 0.02
+TARGET_RESULT_S = 1.0  # a still's result after its last chunk
+STILL_POLL = 0.02  # seconds between two looks at the still's project
 console = Console()
 
 
@@ -98,6 +100,8 @@ class Stats:
         # one whose result was already on its way (the beat raced the result: stale cancel)
         self.lost_leases = 0
         self.stale_cancels = 0
+        self.last_accept: dict[str, float] = {}  # project -> when its last result was taken
+        self.still: dict[str, Any] = {}  # how soon the still's result could be downloaded
 
     def error(self, kind: str, what: str, detail: str) -> None:
         self.errors[f"{kind}: {what}"] += 1
@@ -292,6 +296,7 @@ async def sim_node(
                     if resp is not None and resp.status == 200:
                         if resp.json().get("accepted"):
                             stats.chunks_accepted += 1
+                            stats.last_accept[task["project"]] = time.monotonic()
                         else:
                             stats.chunks_refused += 1
             finally:
@@ -342,7 +347,36 @@ async def dashboard(base: str, stats: Stats, deadline: float) -> None:
     conn.close()
 
 
-async def run_load(base: str, args: argparse.Namespace, stats: Stats) -> tuple[float, float]:
+async def watch_still(base: str, pid: str, stats: Stats, deadline: float) -> None:
+    """Poll the still's project until it is done: how long after its last chunk was taken
+    its result could be downloaded."""
+    url = urlsplit(base)
+    assert url.hostname is not None and url.port is not None
+    conn = Connection(url.hostname, url.port)
+    try:
+        while time.monotonic() < deadline:
+            resp = await conn.request("GET", f"/api/projects/{pid}")
+            if resp.status == 200 and resp.json()["state"] == "done":
+                seen = time.monotonic()
+                result = await conn.request("GET", f"/api/projects/{pid}/result")
+                last = stats.last_accept.get(pid)
+                stats.still = {
+                    "result_status": result.status,
+                    "result_after_last_chunk_s": None if last is None else round(seen - last, 3),
+                    "poll_s": STILL_POLL,
+                }
+                return
+            await asyncio.sleep(STILL_POLL)
+        stats.still = {"result_status": None, "result_after_last_chunk_s": None}
+    except HttpError as exc:
+        stats.error("still", "transport error", str(exc))
+    finally:
+        conn.close()
+
+
+async def run_load(
+    base: str, args: argparse.Namespace, stats: Stats, still: str | None = None
+) -> tuple[float, float]:
     pngs = Pngs()
     for w, h in {(64, 48), (64 // args.tiles, 48 // args.tiles)}:
         pngs.get(w, h)
@@ -353,6 +387,8 @@ async def run_load(base: str, args: argparse.Namespace, stats: Stats) -> tuple[f
         sim_node(i, base, stats, pngs, t0 + ramp * i, deadline, args) for i in range(args.nodes)
     ]
     jobs += [dashboard(base, stats, deadline) for _ in range(args.watchers)]
+    if still is not None:
+        jobs.append(watch_still(base, still, stats, deadline))
     limit = args.seconds + args.timeout * 3 + args.wait + 30
     results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout=limit)
     for res in results:
@@ -395,20 +431,24 @@ async def run_idle(
     }
 
 
-def submit_projects(base: str, count: int, tiles: int) -> list[str]:
+def submit_projects(base: str, count: int, tiles: int) -> tuple[list[str], str]:
+    """`count` animations, then one still (frame 1) whose result is watched; their ids."""
     data = project_zip()
     ids = []
     with httpx.Client(base_url=base, timeout=30) as client:
-        for i in range(count):
+        for i in range(count + 1):
+            fields = {"title": f"load-{i}", "tiles": str(tiles)}
+            if i == count:
+                fields.update(title="still", frame="1")
             resp = client.post(
                 "/api/projects",
-                data={"title": f"load-{i}", "tiles": str(tiles)},
+                data=fields,
                 files={"file": ("load.zip", data, "application/zip")},
             )
             if resp.status_code != 201:
                 raise RuntimeError(f"submit failed: HTTP {resp.status_code} {resp.text}")
             ids.append(resp.json()["id"])
-    return ids
+    return ids[:-1], ids[-1]
 
 
 def ms(values: list[float], q: float) -> float | None:
@@ -440,6 +480,12 @@ def summarize(
             if not server_cpu
             else round(stats.chunks_accepted / server_cpu, 1),
         }
+    }
+    ready = extra.get("still", {}).get("result_after_last_chunk_s")
+    targets["still_result_s"] = {
+        "target": TARGET_RESULT_S,
+        "value": ready,
+        "met": ready is not None and ready <= TARGET_RESULT_S,
     }
     if args.render_time > 0:
         for kind in ("lease", "result"):
@@ -630,12 +676,12 @@ def load_phase(args: argparse.Namespace, tmp: Path, stats: Stats) -> dict[str, A
         server.start()
         base = server.url
         console.print(f"server on {base}; submitting {args.projects} projects")
-        ids = submit_projects(base, args.projects, args.tiles)
+        ids, still = submit_projects(base, args.projects, args.tiles)
         load_before = loadavg()
         cpu0 = server.cpu_seconds() or 0.0
         own0 = resource.getrusage(resource.RUSAGE_SELF)
         console.print(f"running {args.nodes} simulated nodes for {args.seconds:g} s")
-        t0, t1 = asyncio.run(run_load(base, args, stats))
+        t0, t1 = asyncio.run(run_load(base, args, stats, still))
         elapsed = t1 - t0
         cpu1 = server.cpu_seconds() or 0.0
         own1 = resource.getrusage(resource.RUSAGE_SELF)
@@ -644,7 +690,7 @@ def load_phase(args: argparse.Namespace, tmp: Path, stats: Stats) -> dict[str, A
             started = time.perf_counter()
             projects = client.get("/api/projects").json()
             projects_ms = (time.perf_counter() - started) * 1000
-        mine = [p for p in projects if p["id"] in ids]
+        mine = [p for p in projects if p["id"] in ids or p["id"] == still]
         done_by_server = sum(p["chunks_done"] for p in mine)
         total = sum(p["chunks_total"] for p in mine)
         extra = {
@@ -659,6 +705,7 @@ def load_phase(args: argparse.Namespace, tmp: Path, stats: Stats) -> dict[str, A
             "projects_list_ms_after": round(projects_ms, 1),
             "loadavg_before": load_before,
             "loadavg_after": loadavg(),
+            "still": stats.still,
         }
         if done_by_server != stats.chunks_accepted:
             stats.error(
