@@ -39,12 +39,14 @@ class FileSink:
     def __init__(self, fh: BinaryIO):
         self.fh = fh
         self.hash = hashlib.sha256()
-        self._buffer = bytearray()
+        self._pieces: list[bytes] = []  # received, not written yet (never copied together)
+        self._size = 0
         self._writing: asyncio.Future[None] | None = None
 
     async def write(self, data: bytes) -> None:
-        self._buffer += data
-        if len(self._buffer) >= WRITE_BLOCK:
+        self._pieces.append(data)
+        self._size += len(data)
+        if self._size >= WRITE_BLOCK:
             await self._flush()
 
     async def close(self) -> str:
@@ -67,17 +69,19 @@ class FileSink:
         if self._writing is not None:
             await self._writing  # the previous block is on the disk: its memory is free
             self._writing = None
-        if not self._buffer:
+        if not self._pieces:
             return
-        block, self._buffer = self._buffer, bytearray()
-        if len(block) < WRITE_BLOCK // 4:  # small (a chunk PNG): a thread costs more than this
-            self._put(block)
+        pieces, size = self._pieces, self._size
+        self._pieces, self._size = [], 0
+        if size < WRITE_BLOCK // 4:  # small (a chunk PNG): a thread costs more than this
+            self._put(pieces)
         else:
-            self._writing = asyncio.get_running_loop().run_in_executor(None, self._put, block)
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self._put, pieces)
 
-    def _put(self, block: bytearray) -> None:
-        self.hash.update(block)  # releases the GIL, as the write does
-        self.fh.write(block)
+    def _put(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.hash.update(piece)  # releases the GIL, as the writes do
+        self.fh.writelines(pieces)
 
 
 class Meter:
