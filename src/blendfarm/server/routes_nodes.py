@@ -81,9 +81,11 @@ async def node_lease(request: Request) -> Response:
         if task is not None or left <= 0 or stopping.is_set():
             break
         # Woken by the bell, or now and then to look again.
-        await wait_for(ticket, min(left, RECHECK))
+        rang = await wait_for(ticket, min(left, RECHECK))
         if await request.is_disconnected():
             return Response(status_code=204)
+        if not rang and deadline <= asyncio.get_running_loop().time():
+            break  # the wait is over and nothing rang: there is nothing new to find
     if task is None:
         return Response(status_code=204)
     return MessageResponse(task)
