@@ -11,7 +11,7 @@ import pytest
 from apphelpers import PROBE, InProcessFarm, png_bytes
 from blendfarm.errors import BlendfarmError, NotFound
 from blendfarm.server.migrations import SCHEMA_VERSION, DatabaseTooNew
-from blendfarm.server.rows import NewProject, ProjectRow
+from blendfarm.server.rows import NewProject, ProjectCounts, ProjectRow
 from blendfarm.server.store import Store
 from blendfarm.server.validate import plan_from_probe
 from blendfarm.states import IllegalTransition, ProjectState, TaskKind, TaskState
@@ -89,6 +89,10 @@ def schema_of(path: Path) -> dict[str, list[tuple[str, str]]]:
             (r[0], r[1])
             for r in db.execute("SELECT name, tbl_name FROM sqlite_master WHERE type='index'")
         )
+        out["triggers"] = sorted(
+            (r[0], r[1])
+            for r in db.execute("SELECT name, sql FROM sqlite_master WHERE type='trigger'")
+        )
     db.close()
     return out
 
@@ -144,6 +148,8 @@ def test_a_database_of_the_first_release_is_migrated_and_keeps_its_rows(tmp_path
         assert store.nodes.get("n1").log == ["Fra:1"]
         assert store.db.server_id == "feedfacecafebeef"
         assert store.projects.blocklist(OLD_PID, 1) == ["n9"]
+        # The counts kept on the project row start from the tasks it already had.
+        assert store.projects.counts(OLD_PID)[OLD_PID] == ProjectCounts(total=2, done=1)
     finally:
         store.close()
     fresh = tmp_path / "fresh.db"

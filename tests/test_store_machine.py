@@ -466,6 +466,7 @@ class FarmMachine(RuleBasedStateMachine):
                 sum(1 for t in chunks if t.state is R),
                 self.busy(pid),
             )
+            assert c.frames == len(self.store.projects.stitched_frames(pid))
             assert self.store.projects.blocklist(pid, MAX_FAILURES) == sorted(self.blocked(pid))
 
     @invariant()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter, defaultdict
+from collections.abc import Collection
 from contextlib import suppress
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ..tiles import chunk_rect
 from .bell import WorkBell
 from .files import DataDir
 from .finishing import Finishing, is_raw_frame
+from .frames_ready import FramesReady
 from .rows import ProjectRow, TaskRow
 from .store import Store
 
@@ -43,11 +45,13 @@ def frame_file_name(pid: str, frame: int, ext: str) -> str:
 class Compositor:
     """Stitches frames and finishes projects from the stored chunks."""
 
-    def __init__(self, store: Store, data: DataDir, bell: WorkBell):
+    def __init__(
+        self, store: Store, data: DataDir, bell: WorkBell, ready: FramesReady | None = None
+    ):
         self.store = store
         self.data = data
         self.bell = bell
-        self.finishing = Finishing(store, data, bell)
+        self.finishing = Finishing(store, data, bell, ready)
         self._videos: dict[str, Mp4Writer] = {}  # animations' mp4s being encoded
 
     def composite_all(self) -> None:
@@ -74,12 +78,14 @@ class Compositor:
         for pid in list(self._videos):
             self._drop_video(pid)
 
-    def composite(self, project: ProjectRow) -> None:
+    def composite(self, project: ProjectRow, frames: Collection[int] | None = None) -> None:
+        """Stitch the project's frames whose chunks are all in (only `frames` when given: their
+        last chunk just landed) and finish it when every frame is."""
         store, data = self.store, self.data
         pid = project.id
         # Read the row again: a probe may have landed since the pass listed the projects.
         project = store.projects.get(pid)
-        tasks = store.tasks.of_project(pid)
+        tasks = store.tasks.of_project(pid, frames=frames)
         if not tasks or project.width is None or project.height is None:
             return
         by_frame: dict[int, list[TaskRow]] = defaultdict(list)
@@ -118,6 +124,9 @@ class Compositor:
         if project.animation:
             self._feed_video(project, sorted(by_frame), stitched)
         if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
+            return
+        if frames is not None:  # every chunk is in: look at the whole project, and finish it
+            self.composite(project)
             return
         if set(by_frame) - stitched:
             return

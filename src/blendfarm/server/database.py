@@ -19,6 +19,7 @@ from pathlib import Path
 from .migrations import migrate
 
 Clock = Callable[[], float]
+BACKSTOP_PAGES = 16384  # WAL pages (64 MiB) after which a commit checkpoints by itself
 
 
 class Database:
@@ -34,10 +35,13 @@ class Database:
         self._lock = threading.RLock()
         self._depth = 0
         self._changed = False
+        self._checkpointer: sqlite3.Connection | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
+            # Checkpoints (which fsync) run in `checkpoint()` off the lock; this is a backstop.
+            self._db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")
             try:
                 migrate(self._db)
             except BaseException:
@@ -49,6 +53,16 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+    def checkpoint(self) -> None:
+        """Copy the write-ahead log into the database file (fsyncs included) on a connection of
+        its own, without the lock: writers go on meanwhile. Call it from one thread."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     @contextmanager
     def transaction(self, changes: bool = True) -> Iterator[sqlite3.Connection]:

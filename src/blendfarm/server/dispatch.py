@@ -18,7 +18,7 @@ from .. import protocol as p
 from ..errors import BadInput, Conflict
 from ..exr import exr_layout, is_exr, read_exr
 from ..formats import CHUNK_EXTENSIONS, ChunkKind
-from ..pngio import NotAPng, png_header, read_png
+from ..pngio import NotAPng, check_png, png_header
 from ..settings import Settings
 from ..states import ProjectEvent, TaskKind, TaskState, can_move
 from ..tiles import blender_border, chunk_rect, grow
@@ -29,6 +29,7 @@ from .chunk_tasks import stored_plan
 from .durable import GroupSync
 from .files import DataDir
 from .finishing import passes_sha256
+from .frames_ready import FramesReady
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import Plan, clean_log, disagreement, plan_from_probe, same_plan
@@ -47,8 +48,10 @@ class Dispatch:
         blender: BlenderShelf,
         guard: Guard,
         bell: WorkBell,
+        ready: FramesReady,
     ):
         self.bell = bell
+        self.ready = ready
         self.settings = settings
         self.store = store
         self.data = data
@@ -75,9 +78,11 @@ class Dispatch:
         )
 
     def heartbeat(self, name: str, beat: p.Heartbeat) -> p.HeartbeatAnswer:
-        self.store.nodes.seen(name)
-        lost = self.store.tasks.renew(name, beat.tasks, self.settings.node_timeout)
-        self.store.nodes.append_log(name, self._clean(beat.log))
+        lines = self._clean(beat.log)
+        with self.store.db.transaction(changes=False):  # one commit for all of it
+            self.store.nodes.seen(name)
+            lost = self.store.tasks.renew(name, beat.tasks, self.settings.node_timeout)
+            self.store.nodes.append_log(name, lines)
         return p.HeartbeatAnswer(
             server_id=self.store.db.server_id, cancel=lost, blender_sha256=self._blender_sha()
         )
@@ -101,15 +106,16 @@ class Dispatch:
         of the `warm` content (what that slot's Blender has loaded); None when there is
         none for it, when it is disabled or when its sleep schedule says it rests now (the
         chunk it renders still finishes)."""
-        self.store.nodes.seen(name)
-        task = self.store.tasks.lease(
-            name,
-            self.settings.node_timeout,
-            self.settings.max_failures,
-            slot,
-            warm,
-            copies=self.settings.duplicates,
-        )
+        with self.store.db.transaction(changes=False):  # one commit for both
+            self.store.nodes.seen(name)
+            task = self.store.tasks.lease(
+                name,
+                self.settings.node_timeout,
+                self.settings.max_failures,
+                slot,
+                warm,
+                copies=self.settings.duplicates,
+            )
         if task is None:
             return None
         if task.copy_lease == task.lease:
@@ -183,8 +189,13 @@ class Dispatch:
             for other in self.data.chunk_files(proj.id, task.frame, task.row, task.col):
                 if other != dest:  # a file of another kind from an earlier render of it
                     other.unlink(missing_ok=True)
-            if self.store.tasks.complete(task_id, lease):
+            with self.store.db.transaction(changes=False):  # one commit for all of it
+                if not self.store.tasks.complete(task_id, lease):
+                    return p.Accepted(accepted=True)
                 self.store.projects.add_size(proj.id, size)
+                frame_done = not self.store.projects.frame_unfinished(proj.id, task.frame)
+            if frame_done:
+                self.ready.add(proj.id, task.frame)  # the compositor stitches it now
             return p.Accepted(accepted=True)
         finally:
             upload.unlink(missing_ok=True)
@@ -267,7 +278,7 @@ class Dispatch:
 
 def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> None:
     """BadInput unless `path` is an image of `kind` (PNG; OpenEXR for exr and raw) of
-    `width`x`height`, decoded whole: a cut-off file is refused, not stitched later."""
+    `width`x`height`, whole: a cut-off file is refused, not stitched later."""
     if kind == "png":
         try:
             got_w, got_h, _depth, _colour = png_header(path)
@@ -275,8 +286,8 @@ def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> No
             raise BadInput("the chunk result is not a PNG image") from None
         if (got_w, got_h) != (width, height):
             raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
-        try:
-            read_png(path)
+        try:  # every CRC and the image data, not decoded: a cut-off file is refused here
+            check_png(path)
         except NotAPng as exc:
             raise BadInput(f"the chunk image is damaged: {exc}") from None
         return

@@ -30,6 +30,7 @@ from .bell import WorkBell
 from .durable import GroupSync
 from .files import DataDir, sha256_file
 from .finish_store import create_finish, finish_of
+from .frames_ready import FramesReady
 from .rows import ProjectRow, TaskRow
 from .store import Store
 
@@ -83,10 +84,13 @@ def passes_sha256(data: DataDir, pid: str, frame: int) -> str | None:
 class Finishing:
     """Raw chunks in, passes stitched, finish tasks made, finished frames in."""
 
-    def __init__(self, store: Store, data: DataDir, bell: WorkBell):
+    def __init__(
+        self, store: Store, data: DataDir, bell: WorkBell, ready: FramesReady | None = None
+    ):
         self.store = store
         self.data = data
         self.bell = bell
+        self.ready = ready  # wakes the compositor when a frame is finished
         self.durable = GroupSync(data.root)
 
     # -- the compositor's pass ----------------------------------------------------------------
@@ -185,6 +189,8 @@ class Finishing:
         accepted = self._store(task, upload, dest)
         if accepted.accepted:
             self._thumbnail(proj.id, dest, ext)
+            if self.ready is not None:
+                self.ready.add(proj.id, task.frame)  # the compositor takes the frame now
         return accepted
 
     def _store(self, task: TaskRow, upload: Path, dest: Path) -> p.Accepted:

@@ -135,6 +135,74 @@ def _step_8_output_format(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE projects ADD COLUMN output_format TEXT")
 
 
+# Counted on the project row by step 9: column -> (task kind, task state), None for any.
+TASK_COUNTS = {
+    "chunks_total": ("chunk", None),
+    "chunks_done": ("chunk", "done"),
+    "chunks_rendering": ("chunk", "rendering"),
+    "tasks_busy": (None, "rendering"),
+    "finishes_total": ("finish", None),
+    "finishes_done": ("finish", "done"),
+}
+
+
+def _counted(row: str, kind: str | None, state: str | None) -> str:
+    """An SQL test that the task `row` (NEW, OLD or tasks) is of `kind` and in `state`."""
+    tests = [f"{row}.kind = '{kind}'"] if kind else []
+    tests += [f"{row}.state = '{state}'"] if state else []
+    return " AND ".join(tests)
+
+
+def _count_change(row: str, sign: str) -> str:
+    """An UPDATE adding (+) or taking (-) the task `row` to or from its project's counts."""
+    terms = ", ".join(
+        f"{column} = {column} {sign} ({_counted(row, kind, state)})"
+        for column, (kind, state) in TASK_COUNTS.items()
+    )
+    return f"UPDATE projects SET {terms} WHERE id = {row}.project_id;"
+
+
+def _step_9_task_counts(db: sqlite3.Connection) -> None:
+    """Every project keeps its task counts on its row (chunks total, done and rendering, tasks
+    rendering, finish tasks and those done, frames stitched), kept right by triggers in the
+    transaction that changes a task or a stitched frame: reading them is one row, not a count
+    over the project's tasks.
+    The kind and state names are written out: they are the stored values of this schema."""
+    for column in (*TASK_COUNTS, "frames_done"):
+        db.execute(f"ALTER TABLE projects ADD COLUMN {column} INTEGER NOT NULL DEFAULT 0")
+    for column, (kind, state) in TASK_COUNTS.items():
+        db.execute(
+            f"UPDATE projects SET {column} = (SELECT COUNT(*) FROM tasks"
+            f" WHERE tasks.project_id = projects.id AND {_counted('tasks', kind, state)})"
+        )
+    db.execute(
+        "UPDATE projects SET frames_done ="
+        " (SELECT COUNT(*) FROM frames WHERE frames.project_id = projects.id)"
+    )
+    db.execute(
+        "CREATE TRIGGER task_counts_insert AFTER INSERT ON tasks"
+        f" BEGIN {_count_change('NEW', '+')} END"
+    )
+    db.execute(
+        "CREATE TRIGGER task_counts_delete AFTER DELETE ON tasks"
+        f" BEGIN {_count_change('OLD', '-')} END"
+    )
+    db.execute(
+        "CREATE TRIGGER task_counts_update AFTER UPDATE OF state, kind, project_id ON tasks"
+        " WHEN OLD.state IS NOT NEW.state OR OLD.kind IS NOT NEW.kind"
+        " OR OLD.project_id IS NOT NEW.project_id"
+        f" BEGIN {_count_change('OLD', '-')} {_count_change('NEW', '+')} END"
+    )
+    db.execute(
+        "CREATE TRIGGER frame_counts_insert AFTER INSERT ON frames BEGIN"
+        " UPDATE projects SET frames_done = frames_done + 1 WHERE id = NEW.project_id; END"
+    )
+    db.execute(
+        "CREATE TRIGGER frame_counts_delete AFTER DELETE ON frames BEGIN"
+        " UPDATE projects SET frames_done = frames_done - 1 WHERE id = OLD.project_id; END"
+    )
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
@@ -144,6 +212,7 @@ STEPS: tuple[Step, ...] = (
     _step_6_scene_read,
     _step_7_finish_mode,
     _step_8_output_format,
+    _step_9_task_counts,
 )
 SCHEMA_VERSION = len(STEPS)
 

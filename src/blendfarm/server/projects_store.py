@@ -50,30 +50,22 @@ class ProjectStore:
         return [project_row(r) for r in rows]
 
     def counts(self, pid: str | None = None) -> dict[str, ProjectCounts]:
-        """Per project (or for `pid` only) that has tasks: chunks total/done/rendering, tasks
-        rendering, frames stitched."""
-        out: dict[str, ProjectCounts] = {}
-        where, args = ("WHERE project_id = ?", (pid,)) if pid else ("", ())
+        """Per project (or for `pid` only): chunks total/done/rendering, tasks rendering, frames
+        stitched. Kept on the project rows by the database itself (migration step 5)."""
+        where, args = ("WHERE id = ?", (pid,)) if pid else ("", ())
         with self.db.read() as db:
-            for p, kind, state, n in db.execute(
-                f"SELECT project_id, kind, state, COUNT(*) FROM tasks {where} GROUP BY 1, 2, 3",
-                args,
-            ):
-                c = out.setdefault(p, ProjectCounts())
-                if state == TaskState.RENDERING.value:
-                    c.busy += n
-                if kind == TaskKind.CHUNK.value:
-                    c.total += n
-                    c.done += n if state == TaskState.DONE.value else 0
-                    c.rendering += n if state == TaskState.RENDERING.value else 0
-                elif kind == TaskKind.FINISH.value:
-                    c.finishes += n
-                    c.finishes_done += n if state == TaskState.DONE.value else 0
-            for p, n in db.execute(
-                f"SELECT project_id, COUNT(*) FROM frames {where} GROUP BY 1", args
-            ):
-                out.setdefault(p, ProjectCounts()).frames = n
-        return out
+            rows = db.execute(f"{_COUNTS} {where}", args).fetchall()
+        return {r[0]: _project_counts(r) for r in rows}
+
+    def frame_unfinished(self, pid: str, frame: int) -> int:
+        """How many chunks of the project's `frame` are not done yet."""
+        with self.db.read() as db:
+            row = db.execute(
+                "SELECT COUNT(*) FROM tasks WHERE project_id = ? AND frame = ? AND kind = ?"
+                " AND state != ?",
+                (pid, frame, TaskKind.CHUNK.value, TaskState.DONE.value),
+            ).fetchone()
+        return int(row[0])
 
     def blocklist(self, pid: str, limit: int) -> list[str]:
         """Nodes that failed `limit` tasks of the project (it is not offered to them)."""
@@ -267,8 +259,9 @@ class ProjectStore:
 
     def sync_state(self, pid: str) -> ProjectState:
         """Move a project the way its task counts say (started, rendered, or requeued)."""
-        with self.db.transaction(changes=False):
-            c = self.counts(pid).get(pid, ProjectCounts())
+        with self.db.transaction(changes=False) as db:
+            row = db.execute(f"{_COUNTS} WHERE id = ?", (pid,)).fetchone()
+            c = ProjectCounts() if row is None else _project_counts(row)
             # A frame's finish task is work like its chunks: not rendered until it is done.
             total, done = c.total + c.finishes, c.done + c.finishes_done
             return self.move(pid, progress_event(total, done, c.busy))
@@ -329,3 +322,22 @@ class ProjectStore:
             )
             db.execute("DELETE FROM node_failures WHERE project_id = ?", (pid,))
             return self.sync_state(pid)
+
+
+_COUNTS = (
+    "SELECT id, chunks_total, chunks_done, chunks_rendering, tasks_busy, frames_done,"
+    " finishes_total, finishes_done FROM projects"
+)
+
+
+def _project_counts(row: tuple[str, int, int, int, int, int, int, int]) -> ProjectCounts:
+    _pid, total, done, rendering, busy, frames, finishes, finishes_done = row
+    return ProjectCounts(
+        total=total,
+        done=done,
+        rendering=rendering,
+        busy=busy,
+        frames=frames,
+        finishes=finishes,
+        finishes_done=finishes_done,
+    )

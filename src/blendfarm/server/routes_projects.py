@@ -50,7 +50,9 @@ async def submit_project(request: Request) -> Response:
     try:
         sub = parse_submission(form.fields, farm.settings.max_tiles)
         assert form.file is not None
-        view = await run_in_threadpool(farm.submissions.submit, form.file, form.filename, sub)
+        view = await run_in_threadpool(
+            farm.submissions.submit, form.file, form.filename, sub, form.sha256
+        )
     finally:
         discard(form.file)  # adopted into the project on success
     return MessageResponse(view, status_code=201)

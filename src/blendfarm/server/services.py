@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
 
+from ..errors import NotFound
 from ..settings import Settings
+from ..states import STITCHABLE, ProjectState
 from .admin import Admin
 from .auth import Guard, load_secrets
 from .bell import WorkBell
@@ -21,6 +25,7 @@ from .compositing import Compositor
 from .controls import Controls
 from .dispatch import Dispatch
 from .files import DataDir
+from .frames_ready import FramesReady
 from .notify import Notifier, dashboard_url
 from .preview import Previews
 from .reaper import reap, resume
@@ -48,6 +53,7 @@ class Farm:
     controls: Controls
     notifier: Notifier
     previews: Previews
+    ready: FramesReady
 
     def close(self) -> None:
         """Stop collecting log lines and encoding, and close the database."""
@@ -64,6 +70,7 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
     guard = Guard(secrets, fixed_password=bool(settings.password))
     blender = BlenderShelf(data, store)
     bell = WorkBell()
+    ready = FramesReady()
     views = Views(settings, store, data, blender)
     admin = Admin(store, data, guard, blender, views)
     log.addHandler(admin.logs)
@@ -75,19 +82,26 @@ def build_farm(settings: Settings, store: Store | None = None) -> Farm:
         guard=guard,
         views=views,
         submissions=Submissions(settings, store, data, views, guard, bell),
-        dispatch=Dispatch(settings, store, data, blender, guard, bell),
+        dispatch=Dispatch(settings, store, data, blender, guard, bell, ready),
         admin=admin,
-        compositor=Compositor(store, data, bell),
+        compositor=Compositor(store, data, bell, ready),
         bell=bell,
         controls=Controls(store, data, views, guard, bell),
         notifier=Notifier(store, settings.notify, dashboard_url(settings.host, settings.ui_port)),
         previews=Previews(store, data),
+        ready=ready,
     )
 
 
 class Background:
     """Three daemon threads: the reaper (leases, offline nodes, notices to send), the
-    compositor and the notifier's sender."""
+    compositor and the notifier's sender.
+
+    The compositor stitches a frame as soon as its last chunk is in (`FramesReady` wakes it)
+    and finishes the project with its last frame. Besides, it looks at every project once at
+    start (a crash may have left frames to stitch), and every `interval` seconds, when the
+    farm changed, at the projects waiting in `compositing` (a retried project whose chunks
+    were all done gets there without a chunk landing)."""
 
     def __init__(self, farm: Farm, interval: float = 0.5):
         self.farm = farm
@@ -106,6 +120,7 @@ class Background:
 
     def stop(self) -> None:
         self._stop.set()
+        self.farm.ready.wake()
         for t in self._threads:
             t.join(timeout=30)
         self.farm.notifier.stop()
@@ -114,25 +129,58 @@ class Background:
         if reap(self.farm.store, self.farm.settings):
             self.farm.bell.ring()
         self.farm.notifier.tick()
+        self.farm.store.db.checkpoint()
 
     def composite_all(self) -> None:
+        """Stitch every frame whose chunks are in, finish every project that is complete."""
         self.farm.compositor.composite_all()
 
+    def composite_ready(self) -> None:
+        """Stitch the frames whose last chunk landed since the last call."""
+        for pid, frames in self.farm.ready.take().items():
+            self._composite(pid, frames)
+
+    def composite_waiting(self) -> None:
+        """Finish the projects in `compositing` (all their chunks are in)."""
+        for row in self.farm.store.projects.all():
+            if row.state is ProjectState.COMPOSITING:
+                self._composite(row.id, None)
+
+    def _composite(self, pid: str, frames: set[int] | None) -> None:
+        try:
+            row = self.farm.store.projects.get(pid)
+            if row.state not in STITCHABLE:  # paused or cancelled meanwhile: left as it is
+                return
+            self.farm.compositor.composite(row, frames)
+        except NotFound:
+            return  # deleted meanwhile
+        except Exception as exc:
+            log.exception("compositing project %s failed", pid)
+            with suppress(NotFound):
+                self.farm.store.projects.set_error(pid, f"compositing failed: {exc}")
+
     def _reap_loop(self) -> None:
-        self._loop(self.reap, "lease reaper", always=True)
+        while not self._stop.wait(self.interval):
+            self._guarded(self.reap, "lease reaper")
 
     def _composite_loop(self) -> None:
-        self._loop(self.composite_all, "compositing pass", always=False)
-
-    def _loop(self, work: Callable[[], None], what: str, always: bool) -> None:
-        """Run `work` every interval (or only when the store changed) until stopped."""
-        while not self._stop.wait(self.interval):
-            if not always:
+        self._guarded(self.composite_all, "compositing pass")
+        looked = time.monotonic()
+        while not self._stop.is_set():
+            self.farm.ready.wait(max(0.0, looked + self.interval - time.monotonic()))
+            if self._stop.is_set():
+                break
+            self._guarded(self.composite_ready, "compositing pass")
+            if time.monotonic() - looked >= self.interval:
+                looked = time.monotonic()
                 version = self.farm.store.db.version
-                if version == self._seen_version:
-                    continue
-                self._seen_version = version
-            try:
-                work()
-            except Exception:  # keep the farm alive; the next tick tries again
-                log.exception("%s failed", what)
+                if version != self._seen_version:
+                    self._seen_version = version
+                    self._guarded(self.composite_waiting, "compositing pass")
+
+    @staticmethod
+    def _guarded(work: Callable[[], None], what: str) -> None:
+        try:
+            work()
+        except Exception:  # keep the farm alive; the next tick tries again
+            log.exception("%s failed", what)

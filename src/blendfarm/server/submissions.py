@@ -53,8 +53,9 @@ class Submissions:
         self.data = data
         self.views = views
 
-    def submit(self, upload: Path, filename: str, sub: Submission) -> p.Project:
-        """Store an uploaded zip (or lone .blend) as a new project; the upload is consumed."""
+    def submit(self, upload: Path, filename: str, sub: Submission, sha256: str = "") -> p.Project:
+        """Store an uploaded zip (or lone .blend) as a new project; the upload is consumed.
+        `sha256`: the upload's, when it was hashed as it arrived."""
         archive = upload
         if sub.frame_start is not None and sub.frame_end is not None:
             try:
@@ -81,7 +82,7 @@ class Submissions:
             if saved_by is None:
                 raise BadInput(f"{blend} is not a .blend file")
             planned = self._read_plan(archive, summary.entries[blend], sub)
-            sha = sha256_file(archive)
+            sha = sha256 if sha256 and archive == upload else sha256_file(archive)
             key, key_hash = new_owner_key()
             size = archive.stat().st_size
             new = NewProject(

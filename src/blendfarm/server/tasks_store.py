@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import secrets
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 from ..errors import NotFound
@@ -55,12 +56,16 @@ class TaskStore:
         with self.db.read() as db:
             return self._get(db, task_id)
 
-    def of_project(self, pid: str, kind: TaskKind = TaskKind.CHUNK) -> list[TaskRow]:
-        """A project's tasks of one kind, in frame, row, column order."""
+    def of_project(
+        self, pid: str, kind: TaskKind = TaskKind.CHUNK, frames: Collection[int] | None = None
+    ) -> list[TaskRow]:
+        """A project's tasks of one kind (of `frames` only), in frame, row, column order."""
+        only = "" if frames is None else f" AND frame IN ({', '.join('?' * len(frames))})"
         with self.db.read() as db:
             rows = db.execute(
-                "SELECT * FROM tasks WHERE project_id = ? AND kind = ? ORDER BY frame, row, col",
-                (pid, kind.value),
+                f"SELECT * FROM tasks WHERE project_id = ? AND kind = ?{only}"
+                " ORDER BY frame, row, col",
+                (pid, kind.value, *(frames or ())),
             ).fetchall()
         return [task_row(r) for r in rows]
 

@@ -3,13 +3,20 @@
 Nothing here trusts `Content-Length`: a chunked upload is measured the same way. A multipart
 submission is parsed as it arrives, its file part written straight to one temporary file in
 the data dir, which the project then adopts in place (never a second copy on disk).
+
+Received bytes are gathered into blocks of WRITE_BLOCK; each block is written (and hashed)
+on a worker thread while the next one arrives, so the disk and the network work at once and
+the server holds at most two blocks of an upload in memory.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
@@ -22,6 +29,59 @@ from .files import DataDir
 CHECK_EVERY = 64 * 1024**2  # bytes between two looks at the free disk space
 MAX_FIELD = 64 * 1024  # bytes of one text field of a form
 MAX_FIELDS = 20
+WRITE_BLOCK = 4 * 1024**2  # bytes gathered before a write (two such blocks in memory at most)
+
+
+class FileSink:
+    """Writes an upload to an open file and hashes it, a block at a time on a worker thread
+    while the event loop receives the next one."""
+
+    def __init__(self, fh: BinaryIO):
+        self.fh = fh
+        self.hash = hashlib.sha256()
+        self._pieces: list[bytes] = []  # received, not written yet (never copied together)
+        self._size = 0
+        self._writing: asyncio.Future[None] | None = None
+
+    async def write(self, data: bytes) -> None:
+        self._pieces.append(data)
+        self._size += len(data)
+        if self._size >= WRITE_BLOCK:
+            await self._flush()
+
+    async def close(self) -> str:
+        """Write what is left and close the file; the sha256 of everything written."""
+        await self._flush()
+        if self._writing is not None:
+            await self._writing
+            self._writing = None
+        self.fh.close()
+        return self.hash.hexdigest()
+
+    async def abort(self) -> None:
+        """Stop: wait for the write in progress (it holds the file), close the file."""
+        if self._writing is not None:
+            await asyncio.gather(self._writing, return_exceptions=True)
+            self._writing = None
+        self.fh.close()
+
+    async def _flush(self) -> None:
+        if self._writing is not None:
+            await self._writing  # the previous block is on the disk: its memory is free
+            self._writing = None
+        if not self._pieces:
+            return
+        pieces, size = self._pieces, self._size
+        self._pieces, self._size = [], 0
+        if size < WRITE_BLOCK // 4:  # small (a chunk PNG): a thread costs more than this
+            self._put(pieces)
+        else:
+            self._writing = asyncio.get_running_loop().run_in_executor(None, self._put, pieces)
+
+    def _put(self, pieces: list[bytes]) -> None:
+        for piece in pieces:
+            self.hash.update(piece)  # releases the GIL, as the writes do
+        self.fh.writelines(pieces)
 
 
 class Meter:
@@ -58,12 +118,14 @@ async def receive_body(request: Request, data: DataDir, limit: int, reserve: int
     """Stream a raw request body to a temporary file in the data dir; measured as it comes."""
     tmp = data.temp_file()
     meter = Meter(data, limit, reserve)
+    sink = FileSink(open(tmp, "wb"))  # noqa: SIM115 - the sink closes it
     try:
-        with open(tmp, "wb") as fh:
-            async for block in request.stream():
-                await meter.add(len(block))
-                fh.write(block)
+        async for block in request.stream():
+            await meter.add(len(block))
+            await sink.write(block)
+        await sink.close()
     except BaseException:
+        await sink.abort()
         tmp.unlink(missing_ok=True)
         raise
     return tmp
@@ -76,6 +138,7 @@ class Form:
     fields: dict[str, str] = field(default_factory=dict)
     file: Path | None = None
     filename: str = ""
+    sha256: str = ""  # of the file, hashed as it arrived
 
 
 @dataclass
@@ -103,7 +166,7 @@ async def receive_form(request: Request, data: DataDir, limit: int, reserve: int
     headers: dict[bytes, bytes] = {}
     pending: list[bytes] = []  # file bytes of the current callback batch
     events: list[tuple[str, _Part]] = []
-    fh = None
+    sink: FileSink | None = None
 
     def on_part_begin() -> None:
         nonlocal part
@@ -165,30 +228,30 @@ async def receive_form(request: Request, data: DataDir, limit: int, reserve: int
                         raise BadInput("send one file per submission")
                     form.file = data.temp_file()
                     form.filename = ev_part.filename
-                    fh = open(form.file, "wb")  # noqa: SIM115 - closed below, whatever happens
+                    sink = FileSink(open(form.file, "wb"))  # noqa: SIM115
                 if kind == "end" and ev_part.filename is None:
                     if len(form.fields) >= MAX_FIELDS:
                         raise BadInput("the form has too many fields")
                     form.fields[ev_part.name] = ev_part.text.decode("utf-8", "replace")
             if pending:
-                if fh is None:
+                if sink is None:
                     raise BadInput("the form could not be read: file data outside a part")
                 for block in pending:
                     await meter.add(len(block))
-                    fh.write(block)
+                    await sink.write(block)
                 pending.clear()
-            if fh is not None and any(k == "end" and e.filename is not None for k, e in events):
-                fh.close()
+            if sink is not None and any(k == "end" and e.filename is not None for k, e in events):
+                form.sha256 = await sink.close()
             events.clear()
         parser.finalize()
+        if sink is not None and not sink.fh.closed:
+            form.sha256 = await sink.close()
     except BaseException:
-        if fh is not None:
-            fh.close()
+        if sink is not None:
+            await sink.abort()
         if form.file is not None:
             form.file.unlink(missing_ok=True)
         raise
-    if fh is not None and not fh.closed:
-        fh.close()
     if form.file is None:
         raise BadInput("the form has no 'file' with the project")
     return form
