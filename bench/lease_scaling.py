@@ -27,7 +27,8 @@ from PIL import Image
 from rich.console import Console
 from rich.table import Table
 
-from blendfarm.server.app import build_farm
+from blendfarm import protocol as p
+from blendfarm.server.services import build_farm
 from blendfarm.server.validate import parse_submission
 from blendfarm.settings import Settings
 
@@ -48,39 +49,41 @@ def png(width: int, height: int) -> bytes:
 def measure(queued: int, leases: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="blendfarm-lease-") as tmp:
         farm = build_farm(Settings(data=Path(tmp) / "data", token="t", password="p"))
+        dispatch = farm.dispatch
         projects = max(1, queued // CHUNKS_PER_PROJECT)
         for _ in range(projects):
             upload = farm.data.temp_file()
             with zipfile.ZipFile(upload, "w") as zf:
                 zf.writestr("scene.blend", b"BLENDER-v304" + bytes(256))
-            farm.submit(upload, "bench.zip", parse_submission({"tiles": "2"}, 64))
-        probes = [farm.lease("prober") for _ in range(projects)]  # only probes are queued
+            farm.submissions.submit(upload, "bench.zip", parse_submission({"tiles": "2"}, 64))
+        probes = [dispatch.lease("prober") for _ in range(projects)]  # only probes are queued
         for task in probes:
-            assert task is not None and task["kind"] == "probe"
-            farm.probe_result(task["id"], task["lease"], PROBE)
+            assert task is not None and task.kind == "probe"
+            dispatch.probe_result(task.id, task.lease, p.convert(PROBE, p.Probe))
         started = time.perf_counter()
-        tasks = [farm.lease(f"n{i}") for i in range(leases)]
+        tasks = [dispatch.lease(f"n{i}") for i in range(leases)]
         lease_s = (time.perf_counter() - started) / leases
         uploads = []
         for task in tasks:
-            assert task is not None and task["kind"] == "chunk"
-            rect = task["rect"]
+            assert task is not None and task.kind == "chunk" and task.rect is not None
+            rect = task.rect
             upload = farm.data.temp_file()
-            upload.write_bytes(png(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"]))
+            upload.write_bytes(png(rect.x1 - rect.x0, rect.y1 - rect.y0))
             uploads.append(upload)
         started = time.perf_counter()
         for task, upload in zip(tasks, uploads, strict=True):
-            assert farm.chunk_result(task["id"], task["lease"], upload)["accepted"]
+            assert task is not None
+            assert dispatch.chunk_result(task.id, task.lease, upload).accepted
         result_s = (time.perf_counter() - started) / leases
         started = time.perf_counter()
         for _ in range(10):
-            farm.status()
+            farm.views.status()
         status_s = (time.perf_counter() - started) / 10
         started = time.perf_counter()
         for i in range(leases):
-            farm.heartbeat(f"n{i}", [], [])
+            dispatch.heartbeat(f"n{i}", p.Heartbeat())
         beat_s = (time.perf_counter() - started) / leases
-        farm.store.close()
+        farm.close()
     return {
         "queued": projects * CHUNKS_PER_PROJECT,
         "lease_ms": round(lease_s * 1000, 3),

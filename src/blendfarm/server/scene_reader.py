@@ -25,6 +25,9 @@ from blender_asset_tracer.blendfile import BlendFile, BlendFileBlock
 from blender_asset_tracer.blendfile.header import BlendFileHeader
 
 log = logging.getLogger("blendfarm.server")
+# A file b-a-t cannot read is answered by the probe instead: its own warnings ("seems to be
+# truncated", ...) would only say so to the server's log once per hostile upload.
+logging.getLogger("blender_asset_tracer").setLevel(logging.ERROR)
 
 READ_LIMIT = 2 * 1024**3  # bytes of (decompressed) .blend read at submit; bigger: the probe
 MAX_BLOCKS = 1_000_000  # blocks in one file (a production file has a few hundred thousand)
