@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,7 +17,14 @@ import numpy as np
 import pytest
 
 from blendfarm.blendversion import can_open, read_version
-from blendfarm.node.blender import BPY, BlenderSession, SessionRenderer, blender_version
+from blendfarm.node.blender import (
+    BPY,
+    BPY_SESSION,
+    BlenderSession,
+    SessionRenderer,
+    blender_version,
+    session_command,
+)
 from blendfarm.node.blender import list_devices as blender_devices
 from blendfarm.node.devices import BACKENDS, FAKE_ENV, from_blender
 from blendfarm.pngio import read_png
@@ -61,6 +69,43 @@ def test_bpy_is_blender_5_and_lists_its_gpus_in_a_child(bpy: str) -> None:
     assert blender_version(BPY).startswith("5.0.") and blender_version(BPY).endswith(" (bpy)")
     devices = from_blender(blender_devices(BPY))
     assert all(d.backend in BACKENDS and d.name and not d.fake for d in devices)
+
+
+def test_a_bpy_session_of_n_threads_has_a_pool_of_n_and_every_cpu_back(bpy: str) -> None:
+    """bpy has no `-t`: the session imports it on N CPUs (Blender sizes its thread pool then)
+    and gives the process all its CPUs back, as `blender -t N` would run."""
+    cmd = session_command(BPY, None, [], threads=1)
+    assert cmd[cmd.index(str(BPY_SESSION)) + 1 : cmd.index(str(BPY_SESSION)) + 3] == [
+        "--threads",
+        "1",
+    ]
+    # TBB's own answer for the pool Blender renders with (oneTBB's max_concurrency(nullptr)).
+    child = (
+        "import ctypes, json, os, sys\n"
+        "from blendfarm.node.bpy_session import cpus_for_import\n"
+        "before = sorted(os.sched_getaffinity(0))\n"
+        "with cpus_for_import(int(sys.argv[1])):\n"
+        "    import bpy\n"
+        "lib = [l.split()[-1] for l in open('/proc/self/maps') if 'libtbb.so' in l][0]\n"
+        "pool = getattr(ctypes.CDLL(lib), '_ZN3tbb6detail2r115max_concurrency"
+        "EPKNS0_2d115task_arena_baseE')\n"
+        "pool.restype, pool.argtypes = ctypes.c_int, [ctypes.c_void_p]\n"
+        "print(json.dumps([pool(None), before, sorted(os.sched_getaffinity(0))]))\n"
+    )
+
+    def run(threads: int) -> list:
+        out = subprocess.run(
+            [sys.executable, "-P", "-c", child, str(threads)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        return list(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    threads, before, after = run(1)
+    assert threads == 1  # Blender's pool, as with -t 1
+    assert after == before  # the render threads may run on any CPU
+    assert run(0)[0] == len(before)  # no limit: every CPU
 
 
 def test_a_file_saved_by_bpy_waits_for_a_blender_that_opens_it(bpy_project: Path) -> None:

@@ -44,7 +44,8 @@ def session_command(
     files = [str(blend)] if blend is not None else []
     if executable == BPY:
         # -P: the working folder (a project's files) is not on its import path.
-        return [sys.executable, "-P", str(BPY_SESSION), *files, "--", *options]
+        pool = ["--threads", str(threads)] if threads > 0 else []  # bpy's `-t` (bpy_session)
+        return [sys.executable, "-P", str(BPY_SESSION), *pool, *files, "--", *options]
     # No Python from the submitted file runs unless the node's owner trusts it: neither
     # registered text blocks nor Python drivers (whatever the user's preferences say);
     # blender_script.py turns off Freestyle's Python style modules.

@@ -20,7 +20,7 @@ from ..errors import NotFound
 from ..scheduler import FrameOrder, frame_ranks
 from ..states import TaskEvent, TaskKind, TaskState, task_move
 from .database import Database
-from .projects_store import ProjectStore
+from .projects_store import PLAN_COLUMNS, ProjectStore, plan_values
 from .rows import NewProject, ProjectRow
 from .validate import Plan
 
@@ -98,22 +98,8 @@ class Planner:
         with self.db.transaction() as db:
             pid = self.projects.create(new)
             db.execute(
-                "UPDATE projects SET width = ?, height = ?, fps = ?, fps_base = ?,"
-                " frame_start = ?, frame_end = ?, animation = ?, warnings = ?, scene = ?,"
-                " scene_frames = ? WHERE id = ?",
-                (
-                    plan.width,
-                    plan.height,
-                    plan.fps,
-                    plan.fps_base,
-                    plan.frames[0],
-                    plan.frames[-1],
-                    int(plan.animation),
-                    json.dumps(plan.warnings),
-                    json.dumps(scene),
-                    int(new.frame_start is None),
-                    pid,
-                ),
+                f"UPDATE projects SET {PLAN_COLUMNS}, scene = ?, scene_frames = ? WHERE id = ?",
+                (*plan_values(plan), json.dumps(scene), int(new.frame_start is None), pid),
             )
             state = task_move(TaskState.QUEUED, TaskEvent.LEASE)
             (probe_id,) = db.execute(

@@ -153,23 +153,9 @@ class ProjectStore:
         output = output_format(probe.get("output")).to_dict()
         with self.db.transaction() as db:
             cur = db.execute(
-                "UPDATE projects SET width = ?, height = ?, fps = ?, fps_base = ?,"
-                " frame_start = ?, frame_end = ?, animation = ?, warnings = ?, probe = ?,"
-                " output_format = ?, updated = ? WHERE id = ?",
-                (
-                    plan.width,
-                    plan.height,
-                    plan.fps,
-                    plan.fps_base,
-                    plan.frames[0],
-                    plan.frames[-1],
-                    int(plan.animation),
-                    json.dumps(plan.warnings),
-                    json.dumps(probe),
-                    json.dumps(output),
-                    self.db.clock(),
-                    pid,
-                ),
+                f"UPDATE projects SET {PLAN_COLUMNS}, probe = ?, output_format = ?, updated = ?"
+                " WHERE id = ?",
+                (*plan_values(plan), json.dumps(probe), json.dumps(output), self.db.clock(), pid),
             )
             if cur.rowcount == 0:
                 raise NotFound(f"no project {pid!r}")
@@ -340,4 +326,25 @@ def _project_counts(row: tuple[str, int, int, int, int, int, int, int]) -> Proje
         frames=frames,
         finishes=finishes,
         finishes_done=finishes_done,
+    )
+
+
+# The columns a plan sets on its project, and their values (`plan_values`), in that order.
+PLAN_COLUMNS = (
+    "width = ?, height = ?, fps = ?, fps_base = ?, frame_start = ?, frame_end = ?,"
+    " animation = ?, warnings = ?"
+)
+
+
+def plan_values(plan: Plan) -> tuple[object, ...]:
+    """The values of PLAN_COLUMNS for `plan`."""
+    return (
+        plan.width,
+        plan.height,
+        plan.fps,
+        plan.fps_base,
+        plan.frames[0],
+        plan.frames[-1],
+        int(plan.animation),
+        json.dumps(plan.warnings),
     )
