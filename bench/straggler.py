@@ -1,7 +1,7 @@
 """The last chunk is the slow one: a 3×3 still on a fast node and a slow one, with and
 without the server's duplicate rule.
 
-    .venv/bin/python bench/straggler.py [--blender bpy] [--samples 256] [--slow-share 0.3]
+    .venv/bin/python bench/straggler.py [--blender bpy] [--samples 512] [--slow-share 0.03]
 
 Two nodes: a fast one (`--threads 2`) and a slow one (`--threads 1`, `nice 19`, and its
 Blender stopped (SIGSTOP) for all but `--slow-share` of every 0.5 s, so that it is really
@@ -137,9 +137,9 @@ def main() -> int:
     parser.add_argument("--blender", default="bpy", help="bpy or a Blender executable")
     parser.add_argument("--width", type=int, default=240)
     parser.add_argument("--height", type=int, default=180)
-    parser.add_argument("--samples", type=int, default=256)
+    parser.add_argument("--samples", type=int, default=512)
     parser.add_argument(
-        "--slow-share", type=float, default=0.3, help="share of time the slow Blender runs"
+        "--slow-share", type=float, default=0.03, help="share of time the slow Blender runs"
     )
     parser.add_argument("--rounds", type=int, default=1, help="medians over this many rounds")
     parser.add_argument("--timeout", type=float, default=300.0, help="seconds per render")
