@@ -102,7 +102,7 @@ class Compositor:
                 lost += self.finishing.advance(project, frame, chunks, stitched)
                 continue
             try:
-                kind, out = self.stitch_frame(project, frame, chunks)
+                out = self.stitch_frame(project, frame, chunks)
             except BadChunks as exc:
                 log.warning("project %s frame %d: %s; rendering them again", pid, frame, exc)
                 where = {
@@ -111,8 +111,6 @@ class Compositor:
                 where.update({data.chunk(pid, frame, t.row, t.col): t for t in chunks})
                 lost += [(frame, where[p].row, where[p].col) for p in exc.paths if p in where]
                 continue
-            if kind == "raw":
-                continue  # the frame is made by its finish task from the passes
             store.projects.add_size(pid, out.stat().st_size)
             store.projects.mark_frame(pid, frame)
             stitched.add(frame)
@@ -134,11 +132,11 @@ class Compositor:
 
     def stitch_frame(
         self, project: ProjectRow, frame: int, chunks: list[TaskRow]
-    ) -> tuple[ChunkKind, Path]:
-        """Stitch one frame's chunks by their kind; (kind, file written): the final frame in
-        the scene's format for png and exr chunks, the frame's passes for raw ones (its finish
-        task makes the frame). Chunks of another kind than most of the frame's, or whose file
-        is missing or damaged, are named by BadChunks (they render again)."""
+    ) -> Path:
+        """Stitch one frame's png or exr chunks into the final frame in the scene's format (a
+        frame of raw chunks is Finishing's); the file written. Chunks of another kind than
+        most of the frame's, or whose file is missing or damaged, are named by BadChunks (they
+        render again)."""
         pid, data = project.id, self.data
         assert project.width is not None and project.height is not None
         w, h, n = project.width, project.height, project.tiles
@@ -155,17 +153,14 @@ class Compositor:
         odd = [path for path, k in found.values() if k != kind]
         if odd:
             raise BadChunks(odd, f"are not {kind} chunks like the rest of the frame")
-        if kind == "raw":
-            out = data.passes(pid, frame)
-        else:
-            out = data.frame(pid, frame, frame_extension(kind, project.output_format))
+        out = data.frame(pid, frame, frame_extension(kind, project.output_format))
         pieces = [(chunk_rect(w, h, n, r, c), path) for (r, c), (path, _) in found.items()]
         stitch_chunks(kind, pieces, w, h, out, project.output_format, thumbnail=data.thumbnail(pid))
         for ext in FRAME_EXTENSIONS:  # a frame of another format left by an earlier render
             other = data.frame(pid, frame, ext)
             if other != out:
                 other.unlink(missing_ok=True)
-        return kind, out
+        return out
 
     def _frame_file(self, pid: str, frame: int) -> Path | None:
         try:
