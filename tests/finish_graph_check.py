@@ -17,7 +17,6 @@ spec.loader.exec_module(finish)
 scene = bpy.context.scene
 scene.cycles.denoising_prefilter = "FAST"
 scene.cycles.denoising_quality = "BALANCED"
-finish.remember(scene)
 
 
 def graph(tree):
@@ -77,7 +76,6 @@ after = graph(tree)
 
 # A scene without a compositor: a tree of Image → Denoise → output, for the finish only.
 scene.compositing_node_group = None
-finish.remember(scene)
 undo = []
 finish.point_at_passes(scene, image, undo)
 made = scene.compositing_node_group

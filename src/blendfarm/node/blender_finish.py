@@ -26,50 +26,22 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-FINISH_MODES = ("never", "auto", "always")
-# The output format of the scene as the file was loaded, before any chunk changed it.
-_IMAGE_SETTINGS = (
-    "media_type",
-    "file_format",
-    "color_mode",
-    "color_depth",
-    "exr_codec",
-    "quality",
-    "compression",
-    "use_preview",
-)
-_LOADED: dict[str, dict[str, Any]] = {}
 _PREFILTER = {"NONE": "None", "FAST": "Fast", "ACCURATE": "Accurate"}
 _QUALITY = {"HIGH": "High", "BALANCED": "Balanced", "FAST": "Fast"}
 Undo = list[Callable[[], None]]
 
 
-def remember(scene: Any) -> None:
-    """Keep the scene's settings as loaded (chunks change them; a finish needs them)."""
-    fmt = scene.render.image_settings
+def loaded(scene: Any) -> dict[str, Any]:
+    """The scene's denoising and compositing settings: as the file has them, since
+    blender_script restores the scene (blender_output.Saved) before a finish."""
     cycles = getattr(scene, "cycles", None)
-    _LOADED[scene.name] = {
-        "image": {k: getattr(fmt, k) for k in _IMAGE_SETTINGS if hasattr(fmt, k)},
-        "denoise": denoises(scene),
+    return {
+        "denoise": bool(cycles and scene.render.engine == "CYCLES" and cycles.use_denoising),
         "prefilter": getattr(cycles, "denoising_prefilter", "ACCURATE"),
         "quality": getattr(cycles, "denoising_quality", "HIGH"),
         "input_passes": getattr(cycles, "denoising_input_passes", "RGB_ALBEDO_NORMAL"),
         "compositing": scene.render.use_compositing,
     }
-
-
-def loaded(scene: Any) -> dict[str, Any]:
-    if scene.name not in _LOADED:
-        remember(scene)
-    return _LOADED[scene.name]
-
-
-def denoises(scene: Any) -> bool:
-    """Whether Cycles denoises the scene's renders (as loaded)."""
-    if scene.name in _LOADED:
-        return bool(_LOADED[scene.name]["denoise"])
-    cycles = getattr(scene, "cycles", None)
-    return bool(cycles and scene.render.engine == "CYCLES" and cycles.use_denoising)
 
 
 def compositor_tree(scene: Any) -> Any:
@@ -238,12 +210,6 @@ def finish(scene: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
     if threads > 0:
         settings.threads = threads
-    fmt = settings.image_settings
-    for key, value in loaded(scene)["image"].items():  # the scene's own format, as loaded
-        try:
-            setattr(fmt, key, value)
-        except (TypeError, AttributeError):
-            pass
     undo: Undo = []
     image = bpy.data.images.load(str(cmd["passes"]), check_existing=False)
     undo.append(lambda: bpy.data.images.remove(image))

@@ -249,7 +249,6 @@ def render(cmd):
     settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
     if threads > 0:
         settings.threads = threads
-    FINISH.loaded(scene)  # the scene as loaded, for a finish task later in this session
     kind = OUTPUT.prepare(scene, cmd, uses_compositor)
     # Cycles renders the whole border as one image; a chunk is small enough for that.
     device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))

@@ -130,9 +130,7 @@ class Compositor:
             return
         self.finish(project, sorted(by_frame), tasks)
 
-    def stitch_frame(
-        self, project: ProjectRow, frame: int, chunks: list[TaskRow]
-    ) -> Path:
+    def stitch_frame(self, project: ProjectRow, frame: int, chunks: list[TaskRow]) -> Path:
         """Stitch one frame's png or exr chunks into the final frame in the scene's format (a
         frame of raw chunks is Finishing's); the file written. Chunks of another kind than
         most of the frame's, or whose file is missing or damaged, are named by BadChunks (they
