@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 
 from .errors import BadInput
+from .formats import FINISH_MODES
 
 TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 FALSE_WORDS = frozenset({"", "0", "false", "no", "off"})
@@ -33,9 +34,6 @@ def parse_frames(text: str) -> tuple[int, int]:
     start = int(m.group(1))
     end = int(m.group(2)) if m.group(2) is not None else start
     return start, end
-
-
-FINISH_MODES = ("never", "auto", "always")
 
 
 def parse_finish(text: str) -> str:

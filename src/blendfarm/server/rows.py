@@ -70,7 +70,7 @@ class ProjectRow(msgspec.Struct, frozen=True, kw_only=True):
     notify: str | None
     notified: str | None  # the state last told to the notifiers
     content_sha: str | None  # its files and .blend name hashed; None for older projects
-    finish: str  # never, auto, always (parsing.FINISH_MODES)
+    finish: str  # never, auto, always (formats.FINISH_MODES)
     created: float
     updated: float
 
