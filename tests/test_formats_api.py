@@ -147,6 +147,22 @@ def test_the_mp4_is_fed_while_the_animation_renders(farm: InProcessFarm, tmp_pat
     assert imageio_ffmpeg.count_frames_and_secs(str(mp4))[0] == 2
 
 
+def test_the_mp4_grows_frame_by_frame_as_each_frame_lands(
+    farm: InProcessFarm, tmp_path: Path
+) -> None:
+    # The compositor is woken for the one frame whose last chunk landed (composite_ready):
+    # the encoder keeps the frames it has and takes the next, never starting over.
+    pid = start(farm, {"frames": "1-3", "order": "sequential"}, None)
+    for done in (1, 2):
+        task = farm.lease()
+        assert task is not None and task["frame"] == done
+        assert send(farm, task, png_bytes(31, 23, done), None).status_code == 200
+        farm.background.composite_ready()
+        assert farm.farm.compositor.encoded(pid) == done
+    render_all(farm, tmp_path, kind_of=lambda task: "png")
+    assert imageio_ffmpeg.count_frames_and_secs(str(farm.farm.data.result(pid, "mp4")))[0] == 3
+
+
 def test_a_requeued_frame_encodes_the_mp4_again(farm: InProcessFarm, tmp_path: Path) -> None:
     pid = start(farm, {"frames": "1-3", "order": "sequential"}, None)
     for _ in range(2):

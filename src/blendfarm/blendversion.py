@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import re
@@ -46,6 +47,7 @@ def read_version(stream: IO[bytes]) -> tuple[int, int] | None:
     return parse_header(head)
 
 
+@functools.lru_cache(maxsize=256)
 def version_tuple(text: str | None) -> tuple[int, ...]:
     """'3.4.1' → (3, 4, 1); anything unreadable → ()."""
     parts = re.findall(r"\d+", text or "")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections import Counter, defaultdict
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from contextlib import suppress
 from pathlib import Path
 
@@ -53,6 +53,7 @@ class Compositor:
         self.bell = bell
         self.finishing = Finishing(store, data, bell, ready)
         self._videos: dict[str, Mp4Writer] = {}  # animations' mp4s being encoded
+        self._frame_lists: dict[str, list[int]] = {}  # their frames, in the mp4's order
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
@@ -114,13 +115,13 @@ class Compositor:
             store.projects.add_size(pid, out.stat().st_size)
             store.projects.mark_frame(pid, frame)
             stitched.add(frame)
-            self._restitched(pid, frame, sorted(by_frame))
+            self._restitched(pid, frame, self._all_frames(pid, by_frame, frames))
         if lost:
             store.tasks.lose(pid, lost)
             self.bell.ring()
             return
         if project.animation:
-            self._feed_video(project, sorted(by_frame), stitched)
+            self._feed_video(project, self._all_frames(pid, by_frame, frames), stitched)
         if store.projects.sync_state(pid) is not ProjectState.COMPOSITING:
             return
         if frames is not None:  # every chunk is in: look at the whole project, and finish it
@@ -173,7 +174,20 @@ class Compositor:
         video = self._videos.get(pid)
         return 0 if video is None else video.frames
 
+    def _all_frames(
+        self, pid: str, by_frame: Mapping[int, object], only: Collection[int] | None
+    ) -> list[int]:
+        """Every frame of the project in order: the frames read (`by_frame`) when the pass
+        read them all (`only` is None), else the list kept while its mp4 is encoded (read
+        from the tasks once): a pass woken for one frame must not take it for the whole."""
+        if only is None:
+            self._frame_lists[pid] = sorted(by_frame)
+        elif pid not in self._frame_lists:
+            self._frame_lists[pid] = self.store.tasks.frames_of(pid)
+        return self._frame_lists[pid]
+
     def _drop_video(self, pid: str) -> None:
+        self._frame_lists.pop(pid, None)
         video = self._videos.pop(pid, None)
         if video is not None:
             video.abort()
@@ -253,6 +267,7 @@ class Compositor:
         if project.fps is None or project.fps_base is None:
             raise RuntimeError(f"project {pid} has no frame rate (it was never probed)")
         files = [data.find_frame(pid, f) for f in frames]
+        self._frame_lists.pop(pid, None)
         video = self._videos.pop(pid, None)
         if video is None or video.frames != len(frames):
             if video is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from .auth import Guard
 from .bell import WorkBell
 from .blender_shelf import BlenderShelf
 from .chunk_tasks import stored_plan
-from .durable import GroupSync
+from .durable import AsyncGroupSync, GroupSync
 from .files import DataDir
 from .finishing import passes_sha256
 from .frames_ready import FramesReady
@@ -35,6 +36,22 @@ from .store import Store
 from .validate import Plan, clean_log, disagreement, plan_from_probe, same_plan
 
 log = logging.getLogger("blendfarm.server")
+# A chunk result at most this big, of a chunk of at most this many pixels, is checked and
+# stored on the event loop (`Dispatch.small_result`); bigger ones on a worker thread.
+SMALL_RESULT_BYTES = 256 * 1024
+SMALL_RESULT_PIXELS = 512 * 512
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """A chunk's file in place, waiting to be durable and recorded (`Dispatch.commit_chunk`)."""
+
+    task_id: int
+    lease: str
+    project_id: str
+    frame: int
+    path: Path
+    size: int
 
 
 class Dispatch:
@@ -58,6 +75,7 @@ class Dispatch:
         self.blender = blender
         self.guard = guard
         self.durable = GroupSync(data.root)
+        self.durable_async = AsyncGroupSync(self.durable)  # the same flushes, for the loop
 
     def _clean(self, lines: list[str]) -> list[str]:
         """A node's log lines as anyone may see them: truncated, and never the node token."""
@@ -171,7 +189,34 @@ class Dispatch:
         self, task_id: int, lease: str, upload: Path, kind: ChunkKind = "png"
     ) -> p.Accepted:
         """Take a chunk's image (from a node): a PNG, or an OpenEXR for kind exr and raw, of
-        the chunk's size and readable whole; idempotent, and valid after the lease expired."""
+        the chunk's size and readable whole; idempotent, and valid after the lease expired.
+        (The result route runs the same three steps, flushing through `AsyncGroupSync`.)"""
+        stored = self.store_chunk(task_id, lease, upload, kind)
+        if isinstance(stored, p.Accepted):
+            return stored
+        self.durable.sync(stored.path)  # on the disk before the database says the chunk is done
+        return self.commit_chunk(stored)
+
+    def small_result(self, task: TaskRow, kind: ChunkKind, declared: int | None) -> bool:
+        """Whether a chunk result is cheap enough to check and store on the event loop: a
+        PNG whose declared size and whose chunk's pixels are both small (checking inflates
+        every pixel, so the pixels bound the work, not the bytes sent)."""
+        if kind != "png" or declared is None or declared > SMALL_RESULT_BYTES:
+            return False
+        if task.kind is not TaskKind.CHUNK:
+            return False
+        proj = self.store.projects.get(task.project_id)
+        if proj.width is None or proj.height is None:
+            return False
+        rect = chunk_rect(proj.width, proj.height, proj.tiles, task.row, task.col)
+        return rect.width * rect.height <= SMALL_RESULT_PIXELS
+
+    def store_chunk(
+        self, task_id: int, lease: str, upload: Path, kind: ChunkKind = "png"
+    ) -> StoredChunk | p.Accepted:
+        """Check a chunk's image and put it in place (not yet durable, not yet recorded):
+        what `commit_chunk` records once the file is on the disk, or the answer already
+        (the chunk is done). The upload is gone afterwards either way."""
         try:
             task = self.check_lease(task_id, lease)
             if task.kind is not TaskKind.CHUNK:
@@ -185,20 +230,24 @@ class Dispatch:
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
-            self.durable.sync(dest)  # on the disk before the database says the chunk is done
             for other in self.data.chunk_files(proj.id, task.frame, task.row, task.col):
                 if other != dest:  # a file of another kind from an earlier render of it
                     other.unlink(missing_ok=True)
-            with self.store.db.transaction(changes=False):  # one commit for all of it
-                if not self.store.tasks.complete(task_id, lease):
-                    return p.Accepted(accepted=True)
-                self.store.projects.add_size(proj.id, size)
-                frame_done = not self.store.projects.frame_unfinished(proj.id, task.frame)
-            if frame_done:
-                self.ready.add(proj.id, task.frame)  # the compositor stitches it now
-            return p.Accepted(accepted=True)
+            return StoredChunk(task_id, lease, proj.id, task.frame, dest, size)
         finally:
             upload.unlink(missing_ok=True)
+
+    def commit_chunk(self, stored: StoredChunk) -> p.Accepted:
+        """Record a chunk stored by `store_chunk` as done, once its file is durable; the
+        compositor stitches its frame when it was the frame's last."""
+        with self.store.db.transaction(changes=False):  # one commit for all of it
+            if not self.store.tasks.complete(stored.task_id, stored.lease):
+                return p.Accepted(accepted=True)
+            self.store.projects.add_size(stored.project_id, stored.size)
+            frame_done = not self.store.projects.frame_unfinished(stored.project_id, stored.frame)
+        if frame_done:
+            self.ready.add(stored.project_id, stored.frame)  # the compositor stitches it now
+        return p.Accepted(accepted=True)
 
     def probe_result(self, task_id: int, lease: str, probe: p.Probe) -> p.Accepted:
         task = self.check_lease(task_id, lease)

@@ -10,6 +10,7 @@ for it, and the next flush takes whatever arrived meanwhile.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import os
@@ -79,6 +80,12 @@ class GroupSync:
         if ticket.error is not None:
             raise ticket.error
 
+    def flush(self, paths: list[Path]) -> None:
+        """Flush `paths` now, in the calling thread (AsyncGroupSync's flushes)."""
+        self._flush(paths)
+        with self._cond:
+            self.flushes += 1
+
     def _flush(self, paths: list[Path]) -> None:
         if _SYNCFS is not None and len(paths) > 1:
             fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
@@ -89,3 +96,39 @@ class GroupSync:
                 os.close(fd)
         for path in paths:
             fsync_file(path)
+
+
+class AsyncGroupSync:
+    """The same shared flushes for the event loop: `await sync(path)` returns once the file is
+    on the disk. Paths awaited while a flush runs share the next one, and only the flush
+    itself leaves the loop (one worker-thread hop per flush, not per file): the result
+    route takes small chunks without any thread hop of its own."""
+
+    def __init__(self, group: GroupSync):
+        self.group = group
+        self._pending: list[tuple[Path, asyncio.Future[None]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+
+    async def sync(self, path: Path) -> None:
+        """Return once `path` is durable; the flush's OSError if it failed."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._pending.append((path, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush_all())
+        await asyncio.shield(done)  # a client gone meanwhile does not cancel others' flush
+
+    async def _flush_all(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch, self._pending = self._pending, []
+            try:
+                await loop.run_in_executor(None, self.group.flush, [path for path, _ in batch])
+            except Exception as exc:  # handed to every writer of the batch
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)

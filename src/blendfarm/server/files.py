@@ -16,12 +16,15 @@ from ..archive import remove_tree, tree_size
 from ..errors import InsufficientStorage, NotFound
 from ..formats import CHUNK_EXTENSIONS, CHUNK_KINDS, FRAME_EXTENSIONS, ChunkKind
 
+MAX_REMEMBERED = 4096  # project folders remembered (forgotten all at once past it)
+
 
 class DataDir:
     """Layout of the server's data dir."""
 
     def __init__(self, root: Path):
         self.root = root.resolve()
+        self._folders: dict[str, Path] = {}  # project id -> its folder, checked once
         for sub in ("projects", "tmp", "blender"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
         for stale in (self.root / "tmp").iterdir():  # uploads cut off by a crash
@@ -38,9 +41,17 @@ class DataDir:
         return resolved
 
     def project_dir(self, pid: str) -> Path:
-        if not pid.isalnum():
-            raise NotFound(f"no project {pid!r}")
-        return self.inside(self.root / "projects" / pid)
+        """A project's folder (checked to be inside the data dir once, then remembered: the
+        chunk paths of every result are built from it)."""
+        folder = self._folders.get(pid)
+        if folder is None:
+            if not pid.isalnum():
+                raise NotFound(f"no project {pid!r}")
+            folder = self.inside(self.root / "projects" / pid)
+            if len(self._folders) >= MAX_REMEMBERED:
+                self._folders.clear()
+            self._folders[pid] = folder
+        return folder
 
     def archive(self, pid: str) -> Path:
         return self.project_dir(pid) / "project.zip"
@@ -112,11 +123,13 @@ class DataDir:
 
     def delete_project(self, pid: str) -> int:
         folder = self.project_dir(pid)
+        self._folders.pop(pid, None)
         freed = tree_size(folder) if folder.exists() else 0
         remove_tree(folder)
         return freed
 
     def purge(self) -> None:
+        self._folders.clear()
         remove_tree(self.root / "projects")
         (self.root / "projects").mkdir()
 

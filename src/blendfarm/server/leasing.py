@@ -8,6 +8,7 @@ They only read, inside the caller's transaction; `tasks_store.TaskStore.lease` w
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 from datetime import datetime
@@ -46,29 +47,22 @@ def project_order_for(
     ).fetchone()
     if row is not None and row["disabled"]:
         return []
-    info = json.loads(row["info"]) if row else {}
-    if node_rests(str(info.get("schedule") or ""), datetime.fromtimestamp(now)):
+    schedule, node_tags = node_traits(row["info"] if row else "{}")
+    if node_rests(schedule, datetime.fromtimestamp(now)):
         return []  # inside its sleep hours (the chunk it renders still finishes)
     node_version = row[0] if row else None
-    node_tags = frozenset(info.get("tags") or ())
     leasable = sorted(s.value for s in LEASABLE)
     projects = [
         p
         for p in db.execute(
-            "SELECT id, created, file_version, priority, require_tags, content_sha FROM projects"
-            f" WHERE state IN ({', '.join('?' * len(leasable))}) AND device != ?",
+            "SELECT id, created, file_version, priority, require_tags, content_sha, tasks_busy"
+            f" FROM projects WHERE state IN ({', '.join('?' * len(leasable))}) AND device != ?",
             [*leasable, barred],
         ).fetchall()
         if can_open(node_version, p["file_version"])
     ]
     if not projects:
         return []
-    busy = dict(
-        db.execute(
-            "SELECT project_id, COUNT(*) FROM tasks WHERE state = ? GROUP BY 1",
-            (TaskState.RENDERING.value,),
-        ).fetchall()
-    )
     blocked: dict[str, set[str]] = {}
     for pid, name in db.execute(
         "SELECT project_id, node FROM node_failures WHERE failures >= ?", (max_failures,)
@@ -78,15 +72,29 @@ def project_order_for(
         ProjectLoad(
             p["id"],
             p["created"],
-            busy.get(p["id"], 0),
+            p["tasks_busy"],  # kept by a trigger (migrations step 9): no count over the tasks
             frozenset(blocked.get(p["id"], ())),
             p["priority"],
-            frozenset(json.loads(p["require_tags"])),
+            tag_set(p["require_tags"]),
             p["content_sha"] or "",
         )
         for p in projects
     ]
     return project_order(node, loads, node_tags, warm)
+
+
+@functools.lru_cache(maxsize=1024)
+def node_traits(info: str) -> tuple[str, frozenset[str]]:
+    """A node's sleep schedule and tags from its stored info (JSON), parsed once per text:
+    every lease of the node reads them."""
+    parsed = json.loads(info)
+    return str(parsed.get("schedule") or ""), frozenset(parsed.get("tags") or ())
+
+
+@functools.lru_cache(maxsize=1024)
+def tag_set(stored: str) -> frozenset[str]:
+    """A project's required tags from their stored JSON list, parsed once per text."""
+    return frozenset(json.loads(stored))
 
 
 def first_queued(

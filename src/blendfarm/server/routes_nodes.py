@@ -67,7 +67,7 @@ async def node_heartbeat(request: Request) -> Response:
     farm = node_auth(request)
     name = _node_name(request)
     beat = await message_body(request, p.Heartbeat, limit=MAX_LOG_BODY)
-    return MessageResponse(await run_in_threadpool(farm.dispatch.heartbeat, name, beat))
+    return MessageResponse(farm.dispatch.heartbeat(name, beat))
 
 
 @api(
@@ -88,7 +88,7 @@ async def node_lease(request: Request) -> Response:
     deadline = asyncio.get_running_loop().time() + wait
     while True:
         ticket = farm.bell.ticket()  # before looking: a ring meanwhile is not missed
-        task = await run_in_threadpool(farm.dispatch.lease, name, slot, warm)
+        task = farm.dispatch.lease(name, slot, warm)
         left = deadline - asyncio.get_running_loop().time()
         if task is not None or left <= 0 or stopping.is_set():
             break
@@ -165,15 +165,33 @@ async def task_result(request: Request) -> Response:
     tid, lease = task_id_of(request), _lease(request)
     text = request.query_params.get("kind", "png")
     kind = None if text == "final" else chunk_kind_of(text)  # refused before the body is read
-    task = await run_in_threadpool(farm.dispatch.check_lease, tid, lease)
+    dispatch = farm.dispatch
+    task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
     if kind is None:
         finishing = farm.compositor.finishing
         return MessageResponse(await run_in_threadpool(finishing.result, task, tmp))
-    return MessageResponse(
-        await run_in_threadpool(farm.dispatch.chunk_result, tid, lease, tmp, kind)
-    )
+    # A small PNG chunk (what nodes send most) is taken without leaving the loop; the file's
+    # flush is shared with every result arriving meanwhile.
+    try:
+        small = dispatch.small_result(task, kind, _declared_length(request))
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    if small:
+        stored = dispatch.store_chunk(tid, lease, tmp, kind)
+    else:
+        stored = await run_in_threadpool(dispatch.store_chunk, tid, lease, tmp, kind)
+    if isinstance(stored, p.Accepted):
+        return MessageResponse(stored)
+    await dispatch.durable_async.sync(stored.path)
+    return MessageResponse(dispatch.commit_chunk(stored))
+
+
+def _declared_length(request: Request) -> int | None:
+    length = request.headers.get("content-length", "")
+    return int(length) if length.isdigit() else None
 
 
 @api(

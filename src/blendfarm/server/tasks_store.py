@@ -69,6 +69,15 @@ class TaskStore:
             ).fetchall()
         return [task_row(r) for r in rows]
 
+    def frames_of(self, pid: str) -> list[int]:
+        """The frames a project renders (those it has chunk tasks of), in order."""
+        with self.db.read() as db:
+            rows = db.execute(
+                "SELECT DISTINCT frame FROM tasks WHERE project_id = ? AND kind = ? ORDER BY 1",
+                (pid, TaskKind.CHUNK.value),
+            ).fetchall()
+        return [int(r[0]) for r in rows]
+
     @staticmethod
     def _get(db: sqlite3.Connection, task_id: int) -> TaskRow:
         row = db.execute("SELECT * FROM tasks WHERE id = ?", (task_id,)).fetchone()
