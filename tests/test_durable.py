@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from blendfarm.server.durable import GroupSync
+from blendfarm.server.durable import AsyncGroupSync, GroupSync
 
 
 def test_writers_at_once_share_flushes_and_each_returns_only_after_one(tmp_path: Path) -> None:
@@ -48,3 +50,49 @@ def test_a_failed_flush_fails_every_writer_it_covered(tmp_path: Path) -> None:
     path = tmp_path / "ok.png"
     path.write_bytes(b"x")
     group.sync(path)  # the next flush works again
+
+
+def test_loops_awaiting_at_once_are_each_woken_after_a_flush_that_covers_them(
+    tmp_path: Path,
+) -> None:
+    # Two event loops (the test client runs one per request) wait on one flusher.
+    group = GroupSync(tmp_path)
+    flushed: list[list[Path]] = []
+    real = group.flush
+    gate = threading.Event()
+
+    def slow_flush(paths: list[Path]) -> None:
+        gate.wait(5)
+        real(paths)
+        flushed.append(paths)
+
+    group.flush = slow_flush  # type: ignore[method-assign]
+    waiter = AsyncGroupSync(group)
+    back: list[Path] = []
+
+    def write(i: int) -> None:
+        path = tmp_path / f"{i}.png"
+        path.write_bytes(b"x")
+        asyncio.run(waiter.sync(path))
+        assert any(path in batch for batch in flushed)
+        back.append(path)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    deadline = time.monotonic() + 10
+    while len(waiter._pending) < 5 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the first flush holds one path, the five others wait behind it
+    gate.set()
+    for t in threads:
+        t.join(10)
+    waiter.close()
+    assert len(back) == 6
+    assert len(flushed) < 6  # shared
+
+
+def test_an_awaited_flush_that_fails_raises_in_its_waiter(tmp_path: Path) -> None:
+    waiter = AsyncGroupSync(GroupSync(tmp_path))
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(waiter.sync(tmp_path / "never-written.png"))
+    waiter.close()

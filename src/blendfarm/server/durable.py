@@ -15,6 +15,7 @@ import ctypes
 import ctypes.util
 import os
 import threading
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,36 +100,63 @@ class GroupSync:
 
 
 class AsyncGroupSync:
-    """The same shared flushes for the event loop: `await sync(path)` returns once the file is
-    on the disk. Paths awaited while a flush runs share the next one, and only the flush
-    itself leaves the loop (one worker-thread hop per flush, not per file): the result
-    route takes small chunks without any thread hop of its own."""
+    """The same shared flushes for event loops: `await sync(path)` returns once the file is on
+    the disk. One flusher thread takes every path awaited while its last flush ran and
+    flushes them at once, then wakes each waiter on its own loop: the result route takes a
+    small chunk without a worker-thread hop of its own. Any number of loops may use it (the
+    test client runs a loop per request)."""
 
     def __init__(self, group: GroupSync):
         self.group = group
+        self._cond = threading.Condition()
         self._pending: list[tuple[Path, asyncio.Future[None]]] = []
-        self._flusher: asyncio.Task[None] | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     async def sync(self, path: Path) -> None:
         """Return once `path` is durable; the flush's OSError if it failed."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._pending.append((path, done))
-        if self._flusher is None or self._flusher.done():
-            self._flusher = loop.create_task(self._flush_all())
-        await asyncio.shield(done)  # a client gone meanwhile does not cancel others' flush
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the flusher is closed")
+            self._pending.append((path, done))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
+                self._thread.start()
+            self._cond.notify()
+        await asyncio.shield(done)  # a client gone meanwhile does not cancel the flush
 
-    async def _flush_all(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch, self._pending = self._pending, []
+    def close(self) -> None:
+        """Stop the flusher thread once what it was given is flushed."""
+        with self._cond:
+            self._closed = True
+            thread = self._thread
+            self._cond.notify()
+        if thread is not None:
+            thread.join(30)
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending:
+                    return
+                batch, self._pending = self._pending, []
+            error: BaseException | None = None
             try:
-                await loop.run_in_executor(None, self.group.flush, [path for path, _ in batch])
+                self.group.flush([path for path, _ in batch])
             except Exception as exc:  # handed to every writer of the batch
-                for _, done in batch:
-                    if not done.done():
-                        done.set_exception(exc)
-                continue
+                error = exc
             for _, done in batch:
-                if not done.done():
-                    done.set_result(None)
+                with suppress(RuntimeError):  # its loop has closed: nobody waits any more
+                    done.get_loop().call_soon_threadsafe(_settle, done, error)
+
+
+def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:
+    if done.done():
+        return
+    if error is None:
+        done.set_result(None)
+    else:
+        done.set_exception(error)

@@ -59,6 +59,7 @@ class Farm:
         """Stop collecting log lines and encoding, and close the database."""
         log.removeHandler(self.admin.logs)
         self.compositor.close()
+        self.dispatch.durable_async.close()
         self.store.close()
 
 
