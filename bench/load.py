@@ -93,6 +93,7 @@ class Stats:
         self.leased = 0
         self.leased_by_kind: Counter[str] = Counter()
         self.empty_leases = 0
+        self.next_with_result = 0  # tasks that came with a result's answer (no lease request)
         self.chunks_accepted = 0
         self.chunks_refused = 0  # 200 but {"accepted": false}
         self.probes_accepted = 0
@@ -241,25 +242,31 @@ async def sim_node(
         heartbeats(stats, beats_conn, name, holding, args.heartbeat, deadline, args.timeout)
     )
     idle = 0.5
+    follow = "" if args.lease_each else f"&next=cpu&node={name}"
+    handed: dict[str, Any] | None = None  # the task a result's answer brought
     try:
         while time.monotonic() < deadline:
-            left = deadline - time.monotonic()
-            path = f"/api/nodes/{name}/lease"
-            if wait > 0:
-                path += f"?wait={max(0.0, min(wait, left)):.1f}"
-            resp = await call(stats, "lease", work, "POST", path, timeout=args.timeout + wait)
-            if resp is None or resp.status not in (200, 204):
-                await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
-                continue
-            if resp.status == 204:
-                stats.empty_leases += 1
-                if wait <= 0:  # no long poll: back off like the node used to
-                    pause = idle * random.uniform(0.8, 1.2)
-                    await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
-                    idle = min(idle * 1.5, 5.0)
-                continue
+            if handed is not None:
+                task, handed = handed, None
+                stats.next_with_result += 1
+            else:
+                left = deadline - time.monotonic()
+                path = f"/api/nodes/{name}/lease"
+                if wait > 0:
+                    path += f"?wait={max(0.0, min(wait, left)):.1f}"
+                resp = await call(stats, "lease", work, "POST", path, timeout=args.timeout + wait)
+                if resp is None or resp.status not in (200, 204):
+                    await asyncio.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+                    continue
+                if resp.status == 204:
+                    stats.empty_leases += 1
+                    if wait <= 0:  # no long poll: back off like the node used to
+                        pause = idle * random.uniform(0.8, 1.2)
+                        await asyncio.sleep(max(0.0, min(pause, deadline - time.monotonic())))
+                        idle = min(idle * 1.5, 5.0)
+                    continue
+                task = resp.json()
             idle = 0.5
-            task = resp.json()
             stats.leased += 1
             stats.leased_by_kind[task["kind"]] += 1
             holding[task["id"]] = "working"
@@ -288,12 +295,13 @@ async def sim_node(
                         "result",
                         work,
                         "PUT",
-                        f"/api/tasks/{task['id']}/result{query}",
+                        f"/api/tasks/{task['id']}/result{query}{follow}",
                         body=png,
                         content_type="image/png",
                         timeout=args.timeout,
                     )
                     if resp is not None and resp.status == 200:
+                        handed = resp.json().get("next")
                         if resp.json().get("accepted"):
                             stats.chunks_accepted += 1
                             stats.last_accept[task["project"]] = time.monotonic()
@@ -520,6 +528,7 @@ def summarize(
         "tasks_leased": stats.leased,
         "tasks_leased_by_kind": dict(stats.leased_by_kind),
         "empty_leases": stats.empty_leases,
+        "next_with_result": stats.next_with_result,
         "chunks_accepted": stats.chunks_accepted,
         "chunks_refused": stats.chunks_refused,
         "probes_accepted": stats.probes_accepted,
@@ -575,6 +584,7 @@ def show(result: dict[str, Any]) -> None:
         ("chunks accepted", "chunks_accepted"),
         ("chunks refused (accepted: false)", "chunks_refused"),
         ("empty leases (204)", "empty_leases"),
+        ("tasks that came with a result's answer", "next_with_result"),
         ("lost leases (cancel while working)", "lost_leases"),
         ("stale cancels (task already sent)", "stale_cancels"),
         ("chunks left in the queue", "chunks_left"),
@@ -647,6 +657,11 @@ def parse_args() -> argparse.Namespace:
         type=float,
         default=0.0,
         help="simulated render seconds per chunk (x0.5..1.5; probes answer at once)",
+    )
+    parser.add_argument(
+        "--lease-each",
+        action="store_true",
+        help="lease every task with a request of its own (no next task with the result)",
     )
     parser.add_argument(
         "--wait", type=float, default=25.0, help="long poll of a lease (0: poll with back-off)"

@@ -71,7 +71,7 @@ def test_results_are_idempotent_and_survive_an_expired_lease(farm: InProcessFarm
     store.db.clock = lambda: time.time() + 3600  # an hour later...
     assert store.tasks.expire_leases() == [task["id"]]  # ...the lease has run out
     # The lease ran out, but the chunk is unfinished and the image good: accepted.
-    assert farm.answer(task).json() == {"accepted": True, "reason": None}
+    assert farm.answer(task).json() == {"accepted": True, "reason": None, "next": None}
     assert farm.answer(task).json()["accepted"] is False  # already done: ignored
 
 
@@ -689,3 +689,61 @@ def test_a_node_that_leaves_hands_back_what_it_held(farm: InProcessFarm) -> None
     assert farm.client.post("/api/nodes/n1/leave", headers=NODE).status_code == 200
     again = farm.lease("n2")  # at once, not after the lease runs out
     assert again is not None and again["id"] == task["id"]
+
+
+def test_a_result_can_bring_the_nodes_next_task(farm: InProcessFarm) -> None:
+    pid = farm.submit({"frame": "1", "tiles": "2"}).json()["id"]
+    farm.answer(farm.lease())  # the probe
+    task = farm.lease("n1")
+    assert task is not None
+    seen: set[int] = {task["id"]}
+    for _ in range(3):
+        rect = task["rect"]
+        resp = farm.client.put(
+            f"/api/tasks/{task['id']}/result",
+            params={"lease": task["lease"], "next": "cpu", "node": "n1"},
+            headers=NODE,
+            content=png_bytes(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"]),
+        )
+        assert resp.status_code == 200 and resp.json()["accepted"] is True
+        task = resp.json()["next"]  # leased to n1 as a lease request would have
+        assert task is not None and task["kind"] == "chunk" and task["id"] not in seen
+        seen.add(task["id"])
+    project = farm.client.get(f"/api/projects/{pid}").json()
+    assert project["chunks_done"] == 3 and project["chunks_rendering"] == 1
+    last = farm.client.put(
+        f"/api/tasks/{task['id']}/result",
+        params={"lease": task["lease"], "next": "cpu", "node": "n1"},
+        headers=NODE,
+        content=png_bytes(1, 1),
+    )
+    assert last.status_code == 400  # a wrong size: refused, and no task handed out with it
+    assert farm.client.get(f"/api/projects/{pid}").json()["chunks_rendering"] == 1
+
+
+def test_a_result_asking_for_a_next_task_nobody_can_have_is_refused_untaken(
+    farm: InProcessFarm,
+) -> None:
+    farm.submit({"frame": "1", "tiles": "2"})
+    farm.answer(farm.lease())
+    task = farm.lease("n1")
+    assert task is not None
+    rect = task["rect"]
+    body = png_bytes(rect["x1"] - rect["x0"], rect["y1"] - rect["y0"])
+    for params in ({"next": "tpu", "node": "n1"}, {"next": "cpu", "node": "../x"}):
+        resp = farm.client.put(
+            f"/api/tasks/{task['id']}/result",
+            params={"lease": task["lease"], **params},
+            headers=NODE,
+            content=body,
+        )
+        assert resp.status_code == 400 and resp.json()["error"]["code"] == "bad_input"
+    assert not list((farm.farm.data.root / "tmp").iterdir())
+    assert farm.client.get(f"/api/projects/{task['project']}").json()["chunks_done"] == 0
+    resp = farm.client.put(
+        f"/api/tasks/{task['id']}/result",
+        params={"lease": task["lease"], "next": "cpu", "node": "n1"},
+        headers=NODE,
+        content=body,
+    )
+    assert resp.json()["accepted"] is True and resp.json()["next"]["kind"] == "chunk"

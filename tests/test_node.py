@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -114,3 +116,39 @@ def test_the_project_cache_keeps_the_most_recently_used(tmp_path: Path) -> None:
     gone = trim_cache(tmp_path, keep=2)
     assert sorted(p.name for p in gone) == ["p0", "p1", "p2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".p9.tmp", "p3", "p4"]
+
+
+def test_a_working_node_takes_each_next_chunk_with_its_result(
+    farm: InProcessFarm, tmp_path: Path
+) -> None:
+    pid = farm.submit({"frames": "1-3", "tiles": "2"}).json()["id"]
+    asked: list[str] = []
+    farm.client.event_hooks["request"].append(lambda req: asked.append(req.url.path))
+    node = make_node(farm, tmp_path, FakeRenderer())
+    worker = threading.Thread(target=node.run, daemon=True)  # no count: it works on and on
+    worker.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if farm.client.get(f"/api/projects/{pid}").json()["chunks_done"] == 12:
+            break
+        time.sleep(0.05)
+    node.stop()
+    worker.join(60)
+    assert not worker.is_alive()
+    results = [path for path in asked if path.endswith("/result")]
+    leases = [path for path in asked if path.endswith("/lease")]
+    assert len(results) == 12
+    # The probe and the first chunk are leased; every later chunk came with a result's
+    # answer; the last answer had nothing more, so the node long-polls once more.
+    assert len(leases) <= 3, leases
+    farm.background.composite_all()
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+
+
+def test_a_counted_run_leases_every_task_itself(farm: InProcessFarm, tmp_path: Path) -> None:
+    farm.submit({"frames": "1-3"})
+    asked: list[str] = []
+    farm.client.event_hooks["request"].append(lambda req: asked.append(str(req.url)))
+    assert make_node(farm, tmp_path, FakeRenderer()).run(max_chunks=3) == 3
+    assert sum(url.split("?")[0].endswith("/lease") for url in asked) == 3
+    assert not any("next=" in url for url in asked)  # nothing leased it would not do

@@ -63,7 +63,7 @@ def test_an_idle_node_copies_a_straggler_the_first_result_wins_and_the_other_sto
     assert stops(farm, "fast") == []
     assert heartbeat(farm, "slow", slow["id"]) == [slow["id"]]  # and the heartbeat agrees
     late = farm.answer(slow).json()
-    assert late == {"accepted": False, "reason": "the chunk is already done"}
+    assert late == {"accepted": False, "reason": "the chunk is already done", "next": None}
     farm.background.composite_all()
     project = farm.client.get(f"/api/projects/{slow['project']}").json()
     assert project["state"] == "done" and project["chunks_done"] == 4

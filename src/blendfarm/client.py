@@ -48,6 +48,16 @@ class Retry:
     most: float = 15.0
 
 
+@dataclass(frozen=True)
+class FollowUp:
+    """A node asking for its next task with a result: its name, the slot ("cpu" or "gpu")
+    and the content that slot's Blender has loaded (preferred)."""
+
+    node: str
+    slot: str
+    warm: str = ""
+
+
 def error_of(resp: httpx.Response) -> BlendfarmError:
     """The server's JSON error as an exception (its sentence, or the HTTP status)."""
     try:
@@ -327,15 +337,18 @@ class ApiClient:
         except httpx.HTTPError:
             pass
 
-    def send_result(self, task: p.Task, data: bytes, kind: str = "png") -> p.Accepted:
+    def send_result(
+        self, task: p.Task, data: bytes, kind: str = "png", follow: FollowUp | None = None
+    ) -> p.Accepted:
         """A task's result: a chunk's image (`kind` png, or exr and raw: OpenEXR) or a
-        finished frame (kind final)."""
+        finished frame (kind final). With `follow`, the answer's `next` is that node's next
+        task (None when nothing is queued for it): no lease request of its own."""
+        params = {"lease": task.lease, "kind": kind}
+        if follow is not None:
+            params.update(next=follow.slot, node=follow.node)
+            params.update({"warm": follow.warm} if follow.warm else {})
         return self._call(
-            "PUT",
-            f"/api/tasks/{task.id}/result",
-            p.Accepted,
-            params={"lease": task.lease, "kind": kind},
-            content=data,
+            "PUT", f"/api/tasks/{task.id}/result", p.Accepted, params=params, content=data
         )
 
     def send_probe(self, task: p.Task, probe: p.Probe) -> p.Accepted:

@@ -122,6 +122,7 @@ class Node:
         self._handled = 0
         self._busy = 0  # slots between lease and result
         self._errors: list[BaseException] = []
+        self._counted = False  # a run with max_chunks or burst: tasks are only leased
 
     @property
     def in_flight(self) -> InFlight:
@@ -143,9 +144,15 @@ class Node:
                 self.stop_event,
                 self.say,
                 device=slot.label,
+                gpu=slot.device is not None,
+                goes_on=self._goes_on,
             )
 
         return SlotWorker(slot, self._make_renderer, runner)
+
+    def _goes_on(self) -> bool:
+        """Whether a result may bring its slot's next task: not counted, stopping or pausing."""
+        return not (self._counted or self.stop_event.is_set() or self._pause_needed())
 
     def _make_renderer(self, slot: Slot) -> Renderer:
         if self._given is not None:
@@ -319,6 +326,7 @@ class Node:
         """
         with self._gate:
             self._claimed = self._handled = 0
+        self._counted = max_chunks is not None or burst
         guard = StopGuard(self.stop_request, self._stopping, self._stopping_now, self._kill_blender)
         guard.start()
         self.projects.clean()
@@ -386,13 +394,16 @@ class Node:
                     self._switch_blender()
                 if self.heartbeats.server_changed.is_set():
                     self.heartbeats.server_changed.clear()
+                    worker.tasks.take_next()  # a task of the server it knew: not this one's
                     self.register()  # learns the new identity and drops stale projects
                 self._claimed += 1
                 self._busy += 1
             done = False
             asked = time.monotonic()
             try:
-                task = self._lease(worker.slot, 0.0 if burst else LONG_POLL, worker.tasks.loaded)
+                task = worker.tasks.take_next() or self._lease(
+                    worker.slot, 0.0 if burst else LONG_POLL, worker.tasks.loaded
+                )
                 if task is not None:
                     self.run_task(task, worker)
                     done = True

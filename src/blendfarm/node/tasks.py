@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from ..client import ApiClient, Stopped
+from ..client import ApiClient, FollowUp, Stopped
 from ..errors import BlenderFailed, BlendfarmError, Conflict, InsufficientStorage
 from ..formats import CHUNK_KINDS, ChunkKind, chunk_file_name, kind_of_chunk_file
 from ..protocol import Failure, Probe, Task, convert
@@ -65,6 +65,8 @@ class TaskRunner:
         stop: threading.Event,
         say: Callable[[str], None],
         device: str = "",
+        gpu: bool = False,
+        goes_on: Callable[[], bool] = lambda: False,
     ):
         self.name = name
         self.device = device
@@ -77,6 +79,22 @@ class TaskRunner:
         self.stop = stop
         self.say = say
         self.loaded = ""  # the content_sha this slot's warm Blender has loaded ('' if none)
+        self.slot_kind = "gpu" if gpu else "cpu"
+        # Asked at each result: may it bring this slot's next task (else the node leases on its
+        # own, e.g. it stops soon)? The task the answer brought waits in `_next`.
+        self.goes_on = goes_on
+        self._next: Task | None = None
+
+    def _follow_up(self, task: Task) -> FollowUp | None:
+        """Whom a result asks the next task for (the content loaded then is preferred)."""
+        if not self.goes_on():
+            return None
+        return FollowUp(self.name, self.slot_kind, task.content_sha if self.settings.warm else "")
+
+    def take_next(self) -> Task | None:
+        """The task the last result's answer brought (once), or None."""
+        task, self._next = self._next, None
+        return task
 
     def run(self, task: Task) -> bool:
         """Do `task`; True when a chunk was delivered. Raises Stopped (task handed back)."""
@@ -209,7 +227,7 @@ class TaskRunner:
 
     def _deliver(self, task: Task, data: bytes, kind: ChunkKind | Literal["final"]) -> bool:
         try:
-            answer = self.client.send_result(task, data, kind)
+            answer = self.client.send_result(task, data, kind, self._follow_up(task))
         except Conflict:
             self.say(f"task {task.id} went to another node meanwhile: result dropped")
             return False
@@ -217,6 +235,7 @@ class TaskRunner:
             raise BlendfarmError(f"the server could not store the chunk: {exc}") from None
         except BlendfarmError as exc:
             raise BlendfarmError(f"the server refused the chunk: {exc}") from None
+        self._next = answer.next
         if not answer.accepted:
             self.say(f"chunk {task.id} was not needed: {answer.reason or 'already done'}")
             return False

@@ -369,6 +369,10 @@ class FailureAnswer(Message):
 class Accepted(Message):
     accepted: bool
     reason: str | None = None
+    # The node's next task when it asked for one with the result (`?next=cpu|gpu&node=N`):
+    # one request per chunk instead of a result and a lease. None: nothing queued for it now
+    # (it asks again with a long poll).
+    next: Task | None = None
 
 
 class Ok(Message):

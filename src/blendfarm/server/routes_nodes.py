@@ -21,6 +21,7 @@ from .requests import (
     node_auth,
     task_id_of,
 )
+from .services import Farm
 from .uploads import receive_body
 
 MAX_WAIT = 60.0  # longest a lease request may wait for work
@@ -31,7 +32,10 @@ RECHECK = 30.0
 
 
 def _node_name(request: Request) -> str:
-    name = str(request.path_params["name"])
+    return _valid_node_name(str(request.path_params["name"]))
+
+
+def _valid_node_name(name: str) -> str:
     if not (1 <= len(name) <= 64) or not all(ch.isalnum() or ch in "-_." for ch in name):
         raise BadInput("a node name is 1-64 letters, digits, '-', '_' or '.'")
     return name
@@ -165,13 +169,22 @@ async def task_result(request: Request) -> Response:
     tid, lease = task_id_of(request), _lease(request)
     text = request.query_params.get("kind", "png")
     kind = None if text == "final" else chunk_kind_of(text)  # refused before the body is read
+    follow = _follow_up(request)
+    answer = await _take_result(request, farm, tid, lease, kind)
+    if follow is not None:  # the node's next task with the answer: no lease request of its own
+        answer.next = farm.dispatch.lease(*follow)
+    return MessageResponse(answer)
+
+
+async def _take_result(
+    request: Request, farm: Farm, tid: int, lease: str, kind: ChunkKind | None
+) -> p.Accepted:
     dispatch = farm.dispatch
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
     if kind is None:
-        finishing = farm.compositor.finishing
-        return MessageResponse(await run_in_threadpool(finishing.result, task, tmp))
+        return await run_in_threadpool(farm.compositor.finishing.result, task, tmp)
     # A small PNG chunk (what nodes send most) is taken without leaving the loop; the file's
     # flush is shared with every result arriving meanwhile.
     try:
@@ -184,9 +197,19 @@ async def task_result(request: Request) -> Response:
     else:
         stored = await run_in_threadpool(dispatch.store_chunk, tid, lease, tmp, kind)
     if isinstance(stored, p.Accepted):
-        return MessageResponse(stored)
+        return stored
     await dispatch.durable_async.sync(stored.path)
-    return MessageResponse(dispatch.commit_chunk(stored))
+    return dispatch.commit_chunk(stored)
+
+
+def _follow_up(request: Request) -> tuple[str, str, str] | None:
+    """What a result's `next` asks: (node, slot, warm) to lease the node's next task with."""
+    slot = request.query_params.get("next")
+    if slot is None:
+        return None
+    if slot not in ("cpu", "gpu"):
+        raise BadInput("next must be cpu or gpu (the slot the next task is for)")
+    return _valid_node_name(request.query_params.get("node", "")), slot, _warm(request)
 
 
 def _declared_length(request: Request) -> int | None:
