@@ -152,14 +152,12 @@ def stitch_files(
                 band[:, rect.x0 : rect.x1] = _match(img, planes, dtype)
             if bad:
                 raise BadChunks(bad, "are damaged")
-            for i in range(band.shape[0]):
-                if (y0 + i) % step == 0:
-                    small.append(band[i, ::step].copy())  # a copy: the band can go
-                yield band[i].reshape(width * planes).copy()  # pypng may keep a row a while
+            small.append(band[-y0 % step :: step, ::step].copy())  # a copy: the band can go
+            yield band.reshape(y1 - y0, width * planes)
 
     write_png_rows(out, width, height, planes, dtype, rows())
     if thumbnail is not None:
-        write_thumbnail_array(np.stack(small), thumbnail)
+        write_thumbnail_array(np.concatenate(small), thumbnail)
 
 
 def _frame_format(paths: Sequence[Path]) -> tuple[int, np.dtype]:
