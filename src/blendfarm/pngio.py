@@ -33,9 +33,13 @@ from .png_rows import BadFilter, filter_up, unfilter
 def png_header(path: Path) -> tuple[int, int, int, int]:
     """(width, height, bit depth, colour type) from a PNG's IHDR, without decoding it."""
     with open(path, "rb") as fh:
-        head = fh.read(33)
+        return png_header_of(fh.read(33), path.name)
+
+
+def png_header_of(head: bytes, name: str) -> tuple[int, int, int, int]:
+    """`png_header` of a PNG's bytes (its first 33 are enough), named `name` in errors."""
     if len(head) < 33 or head[:8] != PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise NotAPng(f"{path.name} is not a PNG image")
+        raise NotAPng(f"{name} is not a PNG image")
     width, height, depth, colour = struct.unpack(">IIBB", head[16:26])
     return width, height, depth, colour
 
@@ -183,8 +187,11 @@ def read_png(path: Path) -> np.ndarray:
     file the farm writes, and Blender's) decode without a loop per pixel: through numpy when
     every row's filter is none, sub or up (png_rows.unfilter), else through Pillow where it is
     exact. The rest (low bit depths, palettes, ...) through pypng."""
-    name = path.name
-    data = path.read_bytes()
+    return decode_png(path.read_bytes(), path.name)
+
+
+def decode_png(data: bytes, name: str) -> np.ndarray:
+    """`read_png` of a PNG's bytes, named `name` in errors."""
     found = read_chunks(data, name)
     width, height, depth, colour = found.header
     planes = CHANNELS[colour]
