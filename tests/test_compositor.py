@@ -7,6 +7,7 @@ import imageio_ffmpeg
 import numpy as np
 import pytest
 
+from apphelpers import PROBE, InProcessFarm
 from blendfarm.compositor import (
     chunk_name,
     encode_mp4,
@@ -17,6 +18,7 @@ from blendfarm.compositor import (
     write_thumbnail,
 )
 from blendfarm.pngio import NotAPng, png_header, read_png, write_png
+from blendfarm.server import compositing
 from blendfarm.tiles import all_chunks, chunk_rect
 
 
@@ -171,3 +173,27 @@ def test_stitching_names_the_chunk_files_that_are_missing_or_damaged(tmp_path: P
     with pytest.raises(BadChunks, match="missing") as caught:
         stitch_files(chunks, 10, 10, tmp_path / "out.png")
     assert not (tmp_path / "out.png").exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+def test_streaming_frames_do_not_each_remake_the_thumbnail_but_the_result_shows_the_last(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every frame lands within the thumbnail's interval (made an hour here, so no machine is
+    slow enough to see otherwise): the first frame makes the thumbnail, the next ones leave
+    it, and the last frame stitched is in it once the project is done."""
+    monkeypatch.setattr(compositing, "THUMBNAIL_EVERY", 3600.0)
+    farm.register()
+    pid = farm.submit({"frames": "1-3", "tiles": "1"}).json()["id"]
+    probe = farm.lease()
+    assert probe is not None and farm.answer(probe, {**PROBE, "frame_end": 3}).status_code == 200
+    thumbnail = farm.settings.data / "projects" / pid / "thumbnail.png"
+    frames, shown = [], []
+    while (task := farm.lease()) is not None:
+        assert farm.answer(task).status_code == 200
+        farm.background.composite_ready()
+        frames.append(task["frame"])
+        shown.append(int(read_png(thumbnail)[0, 0, 0]))
+    assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
+    assert len(frames) == 3
+    assert shown[:2] == [frames[0] * 40] * 2  # apphelpers' chunks: grey frame * 40
+    assert shown[2] == frames[2] * 40

@@ -25,10 +25,11 @@ from .errors import BadChunks
 from .exr import read_rgba, stitch_exr, tone_map
 from .formats import ChunkKind, OutputFormat
 from .frame_files import convert_png, display_image
-from .pngio import NotAPng, png_header, read_png, to_uint8, write_png_rows
+from .pngio import NotAPng, decode_png, png_header, png_header_of, to_uint8, write_png_rows
 from .tiles import Rect
 
 THUMBNAIL_WIDTH = 320
+PRELOAD = 64 * 1024**2  # chunk bytes read at once before stitching (opening a file costs)
 
 
 def chunk_name(project_id: str, frame: int, row: int, col: int, ext: str = "png") -> str:
@@ -122,7 +123,10 @@ def stitch_files(
     missing = [path for _, path in chunks if not path.is_file()]
     if missing:
         raise BadChunks(missing, "are missing")
-    planes, dtype = _frame_format([path for _, path in chunks])
+    loaded: dict[Path, bytes] = {}  # a small frame's chunk files, each opened once
+    if sum(path.stat().st_size for _, path in chunks) <= PRELOAD:
+        loaded = {path: path.read_bytes() for _, path in chunks}
+    planes, dtype = _frame_format([path for _, path in chunks], loaded)
     bands: dict[tuple[int, int], list[tuple[Rect, Path]]] = {}
     for rect, path in chunks:
         bands.setdefault((rect.y0, rect.y1), []).append((rect, path))
@@ -142,7 +146,8 @@ def stitch_files(
             bad = []
             for rect, path in bands[(y0, y1)]:
                 try:
-                    img = read_png(path)
+                    data = loaded.pop(path, None)
+                    img = decode_png(path.read_bytes() if data is None else data, path.name)
                 except NotAPng:
                     bad.append(path)
                     continue
@@ -152,23 +157,23 @@ def stitch_files(
                 band[:, rect.x0 : rect.x1] = _match(img, planes, dtype)
             if bad:
                 raise BadChunks(bad, "are damaged")
-            for i in range(band.shape[0]):
-                if (y0 + i) % step == 0:
-                    small.append(band[i, ::step].copy())  # a copy: the band can go
-                yield band[i].reshape(width * planes).copy()  # pypng may keep a row a while
+            small.append(band[-y0 % step :: step, ::step].copy())  # a copy: the band can go
+            yield band.reshape(y1 - y0, width * planes)
 
     write_png_rows(out, width, height, planes, dtype, rows())
     if thumbnail is not None:
-        write_thumbnail_array(np.stack(small), thumbnail)
+        write_thumbnail_array(np.concatenate(small), thumbnail)
 
 
-def _frame_format(paths: Sequence[Path]) -> tuple[int, np.dtype]:
-    """(channels, dtype) of the stitched frame: the widest of its chunks (by their headers)."""
+def _frame_format(paths: Sequence[Path], loaded: dict[Path, bytes]) -> tuple[int, np.dtype]:
+    """(channels, dtype) of the stitched frame: the widest of its chunks (by their headers,
+    from the `loaded` bytes of a chunk when they are there)."""
     planes, deep = 1, False
     bad = []
     for path in paths:
         try:
-            _w, _h, depth, colour = png_header(path)
+            data = loaded.get(path)
+            _w, _h, depth, colour = png_header(path) if data is None else png_header_of(data, "")
         except NotAPng:
             bad.append(path)
             continue

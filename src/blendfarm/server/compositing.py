@@ -15,14 +15,16 @@ again from the stored chunks.
 from __future__ import annotations
 
 import logging
+import math
 import shutil
+import time
 from collections import Counter, defaultdict
 from collections.abc import Collection, Mapping
 from contextlib import suppress
 from pathlib import Path
 
 from ..atomic import replacing
-from ..compositor import Mp4Writer, chunk_name, stitch_chunks, write_raw_zip
+from ..compositor import Mp4Writer, chunk_name, stitch_chunks, write_raw_zip, write_thumbnail
 from ..errors import BadChunks, NotFound
 from ..formats import CHUNK_EXTENSIONS, FRAME_EXTENSIONS, ChunkKind, frame_extension
 from ..states import STITCHABLE, ProjectState, TaskState
@@ -35,6 +37,8 @@ from .rows import ProjectRow, TaskRow
 from .store import Store
 
 log = logging.getLogger("blendfarm.server")
+
+THUMBNAIL_EVERY = 1.0  # seconds between a project's thumbnails while its frames stream in
 
 
 def frame_file_name(pid: str, frame: int, ext: str) -> str:
@@ -54,6 +58,8 @@ class Compositor:
         self.finishing = Finishing(store, data, bell, ready)
         self._videos: dict[str, Mp4Writer] = {}  # animations' mp4s being encoded
         self._frame_lists: dict[str, list[int]] = {}  # their frames, in the mp4's order
+        self._thumbnailed: dict[str, float] = {}  # project -> its last thumbnail (monotonic)
+        self._unshown: dict[str, int] = {}  # project -> its last frame, newer than its thumbnail
 
     def composite_all(self) -> None:
         """Stitch every frame whose chunks are all in; finish every project that is complete."""
@@ -73,6 +79,9 @@ class Compositor:
                     self.store.projects.set_error(row.id, f"compositing failed: {exc}")
         for pid in set(self._videos) - live:  # deleted, cancelled, paused in error...
             self._drop_video(pid)
+        for pid in set(self._thumbnailed) - live:
+            self._thumbnailed.pop(pid, None)
+            self._unshown.pop(pid, None)
 
     def close(self) -> None:
         """Stop every encoder (the server stops; the next start encodes again)."""
@@ -102,8 +111,9 @@ class Compositor:
             if is_raw_frame(data, pid, chunks):  # its finish task makes the frame
                 lost += self.finishing.advance(project, frame, chunks, stitched)
                 continue
+            thumbnail = self._thumbnail_due(pid)
             try:
-                out = self.stitch_frame(project, frame, chunks)
+                out = self.stitch_frame(project, frame, chunks, thumbnail=thumbnail)
             except BadChunks as exc:
                 log.warning("project %s frame %d: %s; rendering them again", pid, frame, exc)
                 where = {
@@ -112,10 +122,16 @@ class Compositor:
                 where.update({data.chunk(pid, frame, t.row, t.col): t for t in chunks})
                 lost += [(frame, where[p].row, where[p].col) for p in exc.paths if p in where]
                 continue
+            if thumbnail:
+                self._unshown.pop(pid, None)
+            else:
+                self._unshown[pid] = frame
             store.projects.add_size(pid, out.stat().st_size)
             store.projects.mark_frame(pid, frame)
             stitched.add(frame)
             self._restitched(pid, frame, self._all_frames(pid, by_frame, frames))
+        if self._thumbnail_due(pid, wanted=pid in self._unshown):
+            self._show_unshown(pid)
         if lost:
             store.tasks.lose(pid, lost)
             self.bell.ring()
@@ -131,11 +147,13 @@ class Compositor:
             return
         self.finish(project, sorted(by_frame), tasks)
 
-    def stitch_frame(self, project: ProjectRow, frame: int, chunks: list[TaskRow]) -> Path:
+    def stitch_frame(
+        self, project: ProjectRow, frame: int, chunks: list[TaskRow], thumbnail: bool = True
+    ) -> Path:
         """Stitch one frame's png or exr chunks into the final frame in the scene's format (a
-        frame of raw chunks is Finishing's); the file written. Chunks of another kind than
-        most of the frame's, or whose file is missing or damaged, are named by BadChunks (they
-        render again)."""
+        frame of raw chunks is Finishing's), and the project's thumbnail from it when
+        `thumbnail`; the file written. Chunks of another kind than most of the frame's, or
+        whose file is missing or damaged, are named by BadChunks (they render again)."""
         pid, data = project.id, self.data
         assert project.width is not None and project.height is not None
         w, h, n = project.width, project.height, project.tiles
@@ -154,7 +172,8 @@ class Compositor:
             raise BadChunks(odd, f"are not {kind} chunks like the rest of the frame")
         out = data.frame(pid, frame, frame_extension(kind, project.output_format))
         pieces = [(chunk_rect(w, h, n, r, c), path) for (r, c), (path, _) in found.items()]
-        stitch_chunks(kind, pieces, w, h, out, project.output_format, thumbnail=data.thumbnail(pid))
+        small = data.thumbnail(pid) if thumbnail else None
+        stitch_chunks(kind, pieces, w, h, out, project.output_format, thumbnail=small)
         for ext in FRAME_EXTENSIONS:  # a frame of another format left by an earlier render
             other = data.frame(pid, frame, ext)
             if other != out:
@@ -166,6 +185,31 @@ class Compositor:
             return self.data.find_frame(pid, frame)
         except NotFound:
             return None
+
+    # -- the thumbnail, at most about once a second -------------------------------------------
+
+    def _thumbnail_due(self, pid: str, wanted: bool = True) -> bool:
+        """Whether to make the project's thumbnail now (and then it counts as made): its first,
+        then one every THUMBNAIL_EVERY seconds; a frame stitched in between waits for the
+        next frame past that time, the next pass over the project, or its result."""
+        now = time.monotonic()
+        if not wanted or now - self._thumbnailed.get(pid, -math.inf) < THUMBNAIL_EVERY:
+            return False
+        self._thumbnailed[pid] = now
+        return True
+
+    def _show_unshown(self, pid: str) -> None:
+        """The thumbnail from the project's last stitched frame when the thumbnail is older."""
+        frame = self._unshown.pop(pid, None)
+        if frame is None:
+            return
+        path = self._frame_file(pid, frame)
+        if path is None:
+            return
+        try:
+            write_thumbnail(path, self.data.thumbnail(pid))
+        except (OSError, ValueError) as exc:  # it is only a picture on the dashboard
+            log.warning("project %s: no thumbnail from %s: %s", pid, path.name, exc)
 
     # -- the mp4, frame by frame -----------------------------------------------------------
 
@@ -241,6 +285,7 @@ class Compositor:
             store.tasks.lose(pid, gone)
             self.bell.ring()
             return
+        self._show_unshown(pid)  # the thumbnail shows the last frame stitched
         write_raw_zip(chunks, raw)
         made = [raw]
         if project.animation:
