@@ -87,6 +87,10 @@ PROBE = probe_answer(50)  # lease_scaling.py's probe
 class Stats:
     def __init__(self) -> None:
         self.latency: dict[str, list[float]] = defaultdict(list)
+        # Latencies of requests started once every node is in its loop (past the start-up:
+        # the ramp, the first probes, the herd their chunks wake): what the p99 targets read.
+        self.steady: dict[str, list[float]] = defaultdict(list)
+        self.steady_from = float("inf")  # perf_counter time
         self.status: dict[str, Counter[int]] = defaultdict(Counter)
         self.errors: Counter[str] = Counter()
         self.error_samples: list[dict[str, Any]] = []
@@ -138,7 +142,10 @@ async def call(
         stats.latency[kind].append(time.perf_counter() - started)
         stats.error(kind, "transport error", str(exc))
         return None
-    stats.latency[kind].append(time.perf_counter() - started)
+    took = time.perf_counter() - started
+    stats.latency[kind].append(took)
+    if started >= stats.steady_from:
+        stats.steady[kind].append(took)
     stats.status[kind][resp.status] += 1
     if not 200 <= resp.status < 300:
         stats.error(kind, f"HTTP {resp.status}", f"{method} {path}: {resp.text}")
@@ -390,6 +397,7 @@ async def run_load(
         pngs.get(w, h)
     t0 = time.monotonic()
     deadline = t0 + args.seconds
+    stats.steady_from = time.perf_counter() + args.ramp + 2 * args.render_time + 1.0
     ramp = args.ramp / max(1, args.nodes)
     jobs = [
         sim_node(i, base, stats, pngs, t0 + ramp * i, deadline, args) for i in range(args.nodes)
@@ -497,10 +505,14 @@ def summarize(
     }
     if args.render_time > 0:
         for kind in ("lease", "result"):
+            steady = stats.steady.get(kind, [])
+            p99 = ms(steady, 99)
             targets[f"p99_{kind}_ms"] = {
                 "target": TARGET_P99_MS,
-                "value": latency[kind]["p99_ms"],
-                "met": (latency[kind]["p99_ms"] or 0) <= TARGET_P99_MS,
+                "value": p99,
+                "requests": len(steady),
+                "after_s": round(args.ramp + 2 * args.render_time + 1.0, 1),
+                "met": p99 is None or p99 <= TARGET_P99_MS,
             }
     else:
         targets["chunks_per_s"]["met"] = chunks_per_s >= TARGET_CHUNKS_PER_S

@@ -1,7 +1,9 @@
-"""The farm's SQLite file (WAL): one connection, one lock, transactions, key-value meta.
+"""The farm's SQLite file (WAL): one writing connection behind one lock, a reading connection
+per thread, transactions, key-value meta.
 
 The stores (projects, tasks, nodes) share one `Database`: every change runs in
-`transaction()` under the one lock, so the server's threads see a consistent farm, and
+`transaction()` under the one lock, so the server's threads see a consistent farm; reads
+outside a transaction see the last committed state without waiting for the lock; and
 `version` grows on every committed change (the event stream watches it). Transactions nest:
 an inner one is a savepoint of the outer, so an operation can span several stores atomically.
 """
@@ -23,7 +25,8 @@ BACKSTOP_PAGES = 16384  # WAL pages (64 MiB) after which a commit checkpoints by
 
 
 class Database:
-    """One SQLite connection behind one lock; `clock` is the time every store uses."""
+    """One SQLite writer behind one lock, readers per thread; `clock` is the time every store
+    uses."""
 
     def __init__(self, path: Path, clock: Clock = time.time):
         self.path = path
@@ -33,6 +36,10 @@ class Database:
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._lock = threading.RLock()
+        self._writer: int | None = None  # the thread inside a transaction, if any
+        self._readers = threading.local()  # each thread's read-only connection
+        self._reader_list: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         self._depth = 0
         self._changed = False
         self._checkpointer: sqlite3.Connection | None = None
@@ -52,6 +59,10 @@ class Database:
 
     def close(self) -> None:
         with self._lock:
+            with self._readers_lock:
+                for reader in self._reader_list:
+                    reader.close()
+                self._reader_list.clear()
             self._db.close()
             if self._checkpointer is not None:
                 self._checkpointer.close()
@@ -74,12 +85,14 @@ class Database:
             self._db.execute("BEGIN IMMEDIATE" if outer else f"SAVEPOINT {savepoint}")
             if outer:
                 self._changed = False
+                self._writer = threading.get_ident()
             self._depth += 1
             try:
                 yield self._db
             except BaseException:
                 self._depth -= 1
                 if outer:
+                    self._writer = None
                     self._db.execute("ROLLBACK")
                 else:
                     self._db.execute(f"ROLLBACK TO {savepoint}")
@@ -91,6 +104,7 @@ class Database:
             if not outer:
                 self._db.execute(f"RELEASE {savepoint}")
                 return
+            self._writer = None
             self._db.execute("COMMIT")
             if self._changed:
                 self.version += 1
@@ -101,9 +115,35 @@ class Database:
 
     @contextmanager
     def read(self) -> Iterator[sqlite3.Connection]:
-        """The connection, for reads, under the lock (consistent with every writer)."""
-        with self._lock:
+        """A connection for reads that see one committed state of the farm (a read
+        transaction on the thread's own connection: WAL readers never wait for the writer,
+        and the writer never waits for them, so a long status read holds no lease back).
+        Inside a transaction, that transaction's connection: it sees its own changes."""
+        if self._writer == threading.get_ident():
             yield self._db
+            return
+        reader = self._reader()
+        depth: int = getattr(self._readers, "depth", 0)
+        if depth == 0:
+            reader.execute("BEGIN")
+        self._readers.depth = depth + 1
+        try:
+            yield reader
+        finally:
+            self._readers.depth = depth
+            if depth == 0:
+                reader.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        reader: sqlite3.Connection | None = getattr(self._readers, "db", None)
+        if reader is None:
+            reader = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            reader.row_factory = sqlite3.Row
+            reader.execute("PRAGMA query_only=ON")
+            self._readers.db = reader
+            with self._readers_lock:
+                self._reader_list.append(reader)
+        return reader
 
     def _meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
@@ -111,16 +151,16 @@ class Database:
 
     @property
     def server_id(self) -> str:
-        with self._lock:
-            return self._meta("server_id") or ""
+        return self.get_meta("server_id") or ""
 
     def new_server_id(self) -> None:
         """Take a new identity (after a purge: nodes drop what they cached from the old one)."""
         self.set_meta("server_id", secrets.token_hex(8))
 
     def get_meta(self, key: str) -> str | None:
-        with self._lock:
-            return self._meta(key)
+        with self.read() as db:
+            row = db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
         with self.transaction() as db:

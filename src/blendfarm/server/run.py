@@ -26,6 +26,9 @@ from .app import create_app, create_ui_app
 
 log = logging.getLogger("blendfarm.server")
 KEEP_ALIVE = 75  # seconds an idle connection stays open
+# How long a thread holding the GIL may keep the event loop waiting for it (Python's default is
+# 5 ms): the loop answers leases and results, the compositor and status threads wait their turn.
+SWITCH_INTERVAL = 0.001
 
 
 class _Server(uvicorn.Server):
@@ -77,6 +80,7 @@ def serve(settings: Settings, console: Console | None = None) -> None:
     _check_port(settings.host, settings.api_port)
     _check_port(settings.host, settings.ui_port)
     app = create_app(settings)
+    sys.setswitchinterval(SWITCH_INTERVAL)
     # Multipart uploads are spooled to the temp dir past 1 MiB: keep them on the data disk
     # (checked against the reserve, cleaned at start) rather than in a small /tmp.
     tempfile.tempdir = str(app.state.farm.data.root / "tmp")

@@ -1,0 +1,54 @@
+"""The farm's database: one writer behind a lock, readers that never wait for it."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from blendfarm.server.database import Database
+
+
+def test_a_read_in_progress_does_not_hold_a_writer_back(tmp_path: Path) -> None:
+    db = Database(tmp_path / "farm.db")
+    db.set_meta("k", "before")
+    reading = threading.Event()
+    written = threading.Event()
+    seen: list[str | None] = []
+
+    def long_read() -> None:
+        with db.read() as conn:
+            query = "SELECT value FROM meta WHERE key = 'k'"
+            seen.append(conn.execute(query).fetchone()[0])
+            reading.set()
+            assert written.wait(10)  # the writer commits while this read is open...
+            seen.append(conn.execute(query).fetchone()[0])  # ...which still sees its state
+
+    reader = threading.Thread(target=long_read)
+    reader.start()
+    assert reading.wait(10)
+    db.set_meta("k", "after")  # would wait for the reader if reads took the lock
+    written.set()
+    reader.join(10)
+    assert seen == ["before", "before"]
+    assert db.get_meta("k") == "after"  # a new read sees the commit
+    db.close()
+
+
+def test_a_read_inside_a_transaction_sees_its_own_changes(tmp_path: Path) -> None:
+    db = Database(tmp_path / "farm.db")
+    with db.transaction() as conn:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('k', 'mine')")
+        assert db.get_meta("k") == "mine"  # not committed yet: only this transaction sees it
+        with db.read() as inner:
+            assert inner is conn
+    assert db.get_meta("k") == "mine"
+    db.close()
+
+
+def test_reads_nest_on_one_thread(tmp_path: Path) -> None:
+    db = Database(tmp_path / "farm.db")
+    db.set_meta("k", "v")
+    with db.read() as outer, db.read() as inner:
+        assert inner is outer
+        assert db.get_meta("k") == "v"
+    db.close()
