@@ -96,3 +96,41 @@ def test_an_awaited_flush_that_fails_raises_in_its_waiter(tmp_path: Path) -> Non
     with pytest.raises(FileNotFoundError):
         asyncio.run(waiter.sync(tmp_path / "never-written.png"))
     waiter.close()
+
+
+def test_a_placed_file_is_whole_durable_and_replaces_the_old_kinds(tmp_path: Path) -> None:
+    group = GroupSync(tmp_path)
+    flushed: list[Path] = []
+    real = group.flush
+
+    def watch(paths: list[Path]) -> None:
+        assert all(path.read_bytes() == b"new" for path in paths)  # written before the flush
+        real(paths)
+        flushed.extend(paths)
+
+    group.flush = watch  # type: ignore[method-assign]
+    waiter = AsyncGroupSync(group)
+    dest = tmp_path / "chunks" / "1-0-0.png"
+    old = tmp_path / "chunks" / "1-0-0.exr"
+    old.parent.mkdir()
+    old.write_bytes(b"old")
+    asyncio.run(waiter.place(dest, b"new", [old]))
+    waiter.close()
+    assert flushed == [dest] and dest.read_bytes() == b"new"
+    assert not old.exists()
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["1-0-0.png"]  # no temporary left
+
+
+def test_a_placement_that_cannot_be_written_fails_alone(tmp_path: Path) -> None:
+    waiter = AsyncGroupSync(GroupSync(tmp_path))
+    (tmp_path / "file").write_bytes(b"")
+
+    async def both() -> list[BaseException | None]:
+        bad = waiter.place(tmp_path / "file" / "under-a-file.png", b"x")  # its folder is a file
+        good = waiter.place(tmp_path / "ok.png", b"x")
+        return await asyncio.gather(bad, good, return_exceptions=True)
+
+    bad, good = asyncio.run(both())
+    waiter.close()
+    assert isinstance(bad, OSError) and good is None
+    assert (tmp_path / "ok.png").read_bytes() == b"x"

@@ -63,60 +63,68 @@ def check_png(path: Path) -> tuple[int, int, int, int]:
     and CRC, the header's values, the image data inflating (zlib's own checksum included) to
     exactly the bytes its size needs, a valid filter at the start of every row, and the end
     chunk. Memory stays at a few MiB whatever the image's size."""
-    name = path.name
     with open(path, "rb") as fh:
-        if fh.read(8) != PNG_SIGNATURE:
-            raise NotAPng(f"{name} is not a PNG image")
-        header: tuple[int, int, int, int] | None = None
-        rows: _Rows | None = None
-        inflate = zlib.decompressobj()
-        palette = interlaced = False
-        while True:
-            head = fh.read(8)
-            if len(head) < 8:
-                raise NotAPng(f"{name} is cut off (no end chunk)")
-            length, kind = struct.unpack(">I4s", head)
-            if length > 2**31 - 1:
-                raise NotAPng(f"{name} has a chunk of impossible length")
-            crc = zlib.crc32(kind)
-            if header is None and kind != b"IHDR":
-                raise NotAPng(f"{name} does not begin with its header")
-            if kind == b"IDAT":
-                if rows is None:
-                    if header is None or (header[3] == 3 and not palette):
-                        raise NotAPng(f"{name} has image data before its header or palette")
-                    rows = _Rows(*header, interlaced=interlaced, name=name)
-                left = length
-                while left:
-                    block = fh.read(min(left, CHECK_BLOCK))
-                    if not block:
-                        raise NotAPng(f"{name} is cut off")
-                    left -= len(block)
-                    crc = zlib.crc32(block, crc)
-                    _inflate(inflate, block, rows, name)
-                data = b""
-            else:
-                data = fh.read(length)
-                if len(data) < length:
+        return _check_stream(fh, path.name)
+
+
+def check_png_data(data: bytes, name: str) -> tuple[int, int, int, int]:
+    """`check_png` of a PNG's bytes (a small upload held in memory), named `name` in errors."""
+    return _check_stream(io.BytesIO(data), name)
+
+
+def _check_stream(fh: BinaryIO, name: str) -> tuple[int, int, int, int]:
+    if fh.read(8) != PNG_SIGNATURE:
+        raise NotAPng(f"{name} is not a PNG image")
+    header: tuple[int, int, int, int] | None = None
+    rows: _Rows | None = None
+    inflate = zlib.decompressobj()
+    palette = interlaced = False
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise NotAPng(f"{name} is cut off (no end chunk)")
+        length, kind = struct.unpack(">I4s", head)
+        if length > 2**31 - 1:
+            raise NotAPng(f"{name} has a chunk of impossible length")
+        crc = zlib.crc32(kind)
+        if header is None and kind != b"IHDR":
+            raise NotAPng(f"{name} does not begin with its header")
+        if kind == b"IDAT":
+            if rows is None:
+                if header is None or (header[3] == 3 and not palette):
+                    raise NotAPng(f"{name} has image data before its header or palette")
+                rows = _Rows(*header, interlaced=interlaced, name=name)
+            left = length
+            while left:
+                block = fh.read(min(left, CHECK_BLOCK))
+                if not block:
                     raise NotAPng(f"{name} is cut off")
-                crc = zlib.crc32(data, crc)
-            stored = fh.read(4)
-            if len(stored) < 4 or struct.unpack(">I", stored)[0] != crc:
-                raise NotAPng(f"{name} is damaged: the {kind.decode('latin-1')} chunk's CRC fails")
-            if kind == b"IHDR":
-                header, interlaced = parse_header(data, name)
-            elif kind == b"PLTE":
-                palette = True
-            elif kind == b"IEND":
-                break
-        if rows is None:
-            raise NotAPng(f"{name} has no image data")
-        try:
-            rows.take(inflate.flush())
-        except zlib.error as exc:
-            raise NotAPng(f"{name} is damaged: {exc}") from None
-        if not inflate.eof or not rows.complete:
-            raise NotAPng(f"{name} is damaged: its image data is cut off")
+                left -= len(block)
+                crc = zlib.crc32(block, crc)
+                _inflate(inflate, block, rows, name)
+            data = b""
+        else:
+            data = fh.read(length)
+            if len(data) < length:
+                raise NotAPng(f"{name} is cut off")
+            crc = zlib.crc32(data, crc)
+        stored = fh.read(4)
+        if len(stored) < 4 or struct.unpack(">I", stored)[0] != crc:
+            raise NotAPng(f"{name} is damaged: the {kind.decode('latin-1')} chunk's CRC fails")
+        if kind == b"IHDR":
+            header, interlaced = parse_header(data, name)
+        elif kind == b"PLTE":
+            palette = True
+        elif kind == b"IEND":
+            break
+    if rows is None:
+        raise NotAPng(f"{name} has no image data")
+    try:
+        rows.take(inflate.flush())
+    except zlib.error as exc:
+        raise NotAPng(f"{name} is damaged: {exc}") from None
+    if not inflate.eof or not rows.complete:
+        raise NotAPng(f"{name} is damaged: its image data is cut off")
     assert header is not None
     return header
 

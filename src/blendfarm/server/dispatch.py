@@ -18,11 +18,12 @@ import msgspec
 from .. import protocol as p
 from ..errors import BadInput, Conflict
 from ..exr import exr_layout, is_exr, read_exr
-from ..formats import CHUNK_EXTENSIONS, ChunkKind
-from ..pngio import NotAPng, check_png, png_header
+from ..formats import CHUNK_EXTENSIONS as EXT
+from ..formats import CHUNK_KINDS, ChunkKind
+from ..pngio import NotAPng, check_png, check_png_data, png_header_of
 from ..settings import Settings
 from ..states import ProjectEvent, TaskKind, TaskState, can_move
-from ..tiles import blender_border, chunk_rect, grow
+from ..tiles import Rect, blender_border, chunk_rect, grow
 from .auth import Guard
 from .bell import WorkBell
 from .blender_shelf import BlenderShelf
@@ -218,24 +219,46 @@ class Dispatch:
         what `commit_chunk` records once the file is on the disk, or the answer already
         (the chunk is done). The upload is gone afterwards either way."""
         try:
-            task = self.check_lease(task_id, lease)
-            if task.kind is not TaskKind.CHUNK:
-                raise BadInput(f"task {task_id} is a {task.kind.value}, not a chunk")
-            if task.state is TaskState.DONE:
-                return p.Accepted(accepted=False, reason="the chunk is already done")
-            proj = self.store.projects.get(task.project_id)
-            rect = chunk_rect(*frame_size(proj), proj.tiles, task.row, task.col)
+            found = self._chunk_to_take(task_id, lease)
+            if isinstance(found, p.Accepted):
+                return found
+            task, rect = found
             check_chunk_file(upload, kind, rect.width, rect.height)
-            dest = self.data.chunk(proj.id, task.frame, task.row, task.col, CHUNK_EXTENSIONS[kind])
+            dest = self.data.chunk(task.project_id, task.frame, task.row, task.col, EXT[kind])
             dest.parent.mkdir(parents=True, exist_ok=True)
             size = upload.stat().st_size
             os.replace(upload, dest)
-            for other in self.data.chunk_files(proj.id, task.frame, task.row, task.col):
-                if other != dest:  # a file of another kind from an earlier render of it
-                    other.unlink(missing_ok=True)
-            return StoredChunk(task_id, lease, proj.id, task.frame, dest, size)
+            for other in self.other_kinds(dest, task):  # from an earlier render of it
+                other.unlink(missing_ok=True)
+            return StoredChunk(task_id, lease, task.project_id, task.frame, dest, size)
         finally:
             upload.unlink(missing_ok=True)
+
+    def chunk_in_memory(self, task_id: int, lease: str, data: bytes) -> StoredChunk | p.Accepted:
+        """Check a small PNG chunk held in memory (`small_result`): where it goes, for the
+        flusher to write (`AsyncGroupSync.place`), or the answer already (the chunk is done)."""
+        found = self._chunk_to_take(task_id, lease)
+        if isinstance(found, p.Accepted):
+            return found
+        task, rect = found
+        check_png_chunk(data, rect.width, rect.height)
+        dest = self.data.chunk(task.project_id, task.frame, task.row, task.col, EXT["png"])
+        return StoredChunk(task_id, lease, task.project_id, task.frame, dest, len(data))
+
+    def other_kinds(self, dest: Path, task: TaskRow) -> list[Path]:
+        """The chunk's files of other kinds than `dest` (left by an earlier render of it)."""
+        pid, frame, row, col = task.project_id, task.frame, task.row, task.col
+        paths = [self.data.chunk(pid, frame, row, col, EXT[kind]) for kind in CHUNK_KINDS]
+        return [path for path in paths if path != dest]
+
+    def _chunk_to_take(self, task_id: int, lease: str) -> tuple[TaskRow, Rect] | p.Accepted:
+        task = self.check_lease(task_id, lease)
+        if task.kind is not TaskKind.CHUNK:
+            raise BadInput(f"task {task_id} is a {task.kind.value}, not a chunk")
+        if task.state is TaskState.DONE:
+            return p.Accepted(accepted=False, reason="the chunk is already done")
+        proj = self.store.projects.get(task.project_id)
+        return task, chunk_rect(*frame_size(proj), proj.tiles, task.row, task.col)
 
     def commit_chunk(self, stored: StoredChunk) -> p.Accepted:
         """Record a chunk stored by `store_chunk` as done, once its file is durable; the
@@ -329,12 +352,8 @@ def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> No
     """BadInput unless `path` is an image of `kind` (PNG; OpenEXR for exr and raw) of
     `width`x`height`, whole: a cut-off file is refused, not stitched later."""
     if kind == "png":
-        try:
-            got_w, got_h, _depth, _colour = png_header(path)
-        except NotAPng:
-            raise BadInput("the chunk result is not a PNG image") from None
-        if (got_w, got_h) != (width, height):
-            raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
+        with open(path, "rb") as fh:
+            check_png_size(fh.read(33), width, height)  # its size first
         try:  # every CRC and the image data, not decoded: a cut-off file is refused here
             check_png(path)
         except NotAPng as exc:
@@ -348,6 +367,25 @@ def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> No
             raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
         read_exr(path)
     except ValueError as exc:
+        raise BadInput(f"the chunk image is damaged: {exc}") from None
+
+
+def check_png_size(head: bytes, width: int, height: int) -> None:
+    """BadInput unless `head` (a PNG's first 33 bytes) begins a PNG of `width`x`height`."""
+    try:
+        got_w, got_h, _depth, _colour = png_header_of(head[:33], "the chunk")
+    except NotAPng:
+        raise BadInput("the chunk result is not a PNG image") from None
+    if (got_w, got_h) != (width, height):
+        raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
+
+
+def check_png_chunk(data: bytes, width: int, height: int) -> None:
+    """BadInput unless `data` is a whole PNG of `width`x`height` (see `check_chunk_file`)."""
+    check_png_size(data, width, height)
+    try:
+        check_png_data(data, "the chunk")
+    except NotAPng as exc:
         raise BadInput(f"the chunk image is damaged: {exc}") from None
 
 

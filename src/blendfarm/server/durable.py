@@ -14,9 +14,10 @@ import asyncio
 import ctypes
 import ctypes.util
 import os
+import secrets
 import threading
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..atomic import fsync_file
@@ -109,17 +110,27 @@ class AsyncGroupSync:
     def __init__(self, group: GroupSync):
         self.group = group
         self._cond = threading.Condition()
-        self._pending: list[tuple[Path, asyncio.Future[None]]] = []
+        self._pending: list[_Job] = []
         self._thread: threading.Thread | None = None
         self._closed = False
 
     async def sync(self, path: Path) -> None:
         """Return once `path` is durable; the flush's OSError if it failed."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        await self._wait(_Job(path))
+
+    async def place(self, path: Path, data: bytes, replaces: list[Path] | None = None) -> None:
+        """Write `data` as the file `path` (whole or not at all: a temporary sibling renamed)
+        and return once it is durable, the files `replaces` removed. The flusher thread does
+        the writing too: creating files costs the kernel more than the loop should wait."""
+        await self._wait(_Job(path, data, replaces or []))
+
+    async def _wait(self, job: _Job) -> None:
+        job.done = asyncio.get_running_loop().create_future()
+        done = job.done
         with self._cond:
             if self._closed:
                 raise RuntimeError("the flusher is closed")
-            self._pending.append((path, done))
+            self._pending.append(job)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="flusher", daemon=True)
                 self._thread.start()
@@ -143,14 +154,45 @@ class AsyncGroupSync:
                 if not self._pending:
                     return
                 batch, self._pending = self._pending, []
-            error: BaseException | None = None
+            failed: dict[int, BaseException] = {}
+            for job in batch:
+                if job.data is not None:
+                    try:
+                        _write(job)
+                    except Exception as exc:  # this writer's alone
+                        failed[id(job)] = exc
+            written = [job for job in batch if id(job) not in failed]
             try:
-                self.group.flush([path for path, _ in batch])
+                if written:
+                    self.group.flush([job.path for job in written])
             except Exception as exc:  # handed to every writer of the batch
-                error = exc
-            for _, done in batch:
+                failed.update((id(job), exc) for job in written)
+            for job in batch:
+                assert job.done is not None
                 with suppress(RuntimeError):  # its loop has closed: nobody waits any more
-                    done.get_loop().call_soon_threadsafe(_settle, done, error)
+                    job.done.get_loop().call_soon_threadsafe(_settle, job.done, failed.get(id(job)))
+
+
+@dataclass
+class _Job:
+    path: Path
+    data: bytes | None = None  # to write as `path` first (None: it is written already)
+    replaces: list[Path] = field(default_factory=list)
+    done: asyncio.Future[None] | None = None
+
+
+def _write(job: _Job) -> None:
+    assert job.data is not None
+    job.path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = job.path.with_name(f".{job.path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(job.data)
+        os.replace(tmp, job.path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    for other in job.replaces:
+        other.unlink(missing_ok=True)
 
 
 def _settle(done: asyncio.Future[None], error: BaseException | None) -> None:

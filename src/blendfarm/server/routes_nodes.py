@@ -12,6 +12,7 @@ from .. import protocol as p
 from ..errors import BadInput
 from ..formats import CHUNK_KINDS, ChunkKind
 from .bell import wait_for
+from .dispatch import SMALL_RESULT_BYTES
 from .openapi import api
 from .requests import (
     MAX_CHUNK_UPLOAD,
@@ -22,7 +23,7 @@ from .requests import (
     task_id_of,
 )
 from .services import Farm
-from .uploads import receive_body
+from .uploads import receive_body, receive_small
 
 MAX_WAIT = 60.0  # longest a lease request may wait for work
 # A waiting lease looks again this often even without a ring (a rest hour may have ended);
@@ -181,21 +182,20 @@ async def _take_result(
 ) -> p.Accepted:
     dispatch = farm.dispatch
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
+    if kind is not None and dispatch.small_result(task, kind, _declared_length(request)):
+        # A small PNG chunk (what nodes send most) is checked in memory on the loop; the
+        # flusher thread writes it and flushes it with every result arriving meanwhile.
+        data = await receive_small(request, SMALL_RESULT_BYTES)
+        held = dispatch.chunk_in_memory(tid, lease, data)
+        if isinstance(held, p.Accepted):
+            return held
+        await dispatch.durable_async.place(held.path, data, dispatch.other_kinds(held.path, task))
+        return dispatch.commit_chunk(held)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
     if kind is None:
         return await run_in_threadpool(farm.compositor.finishing.result, task, tmp)
-    # A small PNG chunk (what nodes send most) is taken without leaving the loop; the file's
-    # flush is shared with every result arriving meanwhile.
-    try:
-        small = dispatch.small_result(task, kind, _declared_length(request))
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if small:
-        stored = dispatch.store_chunk(tid, lease, tmp, kind)
-    else:
-        stored = await run_in_threadpool(dispatch.store_chunk, tid, lease, tmp, kind)
+    stored = await run_in_threadpool(dispatch.store_chunk, tid, lease, tmp, kind)
     if isinstance(stored, p.Accepted):
         return stored
     await dispatch.durable_async.sync(stored.path)

@@ -131,6 +131,19 @@ async def receive_body(request: Request, data: DataDir, limit: int, reserve: int
     return tmp
 
 
+async def receive_small(request: Request, limit: int) -> bytes:
+    """A small raw request body, in memory (TooLarge past `limit` bytes, whatever was
+    declared)."""
+    pieces: list[bytes] = []
+    size = 0
+    async for block in request.stream():
+        size += len(block)
+        if size > limit:
+            raise TooLarge(f"the upload is larger than {limit} bytes")
+        pieces.append(block)
+    return b"".join(pieces)
+
+
 @dataclass
 class Form:
     """A parsed submission: the text fields and the one file, already on the data disk."""
