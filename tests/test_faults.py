@@ -288,15 +288,17 @@ def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
     farm = FarmProcesses(tmp_path, serve_args=("--node-timeout", "3"))
     farm.env["BLENDFARM_DISK_RESERVE"] = "0"
     farm.start_server()
-    spool = tmp_path / "data" / "tmp"  # where results land before they are kept
+    spool = tmp_path / "data" / "tmp"  # where big results land before they are kept
     try:
         pid = submit(farm, project_zip, "--frame", "1")
-        with full_disk(spool) as free:
+        chunks = tmp_path / "data" / "projects" / pid / "chunks"  # where small ones are written
+        with full_disk(spool) as free_spool, full_disk(chunks) as free_chunks:
             farm.start_node("n1")
             p = farm.wait_state(pid, {"error", "done"}, timeout=120)
             assert p["state"] == "error" and "disk is full" in p["error"], p
             assert farm.client.get("/api/health").status_code == 200  # the server lives on
-            free()
+            free_chunks()
+            free_spool()
             farm.cli("retry", pid)
             assert farm.wait_state(pid, {"error", "done"}, timeout=120)["state"] == "done"
     finally:

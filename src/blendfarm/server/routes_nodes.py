@@ -160,7 +160,8 @@ async def node_leave(request: Request) -> Response:
 @api(
     "A task's result (token, raw body): a chunk's image (PNG; OpenEXR with ?kind=exr, or"
     " ?kind=raw for a raw chunk whose frame a finish task completes), or with ?kind=final a"
-    " finish task's frame.",
+    " finish task's frame. With ?next=cpu|gpu&node=N (and warm=, as for a lease) the answer's"
+    " `next` is node N's next task for that slot, leased as a lease request would, or null.",
     response=p.Accepted,
     auth="token",
     body="application/octet-stream",
