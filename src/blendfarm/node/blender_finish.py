@@ -45,9 +45,17 @@ def loaded(scene: Any) -> dict[str, Any]:
 
 
 def compositor_tree(scene: Any) -> Any:
-    if hasattr(scene, "compositing_node_group"):  # Blender 5.0 on
+    """The scene's compositing nodes, if it uses them (blender_script uses this one too)."""
+    if hasattr(scene, "compositing_node_group"):  # Blender 5.0 on: a node group of its own
         return scene.compositing_node_group
     return scene.node_tree if scene.use_nodes else None
+
+
+def use_threads(settings: Any, threads: int) -> None:
+    """Render with `threads` threads (0: as many as the machine has), as `-t` would."""
+    settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
+    if threads > 0:
+        settings.threads = threads
 
 
 def _set(undo: Undo, target: Any, name: str, value: Any) -> None:
@@ -206,10 +214,7 @@ def finish(scene: Any, cmd: dict[str, Any]) -> dict[str, Any]:
     scene.frame_set(int(cmd["frame"]))
     settings.use_border = False
     settings.use_crop_to_border = False
-    threads = int(cmd.get("threads") or 0)
-    settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
-    if threads > 0:
-        settings.threads = threads
+    use_threads(settings, int(cmd.get("threads") or 0))
     undo: Undo = []
     image = bpy.data.images.load(str(cmd["passes"]), check_existing=False)
     undo.append(lambda: bpy.data.images.remove(image))

@@ -68,11 +68,7 @@ def answer(payload):
     sys.stdout.flush()
 
 
-def compositor_tree(scene):
-    """The scene's compositing nodes, if it uses them."""
-    if hasattr(scene, "compositing_node_group"):  # Blender 5.0 on: a node group of its own
-        return scene.compositing_node_group
-    return scene.node_tree if scene.use_nodes else None
+compositor_tree = FINISH.compositor_tree  # the scene's compositing nodes, if it uses them
 
 
 def uses_compositor(scene):
@@ -245,10 +241,7 @@ def render(cmd):
     else:
         settings.use_border = False
         settings.use_crop_to_border = False
-    threads = int(cmd.get("threads") or 0)
-    settings.threads_mode = "FIXED" if threads > 0 else "AUTO"
-    if threads > 0:
-        settings.threads = threads
+    FINISH.use_threads(settings, int(cmd.get("threads") or 0))
     kind = OUTPUT.prepare(scene, cmd, uses_compositor)
     # Cycles renders the whole border as one image; a chunk is small enough for that.
     device = use_device(scene, cmd.get("device"), bool(cmd.get("scene_device")))
