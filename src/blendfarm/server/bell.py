@@ -8,6 +8,10 @@ a hand-back, an expired lease or a lost chunk) rings it, from any thread.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class WorkBell:
@@ -37,6 +41,32 @@ class WorkBell:
     def _wake(self) -> None:
         event, self._event = self._event, asyncio.Event()
         event.set()
+
+
+async def long_poll(
+    bell: WorkBell,
+    look: Callable[[], T | None],
+    wait: float,
+    recheck: float,
+    stopping: asyncio.Event,
+    gone: Callable[[], Awaitable[bool]],
+) -> T | None:
+    """What `look` finds, waiting up to `wait` seconds for it: it looks again whenever `bell`
+    rings (and every `recheck` seconds regardless); None when the wait is over, the server
+    stops or the client is `gone`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    while True:
+        ticket = bell.ticket()  # before looking: a ring meanwhile is not missed
+        found = look()
+        left = deadline - loop.time()
+        if found is not None or left <= 0 or stopping.is_set():
+            return found
+        rang = await wait_for(ticket, min(left, recheck))
+        if await gone():
+            return None
+        if not rang and deadline <= loop.time():
+            return None  # the wait is over and nothing rang: there is nothing new to find
 
 
 async def wait_for(ticket: asyncio.Event, timeout: float) -> bool:

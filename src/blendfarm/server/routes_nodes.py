@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -11,7 +9,7 @@ from starlette.responses import FileResponse, Response
 from .. import protocol as p
 from ..errors import BadInput
 from ..formats import CHUNK_KINDS, ChunkKind
-from .bell import wait_for
+from .bell import long_poll
 from .dispatch import SMALL_RESULT_BYTES
 from .openapi import api
 from .requests import (
@@ -88,24 +86,15 @@ async def node_lease(request: Request) -> Response:
     name = _node_name(request)
     slot = "gpu" if request.query_params.get("slot") == "gpu" else "cpu"
     warm = _warm(request)
-    wait = _wait_seconds(request)
-    stopping: asyncio.Event = request.app.state.stopping
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
-        ticket = farm.bell.ticket()  # before looking: a ring meanwhile is not missed
-        task = farm.dispatch.lease(name, slot, warm)
-        left = deadline - asyncio.get_running_loop().time()
-        if task is not None or left <= 0 or stopping.is_set():
-            break
-        # Woken by the bell, or now and then to look again.
-        rang = await wait_for(ticket, min(left, RECHECK))
-        if await request.is_disconnected():
-            return Response(status_code=204)
-        if not rang and deadline <= asyncio.get_running_loop().time():
-            break  # the wait is over and nothing rang: there is nothing new to find
-    if task is None:
-        return Response(status_code=204)
-    return MessageResponse(task)
+    task = await long_poll(
+        farm.bell,
+        lambda: farm.dispatch.lease(name, slot, warm),
+        _wait_seconds(request),
+        RECHECK,
+        request.app.state.stopping,
+        request.is_disconnected,
+    )
+    return Response(status_code=204) if task is None else MessageResponse(task)
 
 
 def _warm(request: Request) -> str:
@@ -125,19 +114,21 @@ def _warm(request: Request) -> str:
 async def node_stops(request: Request) -> Response:
     farm = node_auth(request)
     name = _node_name(request)
-    wait = _wait_seconds(request)
     board = farm.store.tasks.stops
-    stopping: asyncio.Event = request.app.state.stopping
-    deadline = asyncio.get_running_loop().time() + wait
-    while True:
-        ticket = board.bell.ticket()  # before looking: a post meanwhile is not missed
+
+    def look() -> p.Stops | None:
         cancel, leaving = board.take(name)
-        left = deadline - asyncio.get_running_loop().time()
-        if cancel or leaving or left <= 0 or stopping.is_set():
-            return MessageResponse(p.Stops(cancel=cancel))
-        await wait_for(ticket, min(left, RECHECK))
-        if await request.is_disconnected():
-            return MessageResponse(p.Stops(cancel=[]))
+        return p.Stops(cancel=cancel) if cancel or leaving else None
+
+    stops = await long_poll(
+        board.bell,
+        look,
+        _wait_seconds(request),
+        RECHECK,
+        request.app.state.stopping,
+        request.is_disconnected,
+    )
+    return MessageResponse(stops or p.Stops(cancel=[]))
 
 
 def _wait_seconds(request: Request) -> float:
