@@ -198,19 +198,20 @@ class Dispatch:
         self.durable.sync(stored.path)  # on the disk before the database says the chunk is done
         return self.commit_chunk(stored)
 
-    def small_result(self, task: TaskRow, kind: ChunkKind, declared: int | None) -> bool:
-        """Whether a chunk result is cheap enough to check and store on the event loop: a
-        PNG whose declared size and whose chunk's pixels are both small (checking inflates
-        every pixel, so the pixels bound the work, not the bytes sent)."""
+    def small_result(self, task: TaskRow, kind: ChunkKind, declared: int | None) -> Rect | None:
+        """The chunk's rectangle when its result is cheap enough to check and store on the
+        event loop (`chunk_in_memory`): a PNG whose declared size and whose chunk's pixels
+        are both small (checking inflates every pixel, so the pixels bound the work, not the
+        bytes sent); None otherwise."""
         if kind != "png" or declared is None or declared > SMALL_RESULT_BYTES:
-            return False
+            return None
         if task.kind is not TaskKind.CHUNK:
-            return False
+            return None
         proj = self.store.projects.get(task.project_id)
         if proj.width is None or proj.height is None:
-            return False
+            return None
         rect = chunk_rect(proj.width, proj.height, proj.tiles, task.row, task.col)
-        return rect.width * rect.height <= SMALL_RESULT_PIXELS
+        return rect if rect.width * rect.height <= SMALL_RESULT_PIXELS else None
 
     def store_chunk(
         self, task_id: int, lease: str, upload: Path, kind: ChunkKind = "png"
@@ -234,13 +235,15 @@ class Dispatch:
         finally:
             upload.unlink(missing_ok=True)
 
-    def chunk_in_memory(self, task_id: int, lease: str, data: bytes) -> StoredChunk | p.Accepted:
-        """Check a small PNG chunk held in memory (`small_result`): where it goes, for the
-        flusher to write (`AsyncGroupSync.place`), or the answer already (the chunk is done)."""
-        found = self._chunk_to_take(task_id, lease)
-        if isinstance(found, p.Accepted):
-            return found
-        task, rect = found
+    def chunk_in_memory(
+        self, task_id: int, lease: str, rect: Rect, data: bytes
+    ) -> StoredChunk | p.Accepted:
+        """Check a small PNG chunk held in memory, of the chunk `rect` (`small_result`):
+        where it goes, for the flusher to write (`AsyncGroupSync.place`), or the answer
+        already (the chunk is done)."""
+        task = self.check_lease(task_id, lease)  # again: it may have been done meanwhile
+        if task.state is TaskState.DONE:
+            return p.Accepted(accepted=False, reason="the chunk is already done")
         check_png_chunk(data, rect.width, rect.height)
         dest = self.data.chunk(task.project_id, task.frame, task.row, task.col, EXT["png"])
         return StoredChunk(task_id, lease, task.project_id, task.frame, dest, len(data))

@@ -174,11 +174,12 @@ async def _take_result(
 ) -> p.Accepted:
     dispatch = farm.dispatch
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
-    if kind is not None and dispatch.small_result(task, kind, _declared_length(request)):
+    small = None if kind is None else dispatch.small_result(task, kind, _declared_length(request))
+    if small is not None:
         # A small PNG chunk (what nodes send most) is checked in memory on the loop; the
         # flusher thread writes it and flushes it with every result arriving meanwhile.
         data = await receive_small(request, SMALL_RESULT_BYTES)
-        held = dispatch.chunk_in_memory(tid, lease, data)
+        held = dispatch.chunk_in_memory(tid, lease, small, data)
         if isinstance(held, p.Accepted):
             return held
         await dispatch.durable_async.place(held.path, data, dispatch.other_kinds(held.path, task))
