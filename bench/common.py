@@ -22,6 +22,35 @@ PASSWORD = "bench-pw"
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_seconds(root: int) -> float | None:
+    """CPU seconds (user + system) of process `root` and its live descendants, with the
+    children each has reaped; None when `root` is gone."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat_fields(int(entry.name))) is not None:
+            parents[int(entry.name)] = int(fields[1])
+    tree, grew = {root}, True
+    while grew:
+        more = {pid for pid, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    ticks, total, found = os.sysconf("SC_CLK_TCK"), 0, False
+    for pid in tree:
+        fields = _stat_fields(pid)
+        if fields is None:
+            continue
+        found = found or pid == root
+        total += sum(int(fields[i]) for i in (11, 12, 13, 14))  # own and reaped children's
+    return total / ticks if found else None
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -100,15 +129,12 @@ class Server:
         raise RuntimeError(f"the server did not answer /api/health in {timeout:g} s")
 
     def cpu_seconds(self) -> float | None:
-        """User + system CPU time of the server process so far (Linux /proc)."""
+        """User + system CPU time so far of the server process and every process under it
+        (its stitching worker and fork server, its ffmpeg encoders; children it reaped
+        count too), from Linux /proc."""
         if self.proc is None:
             return None
-        try:
-            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return None
-        ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        return tree_cpu_seconds(self.proc.pid)
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -10,6 +10,7 @@ from starlette import formparsers
 
 from apphelpers import ADMIN, NODE, PROBE, InProcessFarm, fake_project_zip, png_bytes
 from blendfarm.errors import Forbidden, TooManyRequests
+from blendfarm.server import routes_nodes
 from blendfarm.server.app import ROUTES
 
 
@@ -324,8 +325,9 @@ def test_heartbeat_renews_leases_and_keeps_logs(farm: InProcessFarm) -> None:
 
 
 def test_a_damaged_chunk_file_is_rendered_again_and_the_project_still_finishes(
-    farm: InProcessFarm,
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(routes_nodes, "SMALL_IMAGE_BYTES", 0)  # files, as bigger chunks are
     pid = farm.submit({"frame": "1", "tiles": "2"}).json()["id"]
     while (task := farm.lease()) is not None:
         farm.answer(task)
@@ -344,7 +346,10 @@ def test_a_damaged_chunk_file_is_rendered_again_and_the_project_still_finishes(
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
 
 
-def test_retry_renders_again_the_chunks_whose_files_are_gone(farm: InProcessFarm) -> None:
+def test_retry_renders_again_the_chunks_whose_files_are_gone(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(routes_nodes, "SMALL_IMAGE_BYTES", 0)  # files, as bigger chunks are
     farm.register("n1")
     pid = farm.submit({"frames": "1-2", "tiles": "2"}).json()["id"]
     farm.answer(farm.lease())  # the probe

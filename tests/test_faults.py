@@ -283,15 +283,18 @@ def test_a_server_killed_while_compositing_finishes_after_a_restart(
 
 
 def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
-    tmp_path: Path, project_zip: Path
+    tmp_path: Path, blender: str
 ) -> None:
+    # A frame of noise too big for the database's small images: its result is a file.
+    folder = tmp_path / "big"
+    make_project(blender, folder, width=400, height=300, samples=2)
     farm = FarmProcesses(tmp_path, serve_args=("--node-timeout", "3"))
     farm.env["BLENDFARM_DISK_RESERVE"] = "0"
     farm.start_server()
     spool = tmp_path / "data" / "tmp"  # where big results land before they are kept
     try:
-        pid = submit(farm, project_zip, "--frame", "1")
-        chunks = tmp_path / "data" / "projects" / pid / "chunks"  # where small ones are written
+        pid = submit(farm, zip_folder(folder, tmp_path / "big.zip"), "--frame", "1")
+        chunks = tmp_path / "data" / "projects" / pid / "chunks"  # where results are kept
         with full_disk(spool) as free_spool, full_disk(chunks) as free_chunks:
             farm.start_node("n1")
             p = farm.wait_state(pid, {"error", "done"}, timeout=120)
@@ -301,6 +304,7 @@ def test_a_full_server_disk_fails_chunks_clearly_and_the_farm_recovers(
             free_spool()
             farm.cli("retry", pid)
             assert farm.wait_state(pid, {"error", "done"}, timeout=120)["state"] == "done"
+        assert [p.name for p in chunks.iterdir()] == ["1-0-0.png"]  # a file, as it was meant
     finally:
         farm.close()
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import zipfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -54,18 +54,22 @@ def stitch_chunks(
     out: Path,
     output: OutputFormat,
     thumbnail: Path | None = None,
+    held: Mapping[Path, bytes] | None = None,
 ) -> None:
     """Stitch one frame's chunks, all of `kind`, into `out`: the final frame for png (PNG, or
     converted to the scene's JPEG or TIFF by `out`'s extension) and exr (every part and
     channel exact, in the scene's codec when it is lossless), the frame's passes for raw.
-    BadChunks names chunk files that are missing or damaged."""
+    `held`: PNG chunks given as their bytes (kept in the server's database), by the path
+    that names them. BadChunks names chunk files that are missing or damaged."""
+    if held and kind != "png":
+        raise ValueError("only PNG chunks are held in memory")
     if kind == "png":
         if out.suffix == ".png":
-            stitch_files(chunks, width, height, out, thumbnail)
+            stitch_files(chunks, width, height, out, thumbnail, held)
             return
         stitched = out.with_name(f".{out.name}.{secrets.token_hex(4)}.stitched.png")
         try:
-            stitch_files(chunks, width, height, stitched, thumbnail)
+            stitch_files(chunks, width, height, stitched, thumbnail, held)
             convert_png(stitched, output, out)
         finally:
             stitched.unlink(missing_ok=True)
@@ -111,21 +115,24 @@ def stitch_files(
     height: int,
     out: Path,
     thumbnail: Path | None = None,
+    held: Mapping[Path, bytes] | None = None,
 ) -> None:
     """Stitch chunk PNG files into the frame PNG `out` (written atomically), band by band.
 
     Only one band of chunks (one row of the grid) is in memory at a time, so a frame of any
     size costs the memory of one band. `thumbnail`, when given, gets a small 8-bit copy made
-    on the way. BadChunks names the chunk files that are missing or damaged.
+    on the way. `held` gives some chunks as bytes instead of files, by the path naming them.
+    BadChunks names the chunk files that are missing or damaged.
     """
     if not chunks:
         raise ValueError("no chunks to stitch")
-    missing = [path for _, path in chunks if not path.is_file()]
+    loaded: dict[Path, bytes] = dict(held or {})  # chunks in memory: each file opened once
+    on_disk = [path for _, path in chunks if path not in loaded]
+    missing = [path for path in on_disk if not path.is_file()]
     if missing:
         raise BadChunks(missing, "are missing")
-    loaded: dict[Path, bytes] = {}  # a small frame's chunk files, each opened once
-    if sum(path.stat().st_size for _, path in chunks) <= PRELOAD:
-        loaded = {path: path.read_bytes() for _, path in chunks}
+    if sum(path.stat().st_size for path in on_disk) <= PRELOAD:
+        loaded.update((path, path.read_bytes()) for path in on_disk)
     planes, dtype = _frame_format([path for _, path in chunks], loaded)
     bands: dict[tuple[int, int], list[tuple[Rect, Path]]] = {}
     for rect, path in chunks:
@@ -283,15 +290,18 @@ def encode_mp4(frames: Iterable[Path], out: Path, fps: float, fps_base: float = 
         video.abort()
 
 
-def write_raw_zip(entries: Iterable[tuple[str, Path]], out: Path) -> None:
-    """A zip of files under the names given, stored (images are compressed already): the
-    raw chunks under their seed names, an animation's frames."""
+def write_raw_zip(entries: Iterable[tuple[str, Path | bytes]], out: Path) -> None:
+    """A zip of files (or bytes) under the names given, stored (images are compressed
+    already): the raw chunks under their seed names, an animation's frames."""
     with (
         replacing(out) as tmp,
         zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf,
     ):
-        for name, path in entries:
-            zf.write(path, arcname=name)
+        for name, source in entries:
+            if isinstance(source, bytes):
+                zf.writestr(name, source)
+            else:
+                zf.write(source, arcname=name)
 
 
 def write_thumbnail(frame: Path, out: Path) -> None:

@@ -121,3 +121,7 @@ class BadChunks(ValueError):
     def __init__(self, paths: list[Path], reason: str):
         super().__init__(f"{len(paths)} chunk file(s) {reason}: {', '.join(p.name for p in paths)}")
         self.paths = paths
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[BadChunks], tuple[list[Path], str]]:
+        return BadChunks, (self.paths, self.reason)  # raised in the stitching process

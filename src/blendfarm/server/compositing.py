@@ -24,9 +24,9 @@ from contextlib import suppress
 from pathlib import Path
 
 from ..atomic import replacing
-from ..compositor import Mp4Writer, chunk_name, stitch_chunks, write_raw_zip, write_thumbnail
+from ..compositor import Mp4Writer, write_raw_zip, write_thumbnail
 from ..errors import BadChunks, NotFound
-from ..formats import CHUNK_EXTENSIONS, FRAME_EXTENSIONS, ChunkKind, frame_extension
+from ..formats import FRAME_EXTENSIONS, ChunkKind, frame_extension
 from ..states import STITCHABLE, ProjectState, TaskState
 from ..tiles import chunk_rect
 from .bell import WorkBell
@@ -34,6 +34,7 @@ from .files import DataDir
 from .finishing import Finishing, is_raw_frame
 from .frames_ready import FramesReady
 from .rows import ProjectRow, TaskRow
+from .stitcher import Stitcher
 from .store import Store
 
 log = logging.getLogger("blendfarm.server")
@@ -56,6 +57,7 @@ class Compositor:
         self.data = data
         self.bell = bell
         self.finishing = Finishing(store, data, bell, ready)
+        self.stitcher = Stitcher()  # the pixels, in a process of its own
         self._videos: dict[str, Mp4Writer] = {}  # animations' mp4s being encoded
         self._frame_lists: dict[str, list[int]] = {}  # their frames, in the mp4's order
         self._thumbnailed: dict[str, float] = {}  # project -> its last thumbnail (monotonic)
@@ -87,6 +89,7 @@ class Compositor:
         """Stop every encoder (the server stops; the next start encodes again)."""
         for pid in list(self._videos):
             self._drop_video(pid)
+        self.stitcher.close()
 
     def composite(self, project: ProjectRow, frames: Collection[int] | None = None) -> None:
         """Stitch the project's frames whose chunks are all in (only `frames` when given: their
@@ -158,8 +161,15 @@ class Compositor:
         assert project.width is not None and project.height is not None
         w, h, n = project.width, project.height, project.tiles
         found: dict[tuple[int, int], tuple[Path, ChunkKind]] = {}
+        held: dict[Path, bytes] = {}  # chunks whose image the database keeps
+        images = self.store.images.of_frame(pid, frame)
         missing = []
         for t in chunks:
+            image = images.get((t.row, t.col))
+            if image is not None:
+                path = data.chunk(pid, frame, t.row, t.col)
+                found[t.row, t.col], held[path] = (path, "png"), image
+                continue
             try:
                 found[t.row, t.col] = data.find_chunk(pid, frame, t.row, t.col)
             except NotFound:
@@ -173,7 +183,7 @@ class Compositor:
         out = data.frame(pid, frame, frame_extension(kind, project.output_format))
         pieces = [(chunk_rect(w, h, n, r, c), path) for (r, c), (path, _) in found.items()]
         small = data.thumbnail(pid) if thumbnail else None
-        stitch_chunks(kind, pieces, w, h, out, project.output_format, thumbnail=small)
+        self.stitcher.stitch(kind, pieces, w, h, out, project.output_format, small, held)
         for ext in FRAME_EXTENSIONS:  # a frame of another format left by an earlier render
             other = data.frame(pid, frame, ext)
             if other != out:
@@ -268,15 +278,8 @@ class Compositor:
         store, data = self.store, self.data
         pid = project.id
         raw = data.raw(pid)
-        chunks: list[tuple[str, Path]] = []
-        gone: list[tuple[int, int, int]] = []
-        for t in tasks:
-            try:
-                path, kind = data.find_chunk(pid, t.frame, t.row, t.col)
-            except NotFound:
-                gone.append((t.frame, t.row, t.col))
-                continue
-            chunks.append((chunk_name(pid, t.frame, t.row, t.col, CHUNK_EXTENSIONS[kind]), path))
+        chunks, lost = store.images.sources(data, pid, tasks)
+        gone = [(t.frame, t.row, t.col) for t in lost]
         if gone:
             log.warning(
                 "project %s: %d chunk file(s) are gone; rendering them again", pid, len(gone)
@@ -286,7 +289,7 @@ class Compositor:
             self.bell.ring()
             return
         self._show_unshown(pid)  # the thumbnail shows the last frame stitched
-        write_raw_zip(chunks, raw)
+        write_raw_zip(store.images.read(chunks), raw)
         made = [raw]
         if project.animation:
             made += self._finish_animation(project, frames)

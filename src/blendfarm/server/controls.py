@@ -13,7 +13,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from .. import protocol as p
-from ..compositor import chunk_name, write_raw_zip
+from ..compositor import write_raw_zip
 from ..errors import BadInput, Conflict, NotFound
 from ..parsing import parse_frames
 from ..states import ProjectEvent, ProjectState, TaskState, can_move
@@ -116,19 +116,18 @@ class Controls:
         row = self.store.projects.get(pid)
         if row.state is not ProjectState.CANCELLED:
             return self.views.finished_file(pid, "raw")
-        entries = [
-            (chunk_name(pid, t.frame, t.row, t.col, path.name.split(".", 1)[1]), path)
-            for t in self.store.tasks.of_project(pid)
-            if t.state is TaskState.DONE
-            for path in self.data.chunk_files(pid, t.frame, t.row, t.col)[:1]
-        ]
+        done = [t for t in self.store.tasks.of_project(pid) if t.state is TaskState.DONE]
+        entries: list[tuple[str, Path | int]] = self.store.images.sources(self.data, pid, done)[0]
         for f in sorted(self.store.projects.stitched_frames(pid)):
             with suppress(NotFound):
                 frame = self.data.find_frame(pid, f)
                 entries.append((f"frames/{f}{frame.suffix}", frame))
         out = self.data.raw(pid)
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_raw_zip(((n, path) for n, path in entries if path.is_file()), out)
+        kept = (
+            (n, source) for n, source in entries if not isinstance(source, Path) or source.is_file()
+        )
+        write_raw_zip(self.store.images.read(kept), out)
         return out, "application/zip", f"{safe_stem(row.title) or pid}-{pid}-partial.zip"
 
     def set_node_disabled(self, name: str, disabled: bool) -> p.Node:

@@ -248,11 +248,14 @@ class Dispatch:
         dest = self.data.chunk(task.project_id, task.frame, task.row, task.col, EXT["png"])
         return StoredChunk(task_id, lease, task.project_id, task.frame, dest, len(data))
 
+    def chunk_paths(self, task: TaskRow) -> list[Path]:
+        """Where the chunk's file is, of each kind."""
+        pid, frame, row, col = task.project_id, task.frame, task.row, task.col
+        return [self.data.chunk(pid, frame, row, col, EXT[kind]) for kind in CHUNK_KINDS]
+
     def other_kinds(self, dest: Path, task: TaskRow) -> list[Path]:
         """The chunk's files of other kinds than `dest` (left by an earlier render of it)."""
-        pid, frame, row, col = task.project_id, task.frame, task.row, task.col
-        paths = [self.data.chunk(pid, frame, row, col, EXT[kind]) for kind in CHUNK_KINDS]
-        return [path for path in paths if path != dest]
+        return [path for path in self.chunk_paths(task) if path != dest]
 
     def _chunk_to_take(self, task_id: int, lease: str) -> tuple[TaskRow, Rect] | p.Accepted:
         task = self.check_lease(task_id, lease)
@@ -263,12 +266,26 @@ class Dispatch:
         proj = self.store.projects.get(task.project_id)
         return task, chunk_rect(*frame_size(proj), proj.tiles, task.row, task.col)
 
-    def commit_chunk(self, stored: StoredChunk) -> p.Accepted:
-        """Record a chunk stored by `store_chunk` as done, once its file is durable; the
-        compositor stitches its frame when it was the frame's last."""
-        with self.store.db.transaction(changes=False):  # one commit for all of it
+    def commit_image(self, stored: StoredChunk, image: bytes, task: TaskRow) -> p.Accepted:
+        """Record a small chunk (`chunk_in_memory`) as done with its image in the database
+        (`chunk_images`): no file, no flush to wait for. A chunk leased before may have
+        files from an earlier render: they go first, so they cannot stand for it."""
+        if len(task.leases) > 1:
+            for path in self.chunk_paths(task):
+                path.unlink(missing_ok=True)
+        return self.commit_chunk(stored, image)
+
+    def commit_chunk(self, stored: StoredChunk, image: bytes | None = None) -> p.Accepted:
+        """Record a chunk stored by `store_chunk` as done, once its file is durable (or with
+        its `image` kept in the database); the compositor stitches its frame when it was the
+        frame's last."""
+        with self.store.db.transaction(changes=False) as db:  # one commit for all of it
             if not self.store.tasks.complete(stored.task_id, stored.lease):
                 return p.Accepted(accepted=True)
+            if image is None:
+                self.store.images.drop(db, stored.task_id)  # the file is the chunk now
+            else:
+                self.store.images.put(db, stored.task_id, stored.project_id, stored.frame, image)
             self.store.projects.add_size(stored.project_id, stored.size)
             frame_done = not self.store.projects.frame_unfinished(stored.project_id, stored.frame)
         if frame_done:

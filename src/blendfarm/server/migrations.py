@@ -203,6 +203,19 @@ def _step_9_task_counts(db: sqlite3.Connection) -> None:
     )
 
 
+def _step_10_chunk_images(db: sqlite3.Connection) -> None:
+    """Small chunk images kept in the database, written in the transaction that marks the
+    chunk done (`chunk_images.ChunkImages`); a row goes with its task."""
+    db.execute(
+        """CREATE TABLE chunk_images (
+          task_id INTEGER PRIMARY KEY REFERENCES tasks(id) ON DELETE CASCADE,
+          project_id TEXT NOT NULL, frame INTEGER NOT NULL,
+          stored REAL NOT NULL, data BLOB NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX chunk_images_by_frame ON chunk_images(project_id, frame)")
+
+
 STEPS: tuple[Step, ...] = (
     _step_1_tables,
     _step_2_owner_keys,
@@ -213,6 +226,7 @@ STEPS: tuple[Step, ...] = (
     _step_7_finish_mode,
     _step_8_output_format,
     _step_9_task_counts,
+    _step_10_chunk_images,
 )
 SCHEMA_VERSION = len(STEPS)
 

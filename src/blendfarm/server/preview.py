@@ -28,7 +28,7 @@ from PIL import Image
 from ..atomic import replacing
 from ..errors import BadInput, NotFound
 from ..exr import is_exr, read_rgba, tone_map
-from ..pngio import NotAPng, read_png, to_uint8
+from ..pngio import NotAPng, decode_png, read_png, to_uint8
 from ..tiles import Rect, chunk_rect
 from .files import DataDir
 from .store import Store
@@ -130,19 +130,21 @@ def clear(canvas: np.ndarray, box: Rect) -> None:
 # -- chunk files ---------------------------------------------------------------------------------
 
 
-def read_chunk(path: Path) -> np.ndarray:
-    """A chunk file as 8-bit RGBA for a screen: PNG as it is, EXR tone-mapped. ValueError when
-    it cannot be read."""
-    if path.suffix == ".exr" or is_exr(path):
-        return np.ascontiguousarray(tone_map(read_rgba(path)))
+def read_chunk(source: Path | bytes) -> np.ndarray:
+    """A chunk file (or a PNG chunk's bytes) as 8-bit RGBA for a screen: PNG as it is, EXR
+    tone-mapped. ValueError when it cannot be read."""
+    if isinstance(source, Path) and (source.suffix == ".exr" or is_exr(source)):
+        return np.ascontiguousarray(tone_map(read_rgba(source)))
     try:
-        with Image.open(path) as pil:
+        with Image.open(io.BytesIO(source) if isinstance(source, bytes) else source) as pil:
             if pil.mode in ("RGBA", "RGB", "L", "LA", "P"):  # 8-bit: Pillow decodes it fast
                 return np.asarray(pil.convert("RGBA"))
     except (OSError, ValueError):
         pass
     try:
-        return as_rgba8(read_png(path))
+        if isinstance(source, bytes):
+            return as_rgba8(decode_png(source, "the chunk"))
+        return as_rgba8(read_png(source))
     except NotAPng as exc:
         raise ValueError(str(exc)) from None
 
@@ -194,7 +196,8 @@ class _Plan:
     width: int
     height: int
     tiles: int
-    files: dict[tuple[int, int], tuple[Path, str]]  # (row, col) -> (file, signature)
+    # (row, col) -> (its file, or its task's id when the database holds it; a signature)
+    files: dict[tuple[int, int], tuple[Path | int, str]]
     etag: str
 
 
@@ -244,12 +247,15 @@ class Previews:
             if not first <= frame <= last:
                 raise BadInput(f"frame {frame} is not rendered by project {pid} ({first}-{last})")
         found = chunk_files(self.data.project_dir(pid) / "chunks", frame, row.tiles)
-        files: dict[tuple[int, int], tuple[Path, str]] = {}
+        files: dict[tuple[int, int], tuple[Path | int, str]] = {}
         for key, path in sorted(found.items()):
             try:
                 files[key] = (path, _signature(path))
             except FileNotFoundError:
                 continue
+        for (_f, r, c), held in self.store.images.held(pid, frame).items():
+            files[r, c] = (held.task_id, held.signature)  # it is the chunk, whatever the files
+        files = dict(sorted(files.items()))
         digest = hashlib.sha256(
             json.dumps(
                 [row.width, row.height, row.tiles, sorted(files.items())], default=str
@@ -272,15 +278,23 @@ class Previews:
             r, c = (int(x) for x in name.split("-"))
             clear(canvas, canvas_rect(chunk_rect(w, h, n, r, c), w, h, cw, ch))
             del pasted[name]
-        for (r, c), (path, sig) in plan.files.items():
+        for (r, c), (source, sig) in plan.files.items():
             name = f"{r}-{c}"
             if pasted.get(name) == sig:
                 continue
             box = canvas_rect(chunk_rect(w, h, n, r, c), w, h, cw, ch)
+            image = source if isinstance(source, Path) else self.store.images.image(source)
             try:
-                paste_scaled(canvas, read_chunk(path), box)
+                if image is None:
+                    raise ValueError("it was rendered again meanwhile")
+                paste_scaled(canvas, read_chunk(image), box)
             except (OSError, ValueError) as exc:
-                log.warning("preview: chunk %s is unreadable (%s); left out", path.name, exc)
+                log.warning(
+                    "preview: chunk %s of frame %d is unreadable (%s); left out",
+                    name,
+                    plan.frame,
+                    exc,
+                )
                 clear(canvas, box)
             pasted[name] = sig  # a bad file is not read again until it changes
         buf = io.BytesIO()

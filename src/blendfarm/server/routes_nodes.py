@@ -10,6 +10,7 @@ from .. import protocol as p
 from ..errors import BadInput
 from ..formats import CHUNK_KINDS, ChunkKind
 from .bell import long_poll
+from .chunk_images import SMALL_IMAGE_BYTES
 from .dispatch import SMALL_RESULT_BYTES
 from .openapi import api
 from .requests import (
@@ -176,12 +177,15 @@ async def _take_result(
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
     small = None if kind is None else dispatch.small_result(task, kind, _declared_length(request))
     if small is not None:
-        # A small PNG chunk (what nodes send most) is checked in memory on the loop; the
-        # flusher thread writes it and flushes it with every result arriving meanwhile.
+        # A small PNG chunk (what nodes send most) is checked in memory on the loop. The
+        # smallest are kept in the database; the flusher thread writes the others and flushes
+        # them with every result arriving meanwhile.
         data = await receive_small(request, SMALL_RESULT_BYTES)
         held = dispatch.chunk_in_memory(tid, lease, small, data)
         if isinstance(held, p.Accepted):
             return held
+        if len(data) <= SMALL_IMAGE_BYTES:  # kept in the database, in the commit itself
+            return dispatch.commit_image(held, data, task)
         await dispatch.durable_async.place(held.path, data, dispatch.other_kinds(held.path, task))
         return dispatch.commit_chunk(held)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).

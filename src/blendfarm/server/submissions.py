@@ -171,8 +171,9 @@ class Submissions:
 
     def delete(self, pid: str, who: Credentials) -> p.Deleted:
         self.guard.check_owner(self.store.projects.get(pid).owner_key_hash, who, "deleting it")
+        held = self.store.images.size_of(pid)  # its small chunks' images go with its rows
         self.store.projects.delete(pid)
-        freed = self.data.delete_project(pid)
+        freed = held + self.data.delete_project(pid)
         log.info("project %s deleted, %d bytes freed", pid, freed)
         return p.Deleted(deleted=pid, freed=freed)
 
@@ -182,11 +183,9 @@ class Submissions:
             row = self.store.projects.get(pid)
             if not can_move(row.state, ProjectEvent.RETRY):
                 raise Conflict(f"project {pid} is {row.state.value}, not in error or cancelled")
+            done = [t for t in self.store.tasks.of_project(pid) if t.state is TaskState.DONE]
             gone = [
-                (t.frame, t.row, t.col)
-                for t in self.store.tasks.of_project(pid)
-                if t.state is TaskState.DONE
-                and not self.data.chunk_files(pid, t.frame, t.row, t.col)
+                (t.frame, t.row, t.col) for t in self.store.images.sources(self.data, pid, done)[1]
             ]
             self.store.tasks.lose(pid, gone)  # a chunk whose file is gone renders again
             self.store.projects.retry(pid)
