@@ -52,3 +52,34 @@ def test_reads_nest_on_one_thread(tmp_path: Path) -> None:
         assert inner is outer
         assert db.get_meta("k") == "v"
     db.close()
+
+
+def test_work_after_a_commit_runs_once_the_outermost_transaction_commits(tmp_path: Path) -> None:
+    db = Database(tmp_path / "farm.db")
+    seen: list[str] = []
+
+    def peek(tag: str) -> None:  # what another thread's connection sees at that moment
+        out: list[str | None] = []
+        other = threading.Thread(target=lambda: out.append(db.get_meta("k")))
+        other.start()
+        other.join()
+        seen.append(f"{tag}:{out[0]}")
+
+    with db.transaction() as conn:
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('k', 'v1')")
+        with db.transaction():  # nested: still the outer one's commit
+            db.after_commit(lambda: peek("nested"))
+        db.after_commit(lambda: peek("outer"))
+        assert seen == []
+    assert seen == ["nested:v1", "outer:v1"]  # after the commit, in order, visible to all
+
+    try:
+        with db.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('k', 'v2')")
+            db.after_commit(lambda: seen.append("rolled back"))
+            raise RuntimeError("no")
+    except RuntimeError:
+        pass
+    db.after_commit(lambda: seen.append("outside"))  # no transaction: at once
+    assert seen[2:] == ["outside"] and db.get_meta("k") == "v1"
+    db.close()

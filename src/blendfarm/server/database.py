@@ -42,6 +42,7 @@ class Database:
         self._readers_lock = threading.Lock()
         self._depth = 0
         self._changed = False
+        self._after: list[Callable[[], None]] = []  # to call once the transaction commits
         self._checkpointer: sqlite3.Connection | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -93,6 +94,7 @@ class Database:
                 self._depth -= 1
                 if outer:
                     self._writer = None
+                    self._after.clear()
                     self._db.execute("ROLLBACK")
                 else:
                     self._db.execute(f"ROLLBACK TO {savepoint}")
@@ -105,9 +107,25 @@ class Database:
                 self._db.execute(f"RELEASE {savepoint}")
                 return
             self._writer = None
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._after.clear()
+                raise
             if self._changed:
                 self.version += 1
+            after, self._after = self._after, []
+        for call in after:
+            call()
+
+    def after_commit(self, call: Callable[[], None]) -> None:
+        """Call `call` once the running transaction has committed (at once outside one, never
+        when it rolls back): telling other threads about a change they can then read."""
+        with self._lock:
+            if self._writer == threading.get_ident():
+                self._after.append(call)
+                return
+        call()
 
     def changed(self) -> None:
         """Count the running transaction as a change (bumps `version` when it commits)."""

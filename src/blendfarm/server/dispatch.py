@@ -7,8 +7,10 @@ unfinished chunk is still accepted; anything under a lease never issued for the 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,16 +19,15 @@ import msgspec
 
 from .. import protocol as p
 from ..errors import BadInput, Conflict
-from ..exr import exr_layout, is_exr, read_exr
 from ..formats import CHUNK_EXTENSIONS as EXT
 from ..formats import CHUNK_KINDS, ChunkKind
-from ..pngio import NotAPng, check_png, check_png_data, png_header_of
 from ..settings import Settings
 from ..states import ProjectEvent, TaskKind, TaskState, can_move
 from ..tiles import Rect, blender_border, chunk_rect, grow
 from .auth import Guard
 from .bell import WorkBell
 from .blender_shelf import BlenderShelf
+from .chunk_checks import check_chunk_file, check_png_chunk
 from .chunk_tasks import stored_plan
 from .durable import AsyncGroupSync, GroupSync
 from .files import DataDir
@@ -287,10 +288,26 @@ class Dispatch:
             else:
                 self.store.images.put(db, stored.task_id, stored.project_id, stored.frame, image)
             self.store.projects.add_size(stored.project_id, stored.size)
-            frame_done = not self.store.projects.frame_unfinished(stored.project_id, stored.frame)
-        if frame_done:
-            self.ready.add(stored.project_id, stored.frame)  # the compositor stitches it now
+            if not self.store.projects.frame_unfinished(stored.project_id, stored.frame):
+                # The frame's last chunk: the compositor stitches it once this commits.
+                self.store.db.after_commit(
+                    functools.partial(self.ready.add, stored.project_id, stored.frame)
+                )
         return p.Accepted(accepted=True)
+
+    def settle(
+        self,
+        result: p.Accepted | Callable[[], p.Accepted],
+        follow: tuple[str, str, str] | None,
+    ) -> p.Accepted:
+        """The answer to a result: `result`, or what committing it answers; with `follow`
+        (node, slot, warm), that node's next task leased in the same transaction (one commit
+        for both: most of a chunk's cost to the server is its commits)."""
+        with self.store.db.transaction(changes=False):
+            answer = result if isinstance(result, p.Accepted) else result()
+            if follow is not None:
+                answer.next = self.lease(*follow)
+        return answer
 
     def probe_result(self, task_id: int, lease: str, probe: p.Probe) -> p.Accepted:
         task = self.check_lease(task_id, lease)
@@ -366,47 +383,6 @@ class Dispatch:
     def archive(self, pid: str) -> tuple[Path, str]:
         row = self.store.projects.get(pid)
         return self.data.archive(pid), row.sha256
-
-
-def check_chunk_file(path: Path, kind: ChunkKind, width: int, height: int) -> None:
-    """BadInput unless `path` is an image of `kind` (PNG; OpenEXR for exr and raw) of
-    `width`x`height`, whole: a cut-off file is refused, not stitched later."""
-    if kind == "png":
-        with open(path, "rb") as fh:
-            check_png_size(fh.read(33), width, height)  # its size first
-        try:  # every CRC and the image data, not decoded: a cut-off file is refused here
-            check_png(path)
-        except NotAPng as exc:
-            raise BadInput(f"the chunk image is damaged: {exc}") from None
-        return
-    if not is_exr(path):
-        raise BadInput(f"the {kind} chunk result is not an OpenEXR image")
-    try:
-        got_w, got_h, _parts = exr_layout(path)  # its size first: never decode a huge one
-        if (got_w, got_h) != (width, height):
-            raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
-        read_exr(path)
-    except ValueError as exc:
-        raise BadInput(f"the chunk image is damaged: {exc}") from None
-
-
-def check_png_size(head: bytes, width: int, height: int) -> None:
-    """BadInput unless `head` (a PNG's first 33 bytes) begins a PNG of `width`x`height`."""
-    try:
-        got_w, got_h, _depth, _colour = png_header_of(head[:33], "the chunk")
-    except NotAPng:
-        raise BadInput("the chunk result is not a PNG image") from None
-    if (got_w, got_h) != (width, height):
-        raise BadInput(f"the chunk image is {got_w}x{got_h}, expected {width}x{height}")
-
-
-def check_png_chunk(data: bytes, width: int, height: int) -> None:
-    """BadInput unless `data` is a whole PNG of `width`x`height` (see `check_chunk_file`)."""
-    check_png_size(data, width, height)
-    try:
-        check_png_data(data, "the chunk")
-    except NotAPng as exc:
-        raise BadInput(f"the chunk image is damaged: {exc}") from None
 
 
 def frame_size(project: ProjectRow) -> tuple[int, int]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
@@ -163,16 +166,16 @@ async def task_result(request: Request) -> Response:
     tid, lease = task_id_of(request), _lease(request)
     text = request.query_params.get("kind", "png")
     kind = None if text == "final" else chunk_kind_of(text)  # refused before the body is read
-    follow = _follow_up(request)
-    answer = await _take_result(request, farm, tid, lease, kind)
-    if follow is not None:  # the node's next task with the answer: no lease request of its own
-        answer.next = farm.dispatch.lease(*follow)
-    return MessageResponse(answer)
+    follow = _follow_up(request)  # the node's next task with the answer: no lease of its own
+    result = await _take_result(request, farm, tid, lease, kind)
+    return MessageResponse(farm.dispatch.settle(result, follow))
 
 
 async def _take_result(
     request: Request, farm: Farm, tid: int, lease: str, kind: ChunkKind | None
-) -> p.Accepted:
+) -> p.Accepted | Callable[[], p.Accepted]:
+    """The answer already, or the commit that records the result (`Dispatch.settle` runs it
+    with the node's next lease)."""
     dispatch = farm.dispatch
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
     small = None if kind is None else dispatch.small_result(task, kind, _declared_length(request))
@@ -185,9 +188,9 @@ async def _take_result(
         if isinstance(held, p.Accepted):
             return held
         if len(data) <= SMALL_IMAGE_BYTES:  # kept in the database, in the commit itself
-            return dispatch.commit_image(held, data, task)
+            return functools.partial(dispatch.commit_image, held, data, task)
         await dispatch.durable_async.place(held.path, data, dispatch.other_kinds(held.path, task))
-        return dispatch.commit_chunk(held)
+        return functools.partial(dispatch.commit_chunk, held)
     # The reserve keeps room for renders: results themselves may use it (a full disk is a 507).
     tmp = await receive_body(request, farm.data, MAX_CHUNK_UPLOAD, reserve=0)
     if kind is None:
@@ -196,7 +199,7 @@ async def _take_result(
     if isinstance(stored, p.Accepted):
         return stored
     await dispatch.durable_async.sync(stored.path)
-    return dispatch.commit_chunk(stored)
+    return functools.partial(dispatch.commit_chunk, stored)
 
 
 def _follow_up(request: Request) -> tuple[str, str, str] | None:
