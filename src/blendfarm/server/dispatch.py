@@ -33,6 +33,7 @@ from .durable import AsyncGroupSync, GroupSync
 from .files import DataDir
 from .finishing import passes_sha256
 from .frames_ready import FramesReady
+from .group_commit import GroupCommit
 from .rows import ProjectRow, TaskRow
 from .store import Store
 from .validate import Plan, clean_log, disagreement, plan_from_probe, same_plan
@@ -42,6 +43,10 @@ log = logging.getLogger("blendfarm.server")
 # stored on the event loop (`Dispatch.small_result`); bigger ones on a worker thread.
 SMALL_RESULT_BYTES = 256 * 1024
 SMALL_RESULT_PIXELS = 512 * 512
+
+
+# A result's answer or the commit that records it, and whose next task to lease with it.
+Settling = tuple[p.Accepted | Callable[[], p.Accepted], tuple[str, str, str] | None]
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,8 @@ class Dispatch:
         self.guard = guard
         self.durable = GroupSync(data.root)
         self.durable_async = AsyncGroupSync(self.durable)  # the same flushes, for the loop
+        # Results the event loop takes at once share one commit (Dispatch.settle each).
+        self.results: GroupCommit[Settling, p.Accepted] = GroupCommit(store.db, self._settle)
 
     def _clean(self, lines: list[str]) -> list[str]:
         """A node's log lines as anyone may see them: truncated, and never the node token."""
@@ -296,17 +303,20 @@ class Dispatch:
         return p.Accepted(accepted=True)
 
     def settle(
-        self,
-        result: p.Accepted | Callable[[], p.Accepted],
-        follow: tuple[str, str, str] | None,
+        self, result: p.Accepted | Callable[[], p.Accepted], follow: tuple[str, str, str] | None
     ) -> p.Accepted:
         """The answer to a result: `result`, or what committing it answers; with `follow`
         (node, slot, warm), that node's next task leased in the same transaction (one commit
-        for both: most of a chunk's cost to the server is its commits)."""
+        for both: most of a chunk's cost to the server is its commits). On the event loop,
+        `results.submit` does the same for every result the loop takes at once."""
         with self.store.db.transaction(changes=False):
-            answer = result if isinstance(result, p.Accepted) else result()
-            if follow is not None:
-                answer.next = self.lease(*follow)
+            return self._settle((result, follow))
+
+    def _settle(self, work: Settling) -> p.Accepted:
+        result, follow = work
+        answer = result if isinstance(result, p.Accepted) else result()
+        if follow is not None:
+            answer.next = self.lease(*follow)
         return answer
 
     def probe_result(self, task_id: int, lease: str, probe: p.Probe) -> p.Accepted:

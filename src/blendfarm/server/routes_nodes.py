@@ -168,7 +168,7 @@ async def task_result(request: Request) -> Response:
     kind = None if text == "final" else chunk_kind_of(text)  # refused before the body is read
     follow = _follow_up(request)  # the node's next task with the answer: no lease of its own
     result = await _take_result(request, farm, tid, lease, kind)
-    return MessageResponse(farm.dispatch.settle(result, follow))
+    return MessageResponse(await farm.dispatch.results.submit((result, follow)))
 
 
 async def _take_result(
