@@ -73,3 +73,26 @@ def test_the_compositor_thread_wakes_for_a_landing_frame_without_its_periodic_lo
         assert project(farm, pid)["state"] == "done"
     finally:
         background.stop()
+
+
+def test_a_project_with_every_chunk_in_is_stitched_before_frames_of_one_still_rendering(
+    tmp_path: Path,
+) -> None:
+    farm = InProcessFarm(tmp_path)
+    background = Background(farm.farm)
+    long_pid, long_chunks = started(farm, {"frames": "1-2"})  # frames 1 and 2, one chunk each
+    assert farm.answer(long_chunks[0]).json()["accepted"]  # frame 1 in; frame 2 renders on
+    still_pid, still_chunks = started(farm, {"frame": "1", "title": "still"})
+    assert farm.answer(still_chunks[0]).json()["accepted"]  # the still is whole
+    order: list[str] = []
+    composite = farm.farm.compositor.composite
+    farm.farm.compositor.composite = lambda row, frames=None: (  # type: ignore[method-assign]
+        order.append(row.id),
+        composite(row, frames),
+    )[1]
+    background.composite_ready()
+    assert list(dict.fromkeys(order)) == [still_pid, long_pid]  # landed second, stitched first
+    assert project(farm, still_pid)["state"] == "done"
+    assert project(farm, long_pid)["frames_done"] == 1
+    farm.client.close()
+    farm.farm.close()

@@ -137,9 +137,27 @@ class Background:
         self.farm.compositor.composite_all()
 
     def composite_ready(self) -> None:
-        """Stitch the frames whose last chunk landed since the last call."""
-        for pid, frames in self.farm.ready.take().items():
-            self._composite(pid, frames)
+        """Stitch the frames whose last chunk landed since the last call (and while it runs).
+
+        A project whose every chunk is in goes first: its result is what someone waits for,
+        while a long animation's frames can wait a moment. Frames landing meanwhile join
+        the queue, so a still done mid-pass is not held behind the whole pass."""
+        pending: dict[str, set[int]] = {}
+        first: dict[str, bool] = {}
+        while not self._stop.is_set():
+            for pid, frames in self.farm.ready.take().items():
+                pending.setdefault(pid, set()).update(frames)
+                first[pid] = self._all_in(pid)
+            if not pending:
+                return
+            pid = min(pending, key=lambda p: not first[p])  # stable: else in landing order
+            self._composite(pid, pending.pop(pid))
+
+    def _all_in(self, pid: str) -> bool:
+        try:
+            return self.farm.store.projects.get(pid).state is ProjectState.COMPOSITING
+        except NotFound:
+            return False
 
     def composite_waiting(self) -> None:
         """Finish the projects in `compositing` (all their chunks are in)."""
