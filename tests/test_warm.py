@@ -170,3 +170,18 @@ def test_a_node_keeps_its_session_for_a_new_project_with_identical_content(
     assert len(starts) == 1, starts  # one Blender for both projects
     assert sum("downloaded" in line for line in said) == 1, said  # one download, one unpack
     assert len(list((tmp_path / "n1" / "projects").iterdir())) == 1
+
+
+def test_an_uploads_content_hash_comes_from_the_check_that_reads_it(tmp_path: Path) -> None:
+    from blendfarm.archive import inspect_zip
+    from blendfarm.content_hash import content_sha, content_sha_of
+
+    path = tmp_path / "p.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("b/scene.blend", b"BLENDER-v304" + bytes(64))
+        zf.writestr("a/tex.png", b"pixels")
+        zf.writestr("empty/", b"")
+    digests: list[tuple[str, str]] = []
+    inspect_zip(path, 1 << 20, 100.0, digests=digests)
+    assert sorted(name for name, _ in digests) == ["a/tex.png", "b/scene.blend"]
+    assert content_sha_of(digests, "b/scene.blend") == content_sha(path, "b/scene.blend")

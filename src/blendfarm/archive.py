@@ -9,6 +9,7 @@ compression ratio over the limits).
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import os
 import shutil
@@ -168,18 +169,24 @@ def _blocks(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
 
 
 def inspect_zip(
-    path: Path, max_unpacked: int, max_ratio: float, max_entries: int = DEFAULT_MAX_ENTRIES
+    path: Path,
+    max_unpacked: int,
+    max_ratio: float,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    digests: list[tuple[str, str]] | None = None,
 ) -> ZipSummary:
     """Check an uploaded archive whole and list its files; BadInput/TooLarge when refused.
 
     Every member is read through (its CRC checked), so a zip accepted here unpacks on a node.
+    `digests`, when given, gets each member's (name in the zip, sha256) from the same read
+    (`content_hash.content_sha_of`): a big upload is read once, not once more to hash it.
     """
     try:
         with open(path, "rb") as fh:
             count_entries(fh, max_entries)
         with zipfile.ZipFile(path) as zf:
             summary = _check_listing(zf.infolist(), max_unpacked, max_ratio)
-            _read_through(zf, max_unpacked)
+            _read_through(zf, max_unpacked, digests)
     except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, struct.error) as exc:
         raise BadInput(f"the zip archive is damaged: {exc}") from None
     return summary
@@ -210,16 +217,24 @@ def _check_listing(infos: list[zipfile.ZipInfo], max_unpacked: int, max_ratio: f
     return ZipSummary(names=names, blends=blends, unpacked=total, entries=entries)
 
 
-def _read_through(zf: zipfile.ZipFile, max_unpacked: int) -> None:
-    """Read every member to its end, so zipfile checks its size and CRC."""
+def _read_through(
+    zf: zipfile.ZipFile, max_unpacked: int, digests: list[tuple[str, str]] | None
+) -> None:
+    """Read every member to its end, so zipfile checks its size and CRC (and hash it into
+    `digests` when given)."""
     read = 0
     for info in zf.infolist():
         if info.is_dir():
             continue
+        sha = hashlib.sha256()
         for block in _blocks(zf, info):
             read += len(block)
             if read > max_unpacked:
                 raise TooLarge("the zip unpacks to more than its headers say")
+            if digests is not None:
+                sha.update(block)
+        if digests is not None:
+            digests.append((info.filename, sha.hexdigest()))
 
 
 def choose_blend(summary: ZipSummary, requested: str | None) -> str:

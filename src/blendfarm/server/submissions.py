@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import protocol as p
 from ..archive import choose_blend, inspect_zip, is_blend_file, is_zip_file, wrap_blend
 from ..blendversion import read_version
-from ..content_hash import content_sha
+from ..content_hash import content_sha_of
 from ..errors import BadInput, Conflict
 from ..limits import check_size
 from ..settings import Settings
@@ -70,11 +70,13 @@ class Submissions:
                 archive = self.data.temp_file(".zip")
                 name = Path(filename).name if filename.lower().endswith(".blend") else "scene.blend"
                 wrap_blend(upload, archive, name)
+            digests: list[tuple[str, str]] = []  # each member's sha256, from the one read
             summary = inspect_zip(
                 archive,
                 self.settings.max_unpacked,
                 self.settings.max_ratio,
                 self.settings.max_entries,
+                digests,
             )
             blend = choose_blend(summary, sub.blend)
             with zipfile.ZipFile(archive) as zf, zf.open(summary.entries[blend]) as member:
@@ -103,7 +105,7 @@ class Submissions:
                 frame_order=sub.order,
                 paused=sub.paused,
                 notify=sub.notify,
-                content_sha=content_sha(archive, blend),
+                content_sha=content_sha_of(digests, blend),
                 finish=sub.finish,
             )
             hold = self.settings.node_timeout
