@@ -141,6 +141,10 @@ def test_a_working_node_takes_each_next_chunk_with_its_result(
     # The probe and the first chunk are leased; every later chunk came with a result's
     # answer; the last answer had nothing more, so the node long-polls once more.
     assert len(leases) <= 3, leases
+    # Nor a heartbeat after each of them: at most one a second as tasks end (and the
+    # periodic one, every 10 s, does not come round in this run).
+    beats = [path for path in asked if path.endswith("/heartbeat")]
+    assert len(beats) <= 2, beats
     farm.background.composite_all()
     assert farm.client.get(f"/api/projects/{pid}").json()["state"] == "done"
 

@@ -9,6 +9,7 @@ on the server or a new server identity, which the main loop handles between task
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from functools import partial
 
@@ -78,6 +79,9 @@ class InFlight:
             return True
 
 
+AFTER_TASK_GAP = 1.0  # seconds: at most one heartbeat as tasks end, beside the periodic ones
+
+
 class Heartbeats:
     """Sends a heartbeat every `every` seconds on its own thread until `stop` is set.
 
@@ -110,6 +114,7 @@ class Heartbeats:
         self.new_blender = threading.Event()
         self.server_changed = threading.Event()
         self._thread: threading.Thread | None = None
+        self._last = -AFTER_TASK_GAP  # when the last heartbeat was sent (monotonic)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -123,9 +128,17 @@ class Heartbeats:
         while not self.stop.wait(self.every):
             self.beat()
 
+    def beat_after_task(self) -> None:
+        """A heartbeat as a task ends (its log lines, a new Blender or server noticed before
+        the next task), unless one went less than AFTER_TASK_GAP seconds ago: a node doing
+        many short chunks would double its requests, each next task coming with a result."""
+        if time.monotonic() - self._last >= AFTER_TASK_GAP:
+            self.beat()
+
     def beat(self) -> None:
         """One heartbeat for the tasks of every slot; a server that does not answer is tried
         again at the next one."""
+        self._last = time.monotonic()
         held = [(slot, slot.task) for slot in list(self.in_flight)]
         lines = self.log.take()
         beat = Heartbeat(tasks=[task.id for _slot, task in held if task], log=lines)

@@ -423,7 +423,7 @@ class Node:
                     idle = min(idle * 1.5, IDLE_WAIT[1])
                 continue
             idle = IDLE_WAIT[0]
-            self.heartbeats.beat()
+            self.heartbeats.beat_after_task()
 
     def run_task(self, task: Task, worker: SlotWorker | None = None) -> None:
         """Do one leased task to its end (see `tasks`); Stopped when the node stops meanwhile."""
