@@ -82,4 +82,14 @@ def test_work_after_a_commit_runs_once_the_outermost_transaction_commits(tmp_pat
         pass
     db.after_commit(lambda: seen.append("outside"))  # no transaction: at once
     assert seen[2:] == ["outside"] and db.get_meta("k") == "v1"
+
+    with db.transaction():
+        try:
+            with db.transaction():  # a savepoint rolled back: its after-commit work goes too
+                db.after_commit(lambda: seen.append("undone part"))
+                raise RuntimeError("no")
+        except RuntimeError:
+            pass
+        db.after_commit(lambda: seen.append("kept part"))
+    assert seen[3:] == ["kept part"]
     db.close()

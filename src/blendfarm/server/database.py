@@ -42,7 +42,8 @@ class Database:
         self._readers_lock = threading.Lock()
         self._depth = 0
         self._changed = False
-        self._after: list[Callable[[], None]] = []  # to call once the transaction commits
+        # What to call once the transaction commits, with the depth that asked for it.
+        self._after: list[tuple[int, Callable[[], None]]] = []
         self._checkpointer: sqlite3.Connection | None = None
         with self._lock:
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -99,6 +100,8 @@ class Database:
                 else:
                     self._db.execute(f"ROLLBACK TO {savepoint}")
                     self._db.execute(f"RELEASE {savepoint}")
+                    # What the rolled-back part asked to do after the commit is not done.
+                    self._after = [(d, c) for d, c in self._after if d <= self._depth]
                 raise
             self._depth -= 1
             if changes:
@@ -115,15 +118,16 @@ class Database:
             if self._changed:
                 self.version += 1
             after, self._after = self._after, []
-        for call in after:
+        for _depth, call in after:
             call()
 
     def after_commit(self, call: Callable[[], None]) -> None:
-        """Call `call` once the running transaction has committed (at once outside one, never
-        when it rolls back): telling other threads about a change they can then read."""
+        """Call `call` once the running transaction has committed (at once outside one; never
+        when it, or the savepoint that asked, rolls back): telling other threads about a
+        change they can then read."""
         with self._lock:
             if self._writer == threading.get_ident():
-                self._after.append(call)
+                self._after.append((self._depth, call))
                 return
         call()
 
