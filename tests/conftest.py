@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,6 +14,12 @@ from helpers import FarmProcesses, make_project, require_blender, zip_folder
 # property tests are judged on their results, never on how long an example took.
 settings.register_profile("blendfarm", deadline=None)
 settings.load_profile("blendfarm")
+
+# A suite started in the background by a shell without job control inherits Ctrl-C ignored
+# (POSIX shells do that to background jobs) and would hand that on to every process it
+# starts; tests that press Ctrl-C on a `blendfarm` command (SIGINT) would then wait forever.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
