@@ -14,6 +14,7 @@ import pytest
 from apphelpers import ADMIN, InProcessFarm, png_bytes
 from blendfarm.errors import BadChunks
 from blendfarm.pngio import read_png
+from blendfarm.protocol import Accepted
 from blendfarm.server import routes_nodes
 from blendfarm.tiles import chunk_rect
 
@@ -195,3 +196,34 @@ def test_a_full_disk_under_the_database_fails_the_result_clearly_and_keeps_nothi
     assert p["chunks_done"] == 0 and _held(farm, pid) == 0  # the chunk's done-mark rolled back
     assert farm.answer(task).json()["accepted"] is True  # the node sends it again: taken
     assert farm.client.get(f"/api/projects/{pid}").json()["chunks_done"] == 1
+
+
+def test_a_late_small_copy_leaves_the_file_of_the_chunk_already_done(
+    farm: InProcessFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    farm.register()
+    pid = farm.submit({"frame": "1"}).json()["id"]
+    farm.answer(farm.lease())  # the probe
+    first = farm.lease()
+    assert first is not None
+    farm.answer(first)
+    farm.client.post(f"/api/projects/{pid}/requeue", headers=ADMIN, json={"chunks": ["1:0:0"]})
+    again = farm.lease()  # the chunk's second lease
+    assert again is not None and again["id"] == first["id"]
+    dispatch = farm.farm.dispatch
+    late = dispatch.chunk_in_memory(  # a small result under it, taken in, not yet committed
+        again["id"], again["lease"], chunk_rect(31, 23, 1, 0, 0), _sent_whole(2)
+    )
+    with monkeypatch.context() as m:  # meanwhile the first lease's node sends it again, a file
+        _files_for_results(m)
+        assert farm.answer(first).json()["accepted"] is True
+    assert _chunk_files(farm, pid) == ["1-0-0.png"] and _held(farm, pid) == 0
+    task = dispatch.check_lease(again["id"], again["lease"])
+    assert not isinstance(late, Accepted) and len(task.leases) == 2
+    with farm.farm.store.db.transaction():
+        dispatch.commit_image(late, _sent_whole(2), task)  # the chunk is done: nothing changes
+    assert _chunk_files(farm, pid) == ["1-0-0.png"] and _held(farm, pid) == 0
+
+
+def _sent_whole(value: int) -> bytes:
+    return png_bytes(31, 23, value)

@@ -83,8 +83,8 @@ class Dispatch:
         self.guard = guard
         self.durable = GroupSync(data.root)
         self.durable_async = AsyncGroupSync(self.durable)  # the same flushes, for the loop
-        # Results the event loop takes at once share one commit (Dispatch.settle each).
-        self.results: GroupCommit[Settling, p.Accepted] = GroupCommit(store.db, self._settle)
+        # Results the event loop takes at once share one commit (`settle` each).
+        self.results: GroupCommit[Settling, p.Accepted] = GroupCommit(store.db, self.settle)
 
     def _clean(self, lines: list[str]) -> list[str]:
         """A node's log lines as anyone may see them: truncated, and never the node token."""
@@ -277,16 +277,17 @@ class Dispatch:
     def commit_image(self, stored: StoredChunk, image: bytes, task: TaskRow) -> p.Accepted:
         """Record a small chunk (`chunk_in_memory`) as done with its image in the database
         (`chunk_images`): no file, no flush to wait for. A chunk leased before may have
-        files from an earlier render: they go first, so they cannot stand for it."""
-        if len(task.leases) > 1:
-            for path in self.chunk_paths(task):
-                path.unlink(missing_ok=True)
-        return self.commit_chunk(stored, image)
+        files from an earlier render: they go once it is taken, so they cannot stand for it."""
+        earlier = self.chunk_paths(task) if len(task.leases) > 1 else []
+        return self.commit_chunk(stored, image, earlier)
 
-    def commit_chunk(self, stored: StoredChunk, image: bytes | None = None) -> p.Accepted:
+    def commit_chunk(
+        self, stored: StoredChunk, image: bytes | None = None, replaces: list[Path] | None = None
+    ) -> p.Accepted:
         """Record a chunk stored by `store_chunk` as done, once its file is durable (or with
-        its `image` kept in the database); the compositor stitches its frame when it was the
-        frame's last."""
+        its `image` kept in the database, the files `replaces` removed); the compositor
+        stitches its frame when it was the frame's last. A chunk done already (another copy
+        won) is left as it is."""
         with self.store.db.transaction(changes=False) as db:  # one commit for all of it
             if not self.store.tasks.complete(stored.task_id, stored.lease):
                 return p.Accepted(accepted=True)
@@ -294,6 +295,8 @@ class Dispatch:
                 self.store.images.drop(db, stored.task_id)  # the file is the chunk now
             else:
                 self.store.images.put(db, stored.task_id, stored.project_id, stored.frame, image)
+                for path in replaces or []:
+                    path.unlink(missing_ok=True)
             self.store.projects.add_size(stored.project_id, stored.size)
             if not self.store.projects.frame_unfinished(stored.project_id, stored.frame):
                 # The frame's last chunk: the compositor stitches it once this commits.
@@ -302,17 +305,11 @@ class Dispatch:
                 )
         return p.Accepted(accepted=True)
 
-    def settle(
-        self, result: p.Accepted | Callable[[], p.Accepted], follow: tuple[str, str, str] | None
-    ) -> p.Accepted:
-        """The answer to a result: `result`, or what committing it answers; with `follow`
-        (node, slot, warm), that node's next task leased in the same transaction (one commit
-        for both: most of a chunk's cost to the server is its commits). On the event loop,
-        `results.submit` does the same for every result the loop takes at once."""
-        with self.store.db.transaction(changes=False):
-            return self._settle((result, follow))
-
-    def _settle(self, work: Settling) -> p.Accepted:
+    def settle(self, work: Settling) -> p.Accepted:
+        """The answer to a result: the answer already, or what committing it answers; with
+        the follow-up (node, slot, warm), that node's next task leased in the same
+        transaction. Run by `results` (GroupCommit): every result the event loop takes at
+        once shares one commit, most of a chunk's cost to the server."""
         result, follow = work
         answer = result if isinstance(result, p.Accepted) else result()
         if follow is not None:

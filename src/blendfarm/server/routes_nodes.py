@@ -174,8 +174,8 @@ async def task_result(request: Request) -> Response:
 async def _take_result(
     request: Request, farm: Farm, tid: int, lease: str, kind: ChunkKind | None
 ) -> p.Accepted | Callable[[], p.Accepted]:
-    """The answer already, or the commit that records the result (`Dispatch.settle` runs it
-    with the node's next lease)."""
+    """The answer already, or the commit that records the result (`Dispatch.settle` runs it,
+    with the node's next lease, in the loop's shared transaction)."""
     dispatch = farm.dispatch
     task = dispatch.check_lease(tid, lease)  # on the loop: one indexed read
     small = None if kind is None else dispatch.small_result(task, kind, _declared_length(request))
