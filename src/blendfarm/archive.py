@@ -226,14 +226,14 @@ def _read_through(
     for info in zf.infolist():
         if info.is_dir():
             continue
-        sha = hashlib.sha256()
+        sha = None if digests is None else hashlib.sha256()
         for block in _blocks(zf, info):
             read += len(block)
             if read > max_unpacked:
                 raise TooLarge("the zip unpacks to more than its headers say")
-            if digests is not None:
+            if sha is not None:
                 sha.update(block)
-        if digests is not None:
+        if digests is not None and sha is not None:
             digests.append((info.filename, sha.hexdigest()))
 
 

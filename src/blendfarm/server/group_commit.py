@@ -42,29 +42,26 @@ class GroupCommit(Generic[Work, Answer]):
 
     def _commit(self, loop: asyncio.AbstractEventLoop) -> None:
         batch = self._pending.pop(loop, [])
-        answers: list[tuple[_Item[Work, Answer], Answer | None, Exception | None]] = []
+        answers: list[tuple[_Item[Work, Answer], Answer]] = []
+        errors: list[tuple[_Item[Work, Answer], Exception]] = []
+        self.batches += 1
         try:
             with self.db.transaction(changes=False):
                 for item in batch:
                     try:
                         with self.db.transaction(changes=False):  # a savepoint: its own
-                            answers.append((item, self.run(item.work), None))
+                            answers.append((item, self.run(item.work)))
                     except Exception as exc:
-                        answers.append((item, None, exc))
+                        errors.append((item, exc))
         except Exception as exc:  # the commit failed: nothing of the batch was kept
-            for item in batch:
-                if not item.done.done():
-                    item.done.set_exception(exc)
-            return
-        finally:
-            self.batches += 1
-        for item, answer, error in answers:
-            if item.done.done():  # its request was cancelled (the node went away)
-                continue
-            if error is not None:
+            errors = [(item, exc) for item in batch]
+            answers = []
+        for item, answer in answers:
+            if not item.done.done():  # else its request was cancelled (the node went away)
+                item.done.set_result(answer)
+        for item, error in errors:
+            if not item.done.done():
                 item.done.set_exception(error)
-            else:
-                item.done.set_result(answer)  # type: ignore[arg-type]
 
 
 class _Item(Generic[Work, Answer]):
